@@ -1,0 +1,25 @@
+// File helpers: atomic writes (temporary name + rename, so a kill never leaves half a file),
+// appends that survive crashes, and whole-file reads with errors that name the path.
+#pragma once
+
+#include <string>
+
+#include <absl/status/status.h>
+#include <absl/status/statusor.h>
+
+namespace moa {
+
+/// Writes `contents` to `path` via `path.tmp.<pid>` and rename(2); fsyncs before the rename.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
+
+/// Appends one line (a newline is added) to `path`, rewriting the file atomically so readers
+/// never see a partial line.
+absl::Status AppendLineAtomically(const std::string& path, const std::string& line);
+
+/// Reads a whole file; NotFoundError naming the path when it cannot be opened.
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+/// Creates a directory and its parents; ok if it exists.
+absl::Status MakeDirs(const std::string& path);
+
+}  // namespace moa

@@ -1,0 +1,169 @@
+#include "data/dataset.h"
+
+#include <filesystem>
+
+#include "common/status_macros.h"
+#include "data/idx.h"
+#include "data/rotate.h"
+#include "data/splits.h"
+
+namespace moa::data {
+namespace {
+
+const std::vector<DatasetInfo>& Registry() {
+  static const std::vector<DatasetInfo> registry = {
+      {"RotatedMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28},
+      {"RotatedFashionMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28},
+      {"MNIST", {"upright"}, 10, 1, 28},
+      {"FashionMNIST", {"upright"}, 10, 1, 28},
+      {"PACS", {"art_painting", "cartoon", "photo", "sketch"}, 7, 3, 224},
+      {"VLCS", {"Caltech101", "LabelMe", "SUN09", "VOC2007"}, 5, 3, 224},
+      {"OfficeHome", {"Art", "Clipart", "Product", "Real World"}, 65, 3, 224},
+      {"TerraIncognita", {"location_100", "location_38", "location_43", "location_46"}, 10, 3, 224},
+      {"DomainNet",
+       {"clipart", "infograph", "painting", "quickdraw", "real", "sketch"},
+       345,
+       3,
+       224},
+  };
+  return registry;
+}
+
+bool IsFashion(const std::string& name) { return name.find("Fashion") != std::string::npos; }
+
+// Finds `stem` or `stem.gz` in `dir`.
+absl::StatusOr<std::string> FindIdx(const std::string& dir, const std::string& stem) {
+  for (const std::string& candidate : {dir + "/" + stem, dir + "/" + stem + ".gz"}) {
+    if (std::filesystem::exists(candidate)) return candidate;
+  }
+  return absl::NotFoundError("data.data_dir " + dir + ": neither " + stem + " nor " + stem +
+                             ".gz exists");
+}
+
+struct IdxPair {
+  torch::Tensor images;
+  torch::Tensor labels;
+};
+
+absl::StatusOr<IdxPair> ReadIdxPair(const std::string& dir, const std::string& prefix) {
+  MOA_ASSIGN_OR_RETURN(std::string images_path, FindIdx(dir, prefix + "-images-idx3-ubyte"));
+  MOA_ASSIGN_OR_RETURN(std::string labels_path, FindIdx(dir, prefix + "-labels-idx1-ubyte"));
+  MOA_ASSIGN_OR_RETURN(torch::Tensor images, ReadIdx(images_path));
+  MOA_ASSIGN_OR_RETURN(torch::Tensor labels, ReadIdx(labels_path));
+  if (images.dim() != 3 || images.scalar_type() != torch::kUInt8) {
+    return absl::DataLossError("IDX file " + images_path + ": expected uint8 N x H x W images");
+  }
+  if (labels.dim() != 1 || labels.size(0) != images.size(0)) {
+    return absl::DataLossError("IDX file " + labels_path + ": " + std::to_string(labels.size(0)) +
+                               " labels for " + std::to_string(images.size(0)) + " images in " +
+                               images_path);
+  }
+  return IdxPair{images, labels.to(torch::kInt64)};
+}
+
+}  // namespace
+
+absl::StatusOr<DatasetInfo> LookupDataset(const std::string& name) {
+  for (const DatasetInfo& info : Registry()) {
+    if (info.name == name) return info;
+  }
+  std::string known;
+  for (const std::string& n : KnownDatasets()) known += (known.empty() ? "" : ", ") + n;
+  return absl::InvalidArgumentError("unknown dataset '" + name + "' (known: " + known + ")");
+}
+
+std::vector<std::string> KnownDatasets() {
+  std::vector<std::string> names;
+  for (const DatasetInfo& info : Registry()) names.push_back(info.name);
+  return names;
+}
+
+absl::StatusOr<IdxSource> ParseIdxSource(const std::string& text) {
+  if (text == "all") return IdxSource::kAll;
+  if (text == "train") return IdxSource::kTrain;
+  if (text == "test") return IdxSource::kTest;
+  return absl::InvalidArgumentError("data.source must be all, train or test, not '" + text + "'");
+}
+
+std::vector<Domain> BuildRotatedDomains(const torch::Tensor& images, const torch::Tensor& labels,
+                                        const std::vector<double>& angles, int64_t seed) {
+  torch::manual_seed(static_cast<uint64_t>(seed));
+  const torch::Tensor shuffle = torch::randperm(images.size(0), torch::kInt64);
+  const torch::Tensor shuffled_images = images.index_select(0, shuffle);
+  const torch::Tensor shuffled_labels = labels.index_select(0, shuffle);
+  const int64_t n_env = static_cast<int64_t>(angles.size());
+  std::vector<Domain> domains;
+  for (int64_t i = 0; i < n_env; ++i) {
+    using torch::indexing::Slice;
+    Domain domain;
+    char name[32];
+    std::snprintf(name, sizeof(name), "%g", angles[i]);
+    domain.name = name;
+    const torch::Tensor env_images =
+        shuffled_images.index({Slice(i, torch::indexing::None, n_env)});
+    domain.labels = shuffled_labels.index({Slice(i, torch::indexing::None, n_env)}).contiguous();
+    domain.images =
+        RotateLikePil(env_images, angles[i]).unsqueeze(1).to(torch::kFloat32).div_(255.0);
+    domains.push_back(std::move(domain));
+  }
+  return domains;
+}
+
+absl::StatusOr<DomainDataset> LoadDataset(const LoadOptions& options) {
+  MOA_ASSIGN_OR_RETURN(DatasetInfo info, LookupDataset(options.dataset));
+  if (info.channels != 1) {
+    return absl::UnimplementedError("dataset " + options.dataset +
+                                    ": image-folder datasets are not supported yet");
+  }
+  std::string dir = options.data_dir;
+  if (dir.empty()) {
+    if (!IsFashion(options.dataset)) {
+      return absl::InvalidArgumentError("data.data_dir must name the folder with the " +
+                                        options.dataset + " IDX files");
+    }
+    dir = kDebianFashionMnistDir;
+  }
+  torch::Tensor images, labels;
+  if (options.source != IdxSource::kTest) {
+    MOA_ASSIGN_OR_RETURN(IdxPair train, ReadIdxPair(dir, "train"));
+    images = train.images;
+    labels = train.labels;
+  }
+  if (options.source != IdxSource::kTrain) {
+    MOA_ASSIGN_OR_RETURN(IdxPair test, ReadIdxPair(dir, "t10k"));
+    images = images.defined() ? torch::cat({images, test.images}) : test.images;
+    labels = labels.defined() ? torch::cat({labels, test.labels}) : test.labels;
+  }
+
+  DomainDataset dataset;
+  dataset.name = options.dataset;
+  dataset.num_classes = info.num_classes;
+  dataset.channels = 1;
+  dataset.height = images.size(1);
+  dataset.width = images.size(2);
+  if (info.environments.size() == 1) {
+    Domain domain;
+    domain.name = info.environments[0];
+    domain.images = images.unsqueeze(1).to(torch::kFloat32).div_(255.0);
+    domain.labels = labels;
+    dataset.domains.push_back(std::move(domain));
+  } else {
+    std::vector<double> angles;
+    for (const std::string& env : info.environments) angles.push_back(std::stod(env));
+    dataset.domains = BuildRotatedDomains(images, labels, angles, options.seed);
+  }
+  for (size_t i = 0; i < dataset.domains.size(); ++i) {
+    Domain& domain = dataset.domains[i];
+    if (options.max_per_domain > 0 && domain.images.size(0) > options.max_per_domain) {
+      domain.images = domain.images.narrow(0, 0, options.max_per_domain).contiguous();
+      domain.labels = domain.labels.narrow(0, 0, options.max_per_domain).contiguous();
+    }
+    InOutSplit split = SplitInOut(domain.images.size(0), options.holdout_fraction,
+                                  SeedHash(options.trial_seed, static_cast<int64_t>(i)));
+    domain.in = std::move(split.in);
+    domain.out = std::move(split.out);
+  }
+  return dataset;
+}
+
+}  // namespace moa::data

@@ -1,0 +1,152 @@
+#include "launch/commands.h"
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include "common/logging.h"
+#include "data/dataset.h"
+#include "launch/options.h"
+#include "moa/peft.h"
+#include "trainer/trainer.h"
+
+namespace moa::launch {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moa <command> [--config FILE] [--section.key=value ...]\n"
+    "\n"
+    "commands:\n"
+    "  train      train adapters on a frozen backbone (DomainBed protocol) and select a model\n"
+    "  pretrain   train a whole classifier and save its backbone for `train` to start from\n"
+    "  info       print parameter counts of a configuration's model (no data, no training)\n"
+    "\n"
+    "Options are INI keys: a file given with --config, overridden by --section.key=value.\n"
+    "`moa <command> --help` lists every option with its default.\n";
+
+struct ParsedArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  bool help = false;
+  std::string error;
+};
+
+ParsedArgs ParseArgs(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      parsed.help = true;
+    } else if (a == "--config") {
+      if (i + 1 >= args.size()) {
+        parsed.error = "--config needs a file";
+        return parsed;
+      }
+      parsed.config = args[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      parsed.config = a.substr(9);
+    } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos) {
+      if (a.find('=') == std::string::npos && i + 1 < args.size() &&
+          args[i + 1].rfind("--", 0) != 0) {
+        parsed.overrides.push_back(a + "=" + args[++i]);
+      } else {
+        parsed.overrides.push_back(a);
+      }
+    } else {
+      parsed.error = "unexpected argument '" + a + "' (options look like --section.key=value)";
+      return parsed;
+    }
+  }
+  return parsed;
+}
+
+std::string WithCommas(int64_t n) {
+  std::string digits = std::to_string(n < 0 ? -n : n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return (n < 0 ? "-" : "") + out;
+}
+
+int Info(const trainer::RunConfig& config) {
+  auto info = data::LookupDataset(config.data.dataset);
+  if (!info.ok()) {
+    std::cerr << "moa info: " << info.status().message() << "\n";
+    return 2;
+  }
+  trainer::RunConfig no_weights = config;
+  no_weights.model.backbone.clear();  // counts need no weights
+  auto model = trainer::BuildModel(no_weights, *info);
+  if (!model.ok()) {
+    std::cerr << "moa info: " << model.status().message() << "\n";
+    return 2;
+  }
+  const ParameterCounts c = CountParameters(**model);
+  std::printf("model      %s, adapter.method %s, dataset %s (%lld classes)\n",
+              config.model.arch.c_str(), config.adapter.method.c_str(), config.data.dataset.c_str(),
+              static_cast<long long>(info->num_classes));
+  std::printf("%-10s %14s\n", "group", "parameters");
+  std::printf("%-10s %14s\n", "backbone", WithCommas(c.backbone).c_str());
+  std::printf("%-10s %14s\n", "adapters", WithCommas(c.adapters).c_str());
+  std::printf("%-10s %14s\n", "router", WithCommas(c.router).c_str());
+  std::printf("%-10s %14s\n", "head", WithCommas(c.head).c_str());
+  std::printf("%-10s %14s\n", "total", WithCommas(c.total()).c_str());
+  std::printf("%-10s %14s (%s without the head)\n", "trainable", WithCommas(c.trainable).c_str(),
+              WithCommas(c.trainable - c.head).c_str());
+  return 0;
+}
+
+int TrainOrPretrain(trainer::RunConfig config, bool pretrain) {
+  if (pretrain) {
+    config.adapter.method = "full";
+    config.model.backbone.clear();
+    config.resolved_ini = ToIni(config);
+  }
+  auto summary = pretrain ? trainer::Pretrain(config) : trainer::Train(config);
+  if (!summary.ok()) {
+    std::cerr << "moa " << (pretrain ? "pretrain" : "train") << ": " << summary.status().message()
+              << "\n";
+    return 1;
+  }
+  if (!summary->selection_table.empty()) {
+    std::printf("\nmodel selection (test-domain `in` accuracy, %%), run %s\n%s",
+                summary->run_dir.c_str(), summary->selection_table.c_str());
+  }
+  std::printf("run directory: %s\n", summary->run_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int RunCommand(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::printf("%s\noptions:%s", kUsage, OptionsHelp().c_str());
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  if (command != "train" && command != "pretrain" && command != "info") {
+    std::cerr << "moa: unknown command '" << command << "'\n\n" << kUsage;
+    return 2;
+  }
+  const ParsedArgs parsed = ParseArgs(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (parsed.help) {
+    std::printf("usage: moa %s [--config FILE] [--section.key=value ...]\n\noptions:%s",
+                command.c_str(), OptionsHelp().c_str());
+    return 0;
+  }
+  if (!parsed.error.empty()) {
+    std::cerr << "moa " << command << ": " << parsed.error << "\n";
+    return 2;
+  }
+  auto config = LoadConfig(parsed.config, parsed.overrides);
+  if (!config.ok()) {
+    std::cerr << "moa " << command << ": " << config.status().message() << "\n";
+    return 2;
+  }
+  if (command == "info") return Info(*config);
+  return TrainOrPretrain(*config, command == "pretrain");
+}
+
+}  // namespace moa::launch

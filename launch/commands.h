@@ -1,0 +1,14 @@
+// The `moa` subcommands (train, pretrain, info): argument handling and what each prints. main.cc
+// only dispatches; tests call RunCommand directly.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace moa::launch {
+
+/// Runs `moa <args...>` (args excludes the program name) and returns the exit code; output goes
+/// to stdout, errors to stderr.
+int RunCommand(const std::vector<std::string>& args);
+
+}  // namespace moa::launch

@@ -1,0 +1,42 @@
+#include "moa/adapters.h"
+
+#include "moa/init.h"
+
+namespace moa {
+
+LoraImpl::LoraImpl(const LoraOptions& options) : options_(options) {
+  TORCH_CHECK(options.rank() > 0, "LoRA rank must be positive");
+  A = register_parameter("A", torch::randn({options.rank(), options.in_features()}) /
+                                  static_cast<double>(options.rank()));
+  B = register_parameter("B", torch::zeros({options.out_features(), options.rank()}));
+}
+
+torch::Tensor LoraImpl::Delta(const torch::Tensor& x) {
+  torch::Tensor update = torch::nn::functional::linear(torch::nn::functional::linear(x, A), B);
+  return options_.scale() == 1.0 ? update : update * options_.scale();
+}
+
+AdaptableLinearImpl::AdaptableLinearImpl(const AdaptableLinearOptions& options)
+    : options_(options) {
+  weight =
+      register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+  TruncNormal_(weight, 0.0, 0.02, -2.0, 2.0);
+  if (options.bias()) bias = register_parameter("bias", torch::zeros({options.out_features()}));
+}
+
+torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = torch::nn::functional::linear(x, weight, bias);
+  if (adapter_) y = y + adapter_->Delta(x);
+  return y;
+}
+
+void AdaptableLinearImpl::set_adapter(std::shared_ptr<AdapterImpl> adapter) {
+  const std::string name = adapter->kind();
+  if (adapter_) {
+    adapter_ = replace_module(adapter_->kind(), std::move(adapter));
+  } else {
+    adapter_ = register_module(name, std::move(adapter));
+  }
+}
+
+}  // namespace moa

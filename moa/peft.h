@@ -1,0 +1,53 @@
+// Parameter-efficient fine-tuning setup: which parameters train (full, attention-only, adapters)
+// and injection of adapters into a ViT by rule (adapter.blocks x adapter.targets), plus the
+// parameter counts `moa info` prints, split into backbone, adapters, router and head.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <absl/status/statusor.h>
+#include <torch/torch.h>
+
+#include "moa/models.h"
+
+namespace moa {
+
+struct PeftOptions {
+  std::string method = "lora";  // full, attention, lora
+  int64_t rank = 2;
+  double alpha = 0.0;          // 0: scale 1 as the reference; > 0: PEFT's alpha / rank
+  std::string blocks = "all";  // all, every_other, last:N, or a list "0,2,5"
+  std::string targets = "qkv,proj";
+};
+
+/// The block indices `rule` selects among `depth` blocks; an error names the bad rule.
+absl::StatusOr<std::vector<int64_t>> SelectBlocks(const std::string& rule, int64_t depth);
+/// The Linear names of a block that `rule` selects (a comma list of qkv, proj, fc1, fc2).
+absl::StatusOr<std::vector<std::string>> SelectTargets(const std::string& rule);
+
+/// Injects adapters (for lora) and sets requires_grad: only adapters and the head train in PEFT
+/// modes; `attention` trains the qkv and proj weights and biases plus the head; `full` trains all.
+absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options);
+
+/// What a parameter belongs to, from its name.
+enum class ParameterGroup { kBackbone, kAdapter, kRouter, kHead };
+ParameterGroup GroupOf(const std::string& name);
+
+struct ParameterCounts {
+  int64_t backbone = 0;
+  int64_t adapters = 0;
+  int64_t router = 0;
+  int64_t head = 0;
+  int64_t trainable = 0;
+  int64_t total() const { return backbone + adapters + router + head; }
+};
+ParameterCounts CountParameters(const torch::nn::Module& model);
+
+/// The parameters that require grad, by name, in registration order.
+std::vector<std::pair<std::string, torch::Tensor>> TrainableParameters(
+    const torch::nn::Module& model);
+
+}  // namespace moa

@@ -1,0 +1,63 @@
+// Atomic file writes and the status macros.
+#include <filesystem>
+
+#include "common/files.h"
+#include "common/status_macros.h"
+#include "common/threads.h"
+#include "tests/support/test_support.h"
+
+namespace moa {
+namespace {
+
+absl::StatusOr<int> Half(int x) {
+  if (x % 2) return absl::InvalidArgumentError("odd");
+  return x / 2;
+}
+
+absl::StatusOr<int> Quarter(int x) {
+  MOA_ASSIGN_OR_RETURN(int h, Half(x));
+  MOA_ASSIGN_OR_RETURN(int q, Half(h));
+  return q;
+}
+
+TEST(StatusMacrosTest, PropagateErrorsAndValues) {
+  EXPECT_EQ(*Quarter(12), 3);
+  EXPECT_EQ(Quarter(6).status().message(), "odd");
+  auto check = [](int x) -> absl::Status {
+    MOA_RETURN_IF_ERROR(Half(x).status());
+    return absl::OkStatus();
+  };
+  EXPECT_TRUE(check(2).ok());
+  EXPECT_FALSE(check(3).ok());
+}
+
+TEST(FilesTest, AtomicWriteAppendAndRead) {
+  test::TempDir dir;
+  const std::string path = dir.File("a.txt");
+  MOA_ASSERT_OK(WriteFileAtomically(path, "one"));
+  MOA_ASSERT_OK(WriteFileAtomically(path, "two"));
+  MOA_ASSERT_OK_AND_ASSIGN(std::string text, ReadFile(path));
+  EXPECT_EQ(text, "two");
+  MOA_ASSERT_OK(AppendLineAtomically(dir.File("l.jsonl"), "{\"a\":1}"));
+  MOA_ASSERT_OK(AppendLineAtomically(dir.File("l.jsonl"), "{\"a\":2}"));
+  MOA_ASSERT_OK_AND_ASSIGN(text, ReadFile(dir.File("l.jsonl")));
+  EXPECT_EQ(text, "{\"a\":1}\n{\"a\":2}\n");
+  // No temporary file is left behind.
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path()))
+    files += e.is_regular_file();
+  EXPECT_EQ(files, 2);
+  EXPECT_FALSE(WriteFileAtomically(dir.File("no/such/dir/x"), "x").ok());
+  auto missing = ReadFile(dir.File("missing"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("missing"), std::string::npos);
+}
+
+TEST(ThreadsTest, ExplicitCountWinsElseCoresPerRank) {
+  EXPECT_EQ(ResolveThreadCount(3, 8), 3);
+  EXPECT_GE(ResolveThreadCount(0, 1), 1);
+  EXPECT_EQ(ResolveThreadCount(0, 100000), 1);
+}
+
+}  // namespace
+}  // namespace moa

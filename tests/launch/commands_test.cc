@@ -1,0 +1,62 @@
+// The `moa` command line as a user runs it: help, `moa info` on every shipped configuration,
+// and the exit codes and messages of bad invocations.
+#include <filesystem>
+
+#include "tests/support/test_support.h"
+
+namespace moa {
+namespace {
+
+std::string Moa() { return test::BinaryDir() + "/moa"; }
+
+TEST(CommandsTest, HelpListsCommandsAndOptions) {
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " --help", &out), 0);
+  for (const char* word : {"train", "pretrain", "info", "--optim.lr", "--adapter.rank"}) {
+    EXPECT_NE(out.find(word), std::string::npos) << word;
+  }
+  ASSERT_EQ(test::RunShell(Moa() + " train --help", &out), 0);
+  EXPECT_NE(out.find("--data.test_envs"), std::string::npos);
+  EXPECT_NE(out.find("default: 5001"), std::string::npos);
+  EXPECT_EQ(test::RunShell(Moa() + " frobnicate", &out), 2);
+  EXPECT_NE(out.find("unknown command 'frobnicate'"), std::string::npos);
+  EXPECT_EQ(test::RunShell(Moa() + " train stray", &out), 2);
+  EXPECT_NE(out.find("stray"), std::string::npos);
+}
+
+TEST(CommandsTest, InfoWorksOnEveryShippedConfig) {
+  int configs = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(test::SourceDir() + "/configs")) {
+    if (entry.path().extension() != ".ini") continue;
+    ++configs;
+    std::string out;
+    EXPECT_EQ(test::RunShell(Moa() + " info --config " + entry.path().string(), &out), 0)
+        << entry.path() << "\n"
+        << out;
+    EXPECT_NE(out.find("trainable"), std::string::npos) << entry.path();
+  }
+  EXPECT_GE(configs, 3);
+}
+
+TEST(CommandsTest, InfoCountsViTB16LoRA) {
+  std::string out;
+  ASSERT_EQ(test::RunShell(
+                Moa() + " info --data.dataset=PACS --adapter.method=lora --adapter.rank=2", &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("85,799,424"), std::string::npos) << out;
+  EXPECT_NE(out.find("110,592"), std::string::npos) << out;
+  EXPECT_NE(out.find("5,383"), std::string::npos) << out;  // 768 x 7 + 7
+}
+
+TEST(CommandsTest, BadConfigurationExitsWithTwoAndNamesTheKey) {
+  std::string out;
+  EXPECT_EQ(test::RunShell(Moa() + " train --config " + test::SourceDir() +
+                               "/configs/tiny.ini --train.steps=0",
+                           &out),
+            2);
+  EXPECT_NE(out.find("train.steps"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace moa

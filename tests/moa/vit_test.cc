@@ -1,0 +1,104 @@
+// The ViT against timm's VisionTransformer on the same weights (written by Python, read by our
+// safetensors reader), and the parameter counts against independent PyTorch modules.
+#include <nlohmann/json.hpp>
+
+#include "moa/models.h"
+#include "moa/peft.h"
+#include "moa/safetensors.h"
+#include "tests/support/test_support.h"
+
+namespace moa {
+namespace {
+
+struct VitCase {
+  int img, patch, in_chans, dim, depth, heads;
+  double mlp_ratio;
+  bool norm_pre;
+  double eps;
+  int classes;
+};
+
+class VitParityTest : public ::testing::TestWithParam<VitCase> {};
+
+TEST_P(VitParityTest, ForwardEqualsTimm) {
+  const VitCase c = GetParam();
+  test::TempDir dir;
+  const std::string path = dir.File("vit.safetensors");
+  char args[256];
+  std::snprintf(args, sizeof(args), "%s %d %d %d %d %d %d %g %d %g %d", path.c_str(), c.img,
+                c.patch, c.in_chans, c.dim, c.depth, c.heads, c.mlp_ratio, c.norm_pre ? 1 : 0,
+                c.eps, c.classes);
+  ASSERT_EQ(test::RunPython("vit_reference.py", args), 0);
+  MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile file, ReadSafetensors(path));
+
+  VisionTransformerImpl model(ViTOptions()
+                                  .img_size(c.img)
+                                  .patch_size(c.patch)
+                                  .in_chans(c.in_chans)
+                                  .dim(c.dim)
+                                  .depth(c.depth)
+                                  .heads(c.heads)
+                                  .mlp_ratio(c.mlp_ratio)
+                                  .norm_pre(c.norm_pre)
+                                  .norm_eps(c.eps)
+                                  .num_classes(c.classes));
+  // Every parameter name of ours is a timm name, and every timm tensor is one of ours.
+  int64_t copied = 0;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model.named_parameters()) {
+      auto it = file.tensors.find(p.key());
+      ASSERT_NE(it, file.tensors.end()) << "timm has no tensor named " << p.key();
+      ASSERT_EQ(it->second.sizes(), p.value().sizes()) << p.key();
+      p.value().copy_(it->second);
+      ++copied;
+    }
+  }
+  EXPECT_EQ(copied + 3, static_cast<int64_t>(file.tensors.size()))
+      << "timm's state dict has tensors the model lacks";
+  EXPECT_EQ(CountParameters(model).total(), file.tensors.at("__num_params__").item<int64_t>());
+  model.eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor logits = model.forward(file.tensors.at("__input__"));
+  const torch::Tensor expected = file.tensors.at("__logits__");
+  ASSERT_EQ(logits.sizes(), expected.sizes());
+  EXPECT_LE((logits - expected).abs().max().item<double>(), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, VitParityTest,
+                         ::testing::Values(VitCase{28, 7, 1, 64, 2, 4, 2.0, true, 1e-5, 10},
+                                           VitCase{32, 8, 3, 48, 3, 3, 4.0, false, 1e-6, 7}),
+                         [](const ::testing::TestParamInfo<VitCase>& info) {
+                           return "dim" + std::to_string(info.param.dim) +
+                                  (info.param.norm_pre ? "_norm_pre" : "_plain");
+                         });
+
+TEST(CountsTest, MatchIndependentModulesAndThePaper) {
+  test::TempDir dir;
+  const std::string log = dir.File("counts.json");
+  ASSERT_EQ(test::RunPython("reference_counts.py", "", log), 0);
+  std::string output;
+  ASSERT_EQ(test::RunShell("cat " + log, &output), 0);
+  const nlohmann::json counts = nlohmann::json::parse(output);
+
+  VisionTransformerImpl vit(ViTOptions().norm_pre(true).norm_eps(1e-5).num_classes(7));
+  const ParameterCounts c = CountParameters(vit);
+  EXPECT_EQ(c.backbone, counts["vit_b16_clip_backbone"].get<int64_t>());
+  EXPECT_EQ(c.backbone, 85799424);  // the reference's CLIP ViT-B/16 (moa-method.md 1)
+  EXPECT_EQ(c.head, 768 * 7 + 7);
+
+  MnistCnnImpl cnn(1, 10);
+  const ParameterCounts cc = CountParameters(cnn);
+  EXPECT_EQ(cc.backbone, counts["mnist_cnn"].get<int64_t>());
+  EXPECT_EQ(cc.head, 128 * 10 + 10);
+}
+
+TEST(MnistCnnTest, FeaturesAre128PerImage) {
+  MnistCnnImpl cnn(1, 10);
+  const torch::Tensor x = torch::randn({4, 1, 28, 28});
+  EXPECT_EQ(cnn.Features(x).sizes(), (std::vector<int64_t>{4, 128}));
+  EXPECT_EQ(cnn.forward(x).sizes(), (std::vector<int64_t>{4, 10}));
+}
+
+}  // namespace
+}  // namespace moa

@@ -1,0 +1,69 @@
+#include "tests/support/test_support.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+namespace moa::test {
+
+TempDir::TempDir() {
+  std::string pattern = "/tmp/moa_test_XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string SourceDir() {
+  const char* env = std::getenv("MOA_SOURCE_DIR");
+  return env ? env : MOA_SOURCE_DIR_DEFAULT;
+}
+
+std::string BinaryDir() {
+  const char* env = std::getenv("MOA_BINARY_DIR");
+  return env ? env : MOA_BINARY_DIR_DEFAULT;
+}
+
+std::string PythonPath() {
+  if (const char* env = std::getenv("MOA_PYTHON")) return env;
+  return SourceDir() + "/.venv/bin/python";
+}
+
+int RunShell(const std::string& command, std::string* output) {
+  output->clear();
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    output->append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int RunPython(const std::string& script, const std::string& args, const std::string& log_path) {
+  const std::string python = PythonPath();
+  EXPECT_TRUE(std::filesystem::exists(python))
+      << "the parity reference needs " << python << "; run scripts/setup.sh";
+  std::string output;
+  const int rc =
+      RunShell(python + " " + SourceDir() + "/tests/python/" + script + " " + args, &output);
+  if (!log_path.empty()) {
+    FILE* f = std::fopen(log_path.c_str(), "w");
+    if (f) {
+      std::fwrite(output.data(), 1, output.size(), f);
+      std::fclose(f);
+    }
+  }
+  if (rc != 0) ADD_FAILURE() << "python " << script << " failed (" << rc << "):\n" << output;
+  return rc;
+}
+
+}  // namespace moa::test

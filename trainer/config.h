@@ -1,0 +1,91 @@
+// The resolved configuration of a run, one struct per INI section of DESIGN.md section 5. The
+// option declarations (names, defaults, help, checks) live in launch/options.cc; this header is
+// only the data the trainer consumes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moa/peft.h"
+
+namespace moa::trainer {
+
+struct DataConfig {
+  std::string dataset;
+  std::string data_dir;
+  std::string source;
+  std::vector<int64_t> test_envs;
+  double holdout_fraction = 0;
+  int64_t batch_size = 0;
+  int64_t max_per_domain = 0;
+  int64_t workers = 0;
+};
+
+struct ModelConfig {
+  std::string arch;
+  int64_t img_size = 0;
+  int64_t patch_size = 0;
+  int64_t dim = 0;
+  int64_t depth = 0;
+  int64_t heads = 0;
+  double mlp_ratio = 0;
+  bool norm_pre = false;
+  double norm_eps = 0;
+  std::string backbone;
+  int64_t num_classes = 0;
+};
+
+/// The [adapter] section is the model library's PEFT description itself.
+using AdapterConfig = moa::PeftOptions;
+
+struct OptimConfig {
+  std::string optimizer;
+  double lr = 0;
+  double weight_decay = 0;
+};
+
+struct TrainConfig {
+  int64_t steps = 0;
+  int64_t checkpoint_freq = 0;
+  int64_t seed = 0;
+  int64_t trial_seed = 0;
+  int64_t hparams_seed = 0;
+  int64_t threads = 0;
+  std::string resume;
+  int64_t log_every = 0;
+};
+
+struct EvalConfig {
+  std::string mode;
+  int64_t batch_size = 0;
+};
+
+struct ParallelConfig {
+  int64_t dp = 0;
+  int64_t ep = 0;
+  std::string expert_mode;
+  std::string device;
+};
+
+struct OutputConfig {
+  std::string dir;
+  std::string save;
+};
+
+struct RunConfig {
+  DataConfig data;
+  ModelConfig model;
+  AdapterConfig adapter;
+  OptimConfig optim;
+  TrainConfig train;
+  EvalConfig eval;
+  ParallelConfig parallel;
+  OutputConfig output;
+  /// The file the configuration was read from (for messages); empty when none.
+  std::string config_path;
+  /// The resolved configuration as INI text, written to config.ini.
+  std::string resolved_ini;
+};
+
+}  // namespace moa::trainer

@@ -1,0 +1,423 @@
+#include "trainer/trainer.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/files.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/threads.h"
+#include "common/timer.h"
+#include "common/version.h"
+#include "data/stream.h"
+#include "moa/factory.h"
+#include "moa/peft.h"
+#include "moa/weights.h"
+#include "parallel/mesh.h"
+#include "trainer/selection.h"
+
+namespace moa::trainer {
+namespace {
+
+double PeakMemoryGb() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
+}
+
+std::string Hostname() {
+  char name[256] = {0};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+std::string FormatDuration(double seconds) {
+  const long long s = static_cast<long long>(std::max(0.0, seconds));
+  char text[32];
+  if (s >= 3600) {
+    std::snprintf(text, sizeof(text), "%lldh%02lldm", s / 3600, (s / 60) % 60);
+  } else {
+    std::snprintf(text, sizeof(text), "%lldm%02llds", s / 60, s % 60);
+  }
+  return text;
+}
+
+nlohmann::ordered_json HparamsJson(const RunConfig& c) {
+  nlohmann::ordered_json h;
+  h["lr"] = c.optim.lr;
+  h["batch_size"] = c.data.batch_size;
+  h["weight_decay"] = c.optim.weight_decay;
+  h["optimizer"] = c.optim.optimizer;
+  h["method"] = c.adapter.method;
+  h["rank"] = c.adapter.rank;
+  h["alpha"] = c.adapter.alpha;
+  h["blocks"] = c.adapter.blocks;
+  h["targets"] = c.adapter.targets;
+  return h;
+}
+
+nlohmann::ordered_json ArgsJson(const RunConfig& c) {
+  nlohmann::ordered_json a;
+  a["dataset"] = c.data.dataset;
+  a["algorithm"] = "ERM";
+  a["method"] = c.adapter.method;
+  a["test_envs"] = c.data.test_envs;
+  a["trial_seed"] = c.train.trial_seed;
+  a["hparams_seed"] = c.train.hparams_seed;
+  a["seed"] = c.train.seed;
+  a["steps"] = c.train.steps;
+  a["checkpoint_freq"] = c.train.checkpoint_freq;
+  a["holdout_fraction"] = c.data.holdout_fraction;
+  a["output_dir"] = c.output.dir;
+  return a;
+}
+
+// The training loop shared by train and pretrain.
+class Runner {
+ public:
+  Runner(const RunConfig& config, bool pretrain) : config_(config), pretrain_(pretrain) {}
+
+  absl::StatusOr<RunSummary> Run() {
+    MOA_ASSIGN_OR_RETURN(parallel::Mesh mesh,
+                         parallel::DetectMesh(config_.parallel.dp, config_.parallel.ep));
+    if (mesh.world_size > 1) {
+      return absl::UnimplementedError("this build trains in one process; " +
+                                      parallel::DescribeMesh(mesh) +
+                                      " was launched. Run moa without mpirun.");
+    }
+    threads_ = ResolveThreadCount(static_cast<int>(config_.train.threads),
+                                  static_cast<int>(mesh.local_size));
+    ApplyThreadCount(threads_);
+    MOA_ASSIGN_OR_RETURN(info_, data::LookupDataset(config_.data.dataset));
+    MOA_ASSIGN_OR_RETURN(model_, BuildModel(config_, info_));
+
+    data::LoadOptions load;
+    load.dataset = config_.data.dataset;
+    load.data_dir = config_.data.data_dir;
+    MOA_ASSIGN_OR_RETURN(load.source, data::ParseIdxSource(config_.data.source));
+    load.seed = config_.train.seed;
+    load.trial_seed = config_.train.trial_seed;
+    load.holdout_fraction = config_.data.holdout_fraction;
+    load.max_per_domain = config_.data.max_per_domain;
+    Stopwatch load_time;
+    MOA_ASSIGN_OR_RETURN(dataset_, data::LoadDataset(load));
+    Log(LogLevel::kInfo) << "loaded " << dataset_.name << ": " << DescribeDomains() << " in "
+                         << FormatDuration(load_time.Seconds());
+
+    const int64_t n_env = static_cast<int64_t>(dataset_.domains.size());
+    for (int64_t e = 0; e < n_env; ++e) {
+      const bool is_test = std::find(config_.data.test_envs.begin(), config_.data.test_envs.end(),
+                                     e) != config_.data.test_envs.end();
+      (is_test && !pretrain_ ? test_envs_ : train_envs_).push_back(e);
+    }
+    run_dir_ = config_.output.dir;
+    MOA_RETURN_IF_ERROR(MakeDirs(run_dir_ + "/checkpoints"));
+    MOA_RETURN_IF_ERROR(WriteFileAtomically(run_dir_ + "/config.ini", config_.resolved_ini));
+    MOA_RETURN_IF_ERROR(WriteEnvJson(mesh));
+    std::filesystem::remove(run_dir_ + "/results.jsonl");
+    std::filesystem::remove(run_dir_ + "/done");
+
+    const ParameterCounts counts = CountParameters(*model_);
+    Log(LogLevel::kInfo) << "model " << config_.model.arch << " / " << config_.adapter.method
+                         << ": " << counts.total() << " parameters, " << counts.trainable
+                         << " trainable; " << threads_ << " threads";
+    absl::Status loop_status;
+    MOA_RETURN_IF_ERROR(CatchToStatus("training", [&] { loop_status = Loop(); }));
+    MOA_RETURN_IF_ERROR(loop_status);
+    if (pretrain_) {
+      const std::string path = run_dir_ + "/backbone.safetensors";
+      MOA_RETURN_IF_ERROR(SaveBackbone(*model_, path, BackboneMetadata()));
+      Log(LogLevel::kInfo) << "saved backbone to " << path;
+    }
+    RunSummary summary;
+    summary.records = records_;
+    summary.run_dir = run_dir_;
+    if (!test_envs_.empty()) {
+      MOA_ASSIGN_OR_RETURN(std::vector<Selection> selections,
+                           SelectModels(records_, train_envs_, test_envs_));
+      std::vector<std::string> names;
+      for (int64_t t : test_envs_) names.push_back(dataset_.domains[t].name);
+      summary.selection_table = FormatSelectionTable(selections, names);
+      MOA_RETURN_IF_ERROR(
+          WriteFileAtomically(run_dir_ + "/selection.txt", summary.selection_table));
+    }
+    MOA_RETURN_IF_ERROR(WriteFileAtomically(run_dir_ + "/done", "done\n"));
+    return summary;
+  }
+
+ private:
+  std::string DescribeDomains() const {
+    std::string text;
+    for (const data::Domain& d : dataset_.domains) {
+      text += (text.empty() ? "" : ", ") + d.name + " (" + std::to_string(d.in.size()) + " in, " +
+              std::to_string(d.out.size()) + " out)";
+    }
+    return text;
+  }
+
+  std::map<std::string, std::string> BackboneMetadata() const {
+    return {{"format", "pt"},
+            {"moa_arch", config_.model.arch},
+            {"moa_config", config_.resolved_ini},
+            {"moa_commit", GitCommit()}};
+  }
+
+  absl::Status WriteEnvJson(const parallel::Mesh& mesh) {
+    nlohmann::ordered_json env;
+    env["moa_commit"] = GitCommit();
+    env["libtorch"] = TorchVersion();
+    env["mpi"] = nullptr;
+    env["nccl"] = nullptr;
+    env["hostnames"] = {Hostname()};
+    env["world"] = {{"size", mesh.world_size}, {"dp", mesh.dp}, {"ep", mesh.ep}};
+    env["threads"] = threads_;
+    env["device"] = "cpu";
+    return WriteFileAtomically(run_dir_ + "/env.json", env.dump(2) + "\n");
+  }
+
+  absl::Status Loop() {
+    std::vector<torch::Tensor> params;
+    for (auto& [name, p] : TrainableParameters(*model_)) params.push_back(p);
+    if (params.empty()) return absl::InvalidArgumentError("the model has no trainable parameter");
+    std::unique_ptr<torch::optim::Optimizer> optimizer;
+    if (config_.optim.optimizer == "adamw") {
+      optimizer = std::make_unique<torch::optim::AdamW>(
+          params,
+          torch::optim::AdamWOptions(config_.optim.lr).weight_decay(config_.optim.weight_decay));
+    } else {
+      optimizer = std::make_unique<torch::optim::Adam>(
+          params,
+          torch::optim::AdamOptions(config_.optim.lr).weight_decay(config_.optim.weight_decay));
+    }
+
+    data::StreamOptions stream_options;
+    stream_options.train_domains = train_envs_;
+    stream_options.batch_size = config_.data.batch_size;
+    stream_options.seed = config_.train.seed;
+    stream_options.prefetch = std::max<int64_t>(2, config_.data.workers * 2);
+    data::DomainStream stream(dataset_, stream_options);
+
+    int64_t min_in = INT64_MAX;
+    for (int64_t e : train_envs_) min_in = std::min<int64_t>(min_in, dataset_.domains[e].in.size());
+
+    const int64_t steps = config_.train.steps;
+    const int64_t freq = config_.train.checkpoint_freq;
+    double loss_sum = 0, step_time_sum = 0;
+    int64_t interval_steps = 0, interval_images = 0;
+    Stopwatch run_clock, interval_clock;
+    double best_validation = -1;
+    model_->train();
+    for (int64_t step = 0; step < steps; ++step) {
+      Stopwatch step_clock;
+      data::Batch batch = stream.Next();
+      torch::Tensor logits = model_->forward(batch.images);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+      optimizer->zero_grad();
+      loss.backward();
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        return absl::InternalError("training loss is " + std::to_string(loss_value) + " at step " +
+                                   std::to_string(step) + "; lower optim.lr or check the data");
+      }
+      optimizer->step();
+      loss_sum += loss_value;
+      step_time_sum += step_clock.Seconds();
+      train_seconds_ += step_clock.Seconds();
+      ++interval_steps;
+      interval_images += batch.images.size(0);
+
+      const bool checkpoint = step % freq == 0 || step == steps - 1;
+      const bool log_now = config_.train.log_every > 0 && step % config_.train.log_every == 0;
+      if (log_now && !checkpoint) {
+        const double rate = interval_images / std::max(1e-9, interval_clock.Seconds());
+        const double eta = Eta(step, steps, freq);
+        char line[160];
+        std::snprintf(line, sizeof(line), "step %lld/%lld | loss %.4f | %.0f img/s | eta %s",
+                      static_cast<long long>(step), static_cast<long long>(steps),
+                      loss_sum / interval_steps, rate, FormatDuration(eta).c_str());
+        Log(LogLevel::kInfo) << line;
+      }
+      if (!checkpoint) continue;
+
+      const double images_per_s = interval_images / std::max(1e-9, interval_clock.Seconds());
+      nlohmann::ordered_json record;
+      record["step"] = step;
+      record["epoch"] =
+          static_cast<double>(step) * config_.data.batch_size / static_cast<double>(min_in);
+      record["loss"] = loss_sum / interval_steps;
+      record["step_time"] = step_time_sum / interval_steps;
+      record["images_per_s"] = images_per_s;
+      Stopwatch eval_clock;
+      Evaluate(record);
+      eval_seconds_ += eval_clock.Seconds();
+      ++evals_done_;
+      model_->train();
+      record["mem_gb"] = PeakMemoryGb();
+      record["args"] = ArgsJson(config_);
+      record["hparams"] = HparamsJson(config_);
+      MOA_RETURN_IF_ERROR(AppendLineAtomically(run_dir_ + "/results.jsonl", record.dump()));
+      records_.push_back(nlohmann::json::parse(record.dump()));
+      PrintRecord(record, steps, run_clock.Seconds(), Eta(step, steps, freq));
+
+      if (!test_envs_.empty() && config_.output.save != "none") {
+        MOA_ASSIGN_OR_RETURN(double validation,
+                             TrainingDomainValidation(records_.back(), train_envs_));
+        if (validation > best_validation) {  // strict: ties keep the earliest, as the report
+          best_validation = validation;
+          MOA_RETURN_IF_ERROR(SaveCheckpoint("selected", step, validation));
+        }
+      }
+      if (config_.output.save == "all") {
+        MOA_RETURN_IF_ERROR(SaveCheckpoint("step" + std::to_string(step), step, -1));
+      }
+      loss_sum = step_time_sum = 0;
+      interval_steps = interval_images = 0;
+      interval_clock.Reset();
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SaveCheckpoint(const std::string& name, int64_t step, double validation) {
+    nlohmann::ordered_json meta;
+    meta["step"] = step;
+    if (validation >= 0) meta["training_domain_validation_acc"] = validation;
+    meta["method"] = config_.adapter.method;
+    const std::string base = run_dir_ + "/checkpoints/" + name;
+    MOA_RETURN_IF_ERROR(
+        SaveTrainable(*model_, base + ".safetensors",
+                      {{"moa_step", std::to_string(step)}, {"moa_config", config_.resolved_ini}}));
+    return WriteFileAtomically(base + ".json", meta.dump(2) + "\n");
+  }
+
+  void Evaluate(nlohmann::ordered_json& record) {
+    const bool fast = config_.eval.mode == "fast";
+    for (int64_t e = 0; e < static_cast<int64_t>(dataset_.domains.size()); ++e) {
+      const data::Domain& domain = dataset_.domains[e];
+      const bool training =
+          std::find(train_envs_.begin(), train_envs_.end(), e) != train_envs_.end();
+      for (const char* split : {"in", "out"}) {
+        const bool in = split[0] == 'i';
+        if (in && fast && training) continue;
+        const std::vector<int64_t>& indices = in ? domain.in : domain.out;
+        if (indices.empty()) continue;
+        const SplitScore score = EvaluateSplit(*model_, domain, indices, config_.eval.batch_size);
+        const std::string key = "env" + std::to_string(e) + "_" + split;
+        record[key + "_acc"] =
+            static_cast<double>(score.correct) / static_cast<double>(score.total);
+        record[key + "_loss"] = score.loss_sum / static_cast<double>(score.total);
+      }
+    }
+  }
+
+  // Time left: the mean step time for the remaining steps plus the mean evaluation time for the
+  // remaining evaluations.
+  double Eta(int64_t step, int64_t steps, int64_t freq) const {
+    if (step >= steps - 1) return 0.0;
+    const int64_t remaining_evals =
+        (steps - 1) / freq - step / freq + ((steps - 1) % freq != 0 ? 1 : 0);
+    const double per_eval = evals_done_ > 0 ? eval_seconds_ / evals_done_ : 0.0;
+    return train_seconds_ / (step + 1) * (steps - step - 1) + per_eval * remaining_evals;
+  }
+
+  void PrintRecord(const nlohmann::ordered_json& record, int64_t steps, double elapsed,
+                   double eta) {
+    const int64_t step = record["step"].get<int64_t>();
+    char line[256];
+    std::snprintf(line, sizeof(line),
+                  "step %lld/%lld | loss %.4f | %.0f img/s | elapsed %s | eta %s",
+                  static_cast<long long>(step), static_cast<long long>(steps),
+                  record["loss"].get<double>(), record["images_per_s"].get<double>(),
+                  FormatDuration(elapsed).c_str(), FormatDuration(eta).c_str());
+    std::string table = line;
+    table += "\n      domain      role     in_acc    out_acc";
+    for (int64_t e = 0; e < static_cast<int64_t>(dataset_.domains.size()); ++e) {
+      const bool test = std::find(test_envs_.begin(), test_envs_.end(), e) != test_envs_.end();
+      auto cell = [&](const std::string& key) -> std::string {
+        if (!record.contains(key)) return "         -";
+        char c[16];
+        std::snprintf(c, sizeof(c), " %9.2f%%", 100.0 * record[key].get<double>());
+        return c;
+      };
+      char head[64];
+      std::snprintf(head, sizeof(head), "\n  %10s  %8s", dataset_.domains[e].name.c_str(),
+                    test ? "test" : "train");
+      table += head + cell("env" + std::to_string(e) + "_in_acc") +
+               cell("env" + std::to_string(e) + "_out_acc");
+    }
+    Log(LogLevel::kInfo) << table;
+  }
+
+  const RunConfig& config_;
+  bool pretrain_;
+  int threads_ = 1;
+  data::DatasetInfo info_;
+  data::DomainDataset dataset_;
+  std::shared_ptr<ClassifierImpl> model_;
+  std::vector<int64_t> train_envs_, test_envs_;
+  std::vector<nlohmann::json> records_;
+  std::string run_dir_;
+  double train_seconds_ = 0;
+  double eval_seconds_ = 0;
+  int64_t evals_done_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
+                                                           const data::DatasetInfo& info) {
+  ModelSpec spec;
+  spec.arch = config.model.arch;
+  spec.vit.img_size(config.model.img_size)
+      .patch_size(config.model.patch_size)
+      .in_chans(info.channels)
+      .dim(config.model.dim)
+      .depth(config.model.depth)
+      .heads(config.model.heads)
+      .mlp_ratio(config.model.mlp_ratio)
+      .norm_pre(config.model.norm_pre)
+      .norm_eps(config.model.norm_eps)
+      .num_classes(config.model.num_classes > 0 ? config.model.num_classes : info.num_classes);
+  if (spec.arch == "vit" && config.model.img_size != info.image_size) {
+    return absl::InvalidArgumentError("model.img_size = " + std::to_string(config.model.img_size) +
+                                      " but " + info.name + " images are " +
+                                      std::to_string(info.image_size) + " pixels wide");
+  }
+  MOA_ASSIGN_OR_RETURN(std::shared_ptr<ClassifierImpl> model, BuildClassifier(spec));
+  if (!config.model.backbone.empty()) {
+    MOA_RETURN_IF_ERROR(LoadBackbone(*model, config.model.backbone));
+  }
+  MOA_RETURN_IF_ERROR(ApplyPeft(*model, config.adapter));
+  return model;
+}
+
+SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
+                         const std::vector<int64_t>& indices, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  SplitScore score;
+  const torch::Tensor all = torch::tensor(indices, torch::kInt64);
+  for (int64_t begin = 0; begin < all.size(0); begin += batch_size) {
+    const torch::Tensor ids = all.narrow(0, begin, std::min(batch_size, all.size(0) - begin));
+    const torch::Tensor logits = model.forward(domain.images.index_select(0, ids));
+    const torch::Tensor labels = domain.labels.index_select(0, ids);
+    score.correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+    score.loss_sum +=
+        torch::nn::functional::cross_entropy(
+            logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
+    score.total += ids.size(0);
+  }
+  return score;
+}
+
+absl::StatusOr<RunSummary> Train(const RunConfig& config) { return Runner(config, false).Run(); }
+
+absl::StatusOr<RunSummary> Pretrain(const RunConfig& config) { return Runner(config, true).Run(); }
+
+}  // namespace moa::trainer
