@@ -95,7 +95,6 @@ class Runner {
                                   static_cast<int>(mesh.local_size));
     ApplyThreadCount(threads_);
     MOA_ASSIGN_OR_RETURN(info_, data::LookupDataset(config_.data.dataset));
-    MOA_ASSIGN_OR_RETURN(model_, BuildModel(config_, info_));
 
     data::LoadOptions load;
     load.dataset = config_.data.dataset;
@@ -106,7 +105,11 @@ class Runner {
     load.holdout_fraction = config_.data.holdout_fraction;
     load.max_per_domain = config_.data.max_per_domain;
     Stopwatch load_time;
+    torch::manual_seed(static_cast<uint64_t>(config_.train.seed));
     MOA_ASSIGN_OR_RETURN(dataset_, data::LoadDataset(load));
+    // As DomainBed: one seed before the dataset (whose randperm draws first), then the model's
+    // initialisation continues the same generator.
+    MOA_ASSIGN_OR_RETURN(model_, BuildModel(config_, info_));
     Log(LogLevel::kInfo) << "loaded " << dataset_.name << ": " << DescribeDomains() << " in "
                          << FormatDuration(load_time.Seconds());
 
