@@ -190,9 +190,10 @@ const OptionTable& Table() {
                    AtLeast<int64_t>(0));
     // [adapter]
     t.Add<std::string>(MOA_FIELD(adapter, method), "lora",
-                       "what trains: full, attention (qkv and proj), lora",
-                       OneOf({"full", "attention", "lora"}));
-    t.Add<int64_t>(MOA_FIELD(adapter, rank), 2, "LoRA rank", AtLeast<int64_t>(1));
+                       "what trains: full, attention (qkv and proj), lora, kadaptation, moa",
+                       OneOf({"full", "attention", "lora", "kadaptation", "moa"}));
+    t.Add<int64_t>(MOA_FIELD(adapter, rank), 2, "LoRA rank, or the Kronecker factors' rank",
+                   AtLeast<int64_t>(1));
     t.Add<double>(MOA_FIELD(adapter, alpha), 0.0,
                   "LoRA alpha: 0 scales the update by 1 (the reference), > 0 by alpha/rank (PEFT)",
                   AtLeast<double>(0.0));
@@ -200,6 +201,42 @@ const OptionTable& Table() {
                        "blocks that get adapters: all, every_other, last:N, or a list like 0,2,5");
     t.Add<std::string>(MOA_FIELD(adapter, targets), "qkv,proj",
                        "Linears of a block that get adapters: qkv, proj, fc1, fc2 (comma list)");
+    // [moa]
+    t.Add<std::string>(MOA_FIELD(moa, expert), "lora", "expert kind: lora or kronecker",
+                       OneOf({"lora", "kronecker"}));
+    t.Add<std::vector<int64_t>>(MOA_FIELD(moa, ranks), std::vector<int64_t>{1, 2, 4, 8},
+                                "one expert per rank (comma list)");
+    t.Add<int64_t>(MOA_FIELD(moa, top_k), 1, "experts per token", AtLeast<int64_t>(1));
+    t.Add<std::string>(MOA_FIELD(moa, router), "cosine", "router: cosine or linear",
+                       OneOf({"cosine", "linear"}));
+    t.Add<int64_t>(MOA_FIELD(moa, proj_dim), 256, "cosine router projection width",
+                   AtLeast<int64_t>(1));
+    t.Add<bool>(MOA_FIELD(moa, noise), true,
+                "Gaussian noise of std 1/experts on router logits in "
+                "training");
+    t.Add<bool>(MOA_FIELD(moa, renormalize), false,
+                "gate = top-k probabilities / their sum (false: the raw noisy probability, as the "
+                "reference)");
+    t.Add<bool>(MOA_FIELD(moa, fp32_gate), false, "compute the router in float32");
+    t.Add<double>(MOA_FIELD(moa, capacity_factor), 0.0,
+                  "expert capacity = ceil(factor x tokens x top_k / experts); 0: never drop",
+                  AtLeast<double>(0.0));
+    t.Add<bool>(MOA_FIELD(moa, aux_loss), false,
+                "add the layers' load-balancing losses to the loss");
+    t.Add<double>(MOA_FIELD(moa, aux_weight), 0.01, "load-balancing coefficient, applied per layer",
+                  AtLeast<double>(0.0));
+    t.Add<std::string>(MOA_FIELD(moa, aux_type), "importance_load",
+                       "importance_load (the reference's cv^2 loss) or switch",
+                       OneOf({"importance_load", "switch"}));
+    t.Add<std::string>(MOA_FIELD(moa, dispatch), "routed",
+                       "routed (experts see only their tokens) or dense (the reference's masked "
+                       "computation)",
+                       OneOf({"routed", "dense"}));
+    t.Add<int64_t>(MOA_FIELD(moa, phm_dim), 64, "Kronecker rule size n (must divide in and out)",
+                   AtLeast<int64_t>(1));
+    t.Add<double>(MOA_FIELD(moa, kron_dropout), 0.5,
+                  "dropout on the Kronecker experts' update matrix in training",
+                  InRange(0.0, 0.95));
     // [optim]
     t.Add<std::string>(MOA_FIELD(optim, optimizer), "adam", "adam or adamw",
                        OneOf({"adam", "adamw"}));
@@ -284,6 +321,14 @@ absl::Status CheckConsistency(const RunConfig& c, const std::string& origin) {
     }
   } else if (c.adapter.method != "full") {
     return bad("adapter.method", "= " + c.adapter.method + " needs model.arch = vit");
+  }
+  if (c.moa.ranks.empty()) return bad("moa.ranks", "is empty");
+  for (int64_t r : c.moa.ranks) {
+    if (r < 1) return bad("moa.ranks", "has rank " + std::to_string(r) + " (must be at least 1)");
+  }
+  if (c.moa.top_k > static_cast<int64_t>(c.moa.ranks.size())) {
+    return bad("moa.top_k", "= " + std::to_string(c.moa.top_k) + " exceeds the " +
+                                std::to_string(c.moa.ranks.size()) + " experts of moa.ranks");
   }
   if (!c.train.resume.empty()) {
     return bad("train.resume", "is not supported yet");

@@ -64,11 +64,12 @@ AdaptableLinear TargetOf(Block& block, const std::string& name) {
 
 }  // namespace
 
-absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options) {
+absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options, const MoaConfig& moa) {
   const std::string& method = options.method;
-  if (method != "full" && method != "attention" && method != "lora") {
+  if (method != "full" && method != "attention" && method != "lora" && method != "kadaptation" &&
+      method != "moa") {
     return absl::InvalidArgumentError("adapter.method = '" + method +
-                                      "' (expected full, attention or lora)");
+                                      "' (expected full, attention, lora, kadaptation or moa)");
   }
   auto* vit = dynamic_cast<VisionTransformerImpl*>(&model);
   if (method != "full" && vit == nullptr) {
@@ -82,20 +83,43 @@ absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options) {
       for (auto& p : block->attn->parameters()) p.set_requires_grad(true);
     }
   }
-  if (method == "lora") {
+  if (method == "lora" || method == "kadaptation" || method == "moa") {
     if (options.rank < 1) return absl::InvalidArgumentError("adapter.rank must be at least 1");
     auto blocks = SelectBlocks(options.blocks, static_cast<int64_t>(vit->blocks().size()));
     if (!blocks.ok()) return blocks.status();
     auto targets = SelectTargets(options.targets);
     if (!targets.ok()) return targets.status();
-    for (int64_t b : *blocks) {
-      for (const std::string& target : *targets) {
-        AdaptableLinear linear = TargetOf(vit->blocks()[b], target);
-        LoraOptions lora(linear->options().in_features(), linear->options().out_features(),
-                         options.rank);
-        if (options.alpha > 0) lora.scale(options.alpha / static_cast<double>(options.rank));
-        linear->set_adapter(std::make_shared<LoraImpl>(lora));
+    std::shared_ptr<KroneckerRulesImpl> rules;
+    if (method == "kadaptation" || (method == "moa" && moa.expert == "kronecker")) {
+      // One rule per model, registered once so that the optimizer sees it once. The MoA
+      // variant keeps the reference's unused rule0 pair so its counts match the paper.
+      rules = model.register_module(
+          "phm_rule", std::make_shared<KroneckerRulesImpl>(moa.phm_dim, method == "moa"));
+    }
+    int64_t layer = 0;
+    absl::Status status = absl::OkStatus();
+    try {
+      for (int64_t b : *blocks) {
+        for (const std::string& target : *targets) {
+          AdaptableLinear linear = TargetOf(vit->blocks()[b], target);
+          const int64_t in = linear->options().in_features(),
+                        out = linear->options().out_features();
+          if (method == "lora") {
+            LoraOptions lora(in, out, options.rank);
+            if (options.alpha > 0) lora.scale(options.alpha / static_cast<double>(options.rank));
+            linear->set_adapter(std::make_shared<LoraImpl>(lora));
+          } else if (method == "kadaptation") {
+            linear->set_adapter(
+                std::make_shared<KroneckerImpl>(KroneckerOptions(in, out, options.rank), rules));
+          } else {
+            linear->set_adapter(std::make_shared<MoaAdapterImpl>(in, out, moa, layer,
+                                                                 model.routing_context, rules));
+          }
+          ++layer;
+        }
       }
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(std::string("adapter injection: ") + e.what());
     }
   }
   return absl::OkStatus();
@@ -105,7 +129,7 @@ ParameterGroup GroupOf(const std::string& name) {
   if (absl::StartsWith(name, "head.")) return ParameterGroup::kHead;
   if (name.find(".router.") != std::string::npos) return ParameterGroup::kRouter;
   if (name.find(".lora.") != std::string::npos || name.find(".moa.") != std::string::npos ||
-      name.find(".kadaptation.") != std::string::npos) {
+      name.find(".kadaptation.") != std::string::npos || absl::StartsWith(name, "phm_rule.")) {
     return ParameterGroup::kAdapter;
   }
   return ParameterGroup::kBackbone;
@@ -141,6 +165,28 @@ std::vector<std::pair<std::string, torch::Tensor>> TrainableParameters(
     if (p.value().requires_grad()) out.emplace_back(p.key(), p.value());
   }
   return out;
+}
+
+}  // namespace moa
+
+namespace moa {
+
+std::vector<std::shared_ptr<MoaAdapterImpl>> MoaLayers(const torch::nn::Module& model) {
+  std::vector<std::shared_ptr<MoaAdapterImpl>> layers;
+  for (const auto& module : model.modules(/*include_self=*/false)) {
+    if (auto layer = std::dynamic_pointer_cast<MoaAdapterImpl>(module)) layers.push_back(layer);
+  }
+  std::sort(layers.begin(), layers.end(),
+            [](const auto& a, const auto& b) { return a->layer() < b->layer(); });
+  return layers;
+}
+
+torch::Tensor AuxiliaryLoss(const torch::nn::Module& model) {
+  torch::Tensor total = torch::zeros({});
+  for (const auto& layer : MoaLayers(model)) {
+    if (layer->aux_loss().defined()) total = total + layer->aux_loss();
+  }
+  return total;
 }
 
 }  // namespace moa

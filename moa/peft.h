@@ -11,12 +11,13 @@
 #include <absl/status/statusor.h>
 #include <torch/torch.h>
 
+#include "moa/moa_layer.h"
 #include "moa/models.h"
 
 namespace moa {
 
 struct PeftOptions {
-  std::string method = "lora";  // full, attention, lora
+  std::string method = "lora";  // full, attention, lora, kadaptation, moa
   int64_t rank = 2;
   double alpha = 0.0;          // 0: scale 1 as the reference; > 0: PEFT's alpha / rank
   std::string blocks = "all";  // all, every_other, last:N, or a list "0,2,5"
@@ -28,9 +29,18 @@ absl::StatusOr<std::vector<int64_t>> SelectBlocks(const std::string& rule, int64
 /// The Linear names of a block that `rule` selects (a comma list of qkv, proj, fc1, fc2).
 absl::StatusOr<std::vector<std::string>> SelectTargets(const std::string& rule);
 
-/// Injects adapters (for lora) and sets requires_grad: only adapters and the head train in PEFT
-/// modes; `attention` trains the qkv and proj weights and biases plus the head; `full` trains all.
-absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options);
+/// Injects adapters (lora, kadaptation, moa with the [moa] settings) and sets requires_grad: only
+/// adapters, routers and the head train in PEFT modes; `attention` trains the qkv and proj
+/// weights and biases plus the head; `full` trains all.
+absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options,
+                       const MoaConfig& moa = {});
+
+/// The model's MoA layers, in injection (= layer index) order.
+std::vector<std::shared_ptr<MoaAdapterImpl>> MoaLayers(const torch::nn::Module& model);
+
+/// Sum of the MoA layers' auxiliary losses of the last training forward (a zero scalar when
+/// there is none).
+torch::Tensor AuxiliaryLoss(const torch::nn::Module& model);
 
 /// What a parameter belongs to, from its name.
 enum class ParameterGroup { kBackbone, kAdapter, kRouter, kHead };

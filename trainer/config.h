@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "moa/moa_layer.h"
 #include "moa/peft.h"
 
 namespace moa::trainer {
@@ -77,6 +78,7 @@ struct RunConfig {
   DataConfig data;
   ModelConfig model;
   AdapterConfig adapter;
+  moa::MoaConfig moa;
   OptimConfig optim;
   TrainConfig train;
   EvalConfig eval;

@@ -59,6 +59,16 @@ nlohmann::ordered_json HparamsJson(const RunConfig& c) {
   h["alpha"] = c.adapter.alpha;
   h["blocks"] = c.adapter.blocks;
   h["targets"] = c.adapter.targets;
+  if (c.adapter.method == "moa") {
+    h["moa_expert"] = c.moa.expert;
+    h["moa_ranks"] = c.moa.ranks;
+    h["moa_top_k"] = c.moa.top_k;
+    h["moa_router"] = c.moa.router;
+    h["moa_noise"] = c.moa.noise;
+    h["moa_capacity_factor"] = c.moa.capacity_factor;
+    h["moa_aux_loss"] = c.moa.aux_loss;
+    h["moa_aux_weight"] = c.moa.aux_weight;
+  }
   return h;
 }
 
@@ -185,6 +195,7 @@ class Runner {
   }
 
   absl::Status Loop() {
+    moa_layers_ = MoaLayers(*model_);
     std::vector<torch::Tensor> params;
     for (auto& [name, p] : TrainableParameters(*model_)) params.push_back(p);
     if (params.empty()) return absl::InvalidArgumentError("the model has no trainable parameter");
@@ -219,8 +230,11 @@ class Runner {
     for (int64_t step = 0; step < steps; ++step) {
       Stopwatch step_clock;
       data::Batch batch = stream.Next();
+      model_->routing_context->seed = config_.train.seed;
+      model_->routing_context->step = step;
       torch::Tensor logits = model_->forward(batch.images);
       torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+      if (config_.moa.aux_loss && !moa_layers_.empty()) loss = loss + AuxiliaryLoss(*model_);
       optimizer->zero_grad();
       loss.backward();
       const double loss_value = loss.item<double>();
@@ -262,6 +276,7 @@ class Runner {
       ++evals_done_;
       model_->train();
       record["mem_gb"] = PeakMemoryGb();
+      if (!moa_layers_.empty()) record["router"] = RouterRecord();
       record["args"] = ArgsJson(config_);
       record["hparams"] = HparamsJson(config_);
       MOA_RETURN_IF_ERROR(AppendLineAtomically(run_dir_ + "/results.jsonl", record.dump()));
@@ -318,6 +333,28 @@ class Runner {
     }
   }
 
+  // Per MoA layer since the last evaluation: each expert's share of the routed assignments, the
+  // assignments capacity dropped, and the mean auxiliary loss; the statistics restart.
+  nlohmann::ordered_json RouterRecord() {
+    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+    for (const auto& layer : moa_layers_) {
+      const RouterStats& stats = layer->stats();
+      int64_t total = stats.dropped;
+      for (int64_t a : stats.assignments) total += a;
+      std::vector<double> share;
+      for (int64_t a : stats.assignments)
+        share.push_back(total > 0 ? static_cast<double>(a) / total : 0.0);
+      nlohmann::ordered_json entry;
+      entry["layer"] = layer->layer();
+      entry["share"] = share;
+      entry["dropped"] = stats.dropped;
+      entry["aux_loss"] = stats.forwards > 0 ? stats.aux_sum / stats.forwards : 0.0;
+      layers.push_back(entry);
+      layer->ResetStats();
+    }
+    return layers;
+  }
+
   // Time left: the mean step time for the remaining steps plus the mean evaluation time for the
   // remaining evaluations.
   double Eta(int64_t step, int64_t steps, int64_t freq) const {
@@ -353,6 +390,25 @@ class Runner {
       table += head + cell("env" + std::to_string(e) + "_in_acc") +
                cell("env" + std::to_string(e) + "_out_acc");
     }
+    if (record.contains("router")) {
+      table += "\n  router (layer: expert shares %, dropped, aux)";
+      for (const auto& entry : record["router"]) {
+        char head[48];
+        std::snprintf(head, sizeof(head),
+                      "\n    %2lld:", static_cast<long long>(entry["layer"].get<int64_t>()));
+        table += head;
+        for (const auto& v : entry["share"]) {
+          char cell[16];
+          std::snprintf(cell, sizeof(cell), " %5.1f", 100.0 * v.get<double>());
+          table += cell;
+        }
+        char tail[64];
+        std::snprintf(tail, sizeof(tail), " | %lld | %.2e",
+                      static_cast<long long>(entry["dropped"].get<int64_t>()),
+                      entry["aux_loss"].get<double>());
+        table += tail;
+      }
+    }
     Log(LogLevel::kInfo) << table;
   }
 
@@ -365,6 +421,7 @@ class Runner {
   std::vector<int64_t> train_envs_, test_envs_;
   std::vector<nlohmann::json> records_;
   std::string run_dir_;
+  std::vector<std::shared_ptr<MoaAdapterImpl>> moa_layers_;
   double train_seconds_ = 0;
   double eval_seconds_ = 0;
   int64_t evals_done_ = 0;
@@ -395,7 +452,7 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& conf
   if (!config.model.backbone.empty()) {
     MOA_RETURN_IF_ERROR(LoadBackbone(*model, config.model.backbone));
   }
-  MOA_RETURN_IF_ERROR(ApplyPeft(*model, config.adapter));
+  MOA_RETURN_IF_ERROR(ApplyPeft(*model, config.adapter, config.moa));
   return model;
 }
 

@@ -1,0 +1,76 @@
+#include "moa/kronecker.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+namespace moa {
+namespace {
+
+// Xavier-uniform with gain sqrt(2) on each 2-D slice of a (n x rows x cols) tensor.
+void XavierSlices(torch::Tensor t) {
+  torch::NoGradGuard no_grad;
+  const double bound = std::sqrt(2.0) * std::sqrt(6.0 / static_cast<double>(t.size(1) + t.size(2)));
+  t.uniform_(-bound, bound);
+}
+
+}  // namespace
+
+KroneckerRulesImpl::KroneckerRulesImpl(int64_t phm_dim, bool with_unused_rule0)
+    : phm_dim_(phm_dim) {
+  auto init = [phm_dim](std::vector<int64_t> shape) {
+    return torch::empty(shape).uniform_(-0.01, 0.01);
+  };
+  if (with_unused_rule0) {
+    register_parameter("rule0_left", init({phm_dim, phm_dim, 1}));
+    register_parameter("rule0_right", init({phm_dim, 1, phm_dim}));
+  }
+  rule1_left = register_parameter("rule1_left", init({phm_dim, phm_dim, 1}));
+  rule1_right = register_parameter("rule1_right", init({phm_dim, 1, phm_dim}));
+}
+
+torch::Tensor KroneckerRulesImpl::RuleMatrices() const {
+  return torch::bmm(rule1_left, rule1_right);
+}
+
+KroneckerImpl::KroneckerImpl(const KroneckerOptions& options,
+                             std::shared_ptr<KroneckerRulesImpl> rules)
+    : options_(options), rules_(std::move(rules)) {
+  const int64_t n = rules_->phm_dim();
+  TORCH_CHECK(options.in_features() % n == 0 && options.out_features() % n == 0,
+              "Kronecker adapter: moa.phm_dim ", n, " must divide in_features ",
+              options.in_features(), " and out_features ", options.out_features());
+  const int64_t p = options.in_features() / n, q = options.out_features() / n, r = options.rank();
+  L = register_parameter("L", torch::empty({n, p, r}));
+  R = register_parameter("R", torch::empty({n, r, q}));
+  XavierSlices(L);
+  XavierSlices(R);
+  if (options.bias()) bias = register_parameter("bias", torch::zeros({options.out_features()}));
+}
+
+torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) const {
+  const int64_t n = rules_->phm_dim();
+  const int64_t p = options_.in_features() / n, q = options_.out_features() / n;
+  const torch::Tensor rules = rules_->RuleMatrices().reshape({n, n * n});  // [s, (i, j)]
+  const torch::Tensor factors = torch::bmm(L, R).reshape({n, p * q});      // [s, (k, l)]
+  // H[i p + k, j q + l] = sum_s A_s[i, j] W_s[k, l]: the Kronecker index convention of the
+  // reference, (A (x) B)[i p + k, j q + l] = A[i, j] B[k, l].
+  torch::Tensor h = torch::matmul(rules.t(), factors)
+                        .reshape({n, n, p, q})
+                        .permute({0, 2, 1, 3})
+                        .reshape({n * p, n * q});
+  if (training && options_.dropout() > 0) {
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(dropout_key);
+    const torch::Tensor keep =
+        at::empty(h.sizes(), torch::kFloat32).bernoulli_(1.0 - options_.dropout(), generator);
+    h = h * keep.to(h.device(), h.scalar_type()) / (1.0 - options_.dropout());
+  }
+  return h;
+}
+
+torch::Tensor KroneckerImpl::Delta(const torch::Tensor& x) {
+  torch::Tensor y = torch::matmul(x, UpdateMatrix(false, 0));
+  return bias.defined() ? y + bias : y;
+}
+
+}  // namespace moa

@@ -1,0 +1,119 @@
+#include "moa/moa_layer.h"
+
+#include <functional>
+
+namespace moa {
+
+MoaAdapterImpl::MoaAdapterImpl(int64_t in_features, int64_t out_features, const MoaConfig& config,
+                               int64_t layer, std::shared_ptr<RoutingContext> context,
+                               std::shared_ptr<KroneckerRulesImpl> rules)
+    : config_(config), layer_(layer), context_(std::move(context)) {
+  TORCH_CHECK(!config.ranks.empty(), "moa.ranks is empty");
+  TORCH_CHECK(config.top_k >= 1 && config.top_k <= static_cast<int64_t>(config.ranks.size()),
+              "moa.top_k must lie in [1, number of experts]");
+  const int64_t experts = static_cast<int64_t>(config.ranks.size());
+  router = register_module("router", Router(RouterOptions(in_features, experts)
+                                                .kind(config.router)
+                                                .proj_dim(config.proj_dim)
+                                                .fp32(config.fp32_gate)));
+  auto list = register_module("experts", std::make_shared<torch::nn::Module>());
+  for (int64_t e = 0; e < experts; ++e) {
+    std::shared_ptr<AdapterImpl> expert;
+    if (config.expert == "lora") {
+      expert = std::make_shared<LoraImpl>(LoraOptions(in_features, out_features, config.ranks[e]));
+    } else {
+      TORCH_CHECK(config.expert == "kronecker", "moa.expert must be lora or kronecker");
+      TORCH_CHECK(rules != nullptr, "Kronecker experts need the model's shared rule");
+      expert = std::make_shared<KroneckerImpl>(
+          KroneckerOptions(in_features, out_features, config.ranks[e])
+              .bias(false)
+              .dropout(config.kron_dropout),
+          rules);
+    }
+    experts_.push_back(list->register_module(std::to_string(e), expert));
+  }
+  if (config.expert == "kronecker") bias = register_parameter("bias", torch::zeros({out_features}));
+  stats_.assignments.assign(experts, 0);
+}
+
+void MoaAdapterImpl::ResetStats() {
+  stats_ = RouterStats();
+  stats_.assignments.assign(experts_.size(), 0);
+}
+
+torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
+  const bool training = is_training();
+  const int64_t out_features = bias.defined() ? bias.size(0) : -1;
+  const int64_t in_features = x.size(-1);
+  const torch::Tensor tokens = x.reshape({-1, in_features});
+  const int64_t tokens_per_sample = x.dim() == 3 ? x.size(1) : 1;
+
+  RouteOptions route;
+  route.top_k = config_.top_k;
+  route.noise = config_.noise;
+  route.renormalize = config_.renormalize;
+  route.capacity_factor = config_.capacity_factor;
+  Routing routing =
+      Route(router->Logits(tokens), route, *context_, layer_, tokens_per_sample, training);
+
+  // Each expert's computation for this forward; Kronecker experts build H once (with the step's
+  // dropout mask keyed by (seed, step, layer, expert)).
+  const int64_t experts = num_experts();
+  std::vector<std::function<torch::Tensor(const torch::Tensor&)>> apply(experts);
+  for (int64_t e = 0; e < experts; ++e) {
+    if (auto kron = std::dynamic_pointer_cast<KroneckerImpl>(experts_[e])) {
+      const torch::Tensor h =
+          kron->UpdateMatrix(training, RandomKey({context_->seed, context_->step, layer_, e}));
+      apply[e] = [h](const torch::Tensor& in) { return torch::matmul(in, h); };
+    } else {
+      AdapterImpl* expert = experts_[e].get();
+      apply[e] = [expert](const torch::Tensor& in) { return expert->Delta(in); };
+    }
+  }
+
+  torch::Tensor y;
+  if (config_.dispatch == "dense") {
+    // The reference: every expert on every token, weighted by the (mostly zero) combine matrix.
+    for (int64_t e = 0; e < experts; ++e) {
+      const torch::Tensor contribution =
+          apply[e](tokens) * routing.combine.select(1, e).unsqueeze(1);
+      y = y.defined() ? y + contribution : contribution;
+    }
+  } else {
+    for (int64_t e = 0; e < experts; ++e) {
+      const torch::Tensor& ids = routing.expert_tokens[e];
+      if (ids.numel() == 0) continue;
+      const torch::Tensor out = apply[e](tokens.index_select(0, ids));
+      const torch::Tensor gate = routing.gates.index({ids, routing.expert_slots[e]}).unsqueeze(1);
+      if (!y.defined()) y = torch::zeros({tokens.size(0), out.size(1)}, out.options());
+      y = y.index_add(0, ids, out * gate);
+    }
+    if (!y.defined()) {
+      // Every token dropped: keep the graph connected to nothing but zeros.
+      const int64_t width =
+          out_features > 0 ? out_features : apply[0](tokens.narrow(0, 0, 1)).size(1);
+      y = torch::zeros({tokens.size(0), width}, tokens.options());
+    }
+  }
+  if (bias.defined()) y = y + bias;
+
+  if (training) {
+    if (config_.aux_type == "switch") {
+      aux_loss_ = SwitchLoss(routing, config_.aux_weight);
+    } else {
+      aux_loss_ = ImportanceLoadLoss(routing, config_.top_k, config_.aux_weight);
+    }
+    for (int64_t e = 0; e < experts; ++e) stats_.assignments[e] += routing.expert_tokens[e].numel();
+    stats_.dropped += routing.dropped;
+    stats_.aux_sum += aux_loss_.item<double>();
+    ++stats_.forwards;
+  } else {
+    aux_loss_ = torch::Tensor();
+  }
+  last_routing_ = std::move(routing);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = y.size(1);
+  return y.reshape(shape);
+}
+
+}  // namespace moa

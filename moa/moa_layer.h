@@ -1,0 +1,83 @@
+// The Mixture-of-Adapters layer (DESIGN.md section 1, moa-method.md sections 2.3, 2.4 and 3):
+// several experts of different capacities (LoRA ranks, or Kronecker inner ranks) beside a frozen
+// Linear, a router that sends each token to its top-k experts, and y = W0 x + b0 + sum over the
+// chosen experts of gate * expert(x) (+ the layer's bias adapter for Kronecker experts).
+//
+// Each expert runs only on the tokens routed to it (gather, compute, scatter-add with the gate);
+// `dispatch = dense` computes every expert on every token and masks, as the reference does, and
+// serves as the test oracle. In training the layer records its load-balancing loss (the
+// coefficient applied inside) and routing statistics.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "moa/adapters.h"
+#include "moa/kronecker.h"
+#include "moa/routing.h"
+
+namespace moa {
+
+/// The [moa] configuration section.
+struct MoaConfig {
+  std::string expert = "lora";  // lora, kronecker
+  std::vector<int64_t> ranks = {1, 2, 4, 8};
+  int64_t top_k = 1;
+  std::string router = "cosine";  // cosine, linear
+  int64_t proj_dim = 256;
+  bool noise = true;
+  bool renormalize = false;
+  bool fp32_gate = false;
+  double capacity_factor = 0;
+  bool aux_loss = false;
+  double aux_weight = 0.01;
+  std::string aux_type = "importance_load";  // importance_load (the reference), switch
+  std::string dispatch = "routed";           // routed, dense (the reference's computation)
+  int64_t phm_dim = 64;
+  double kron_dropout = 0.5;
+};
+
+/// Routing statistics accumulated over training forwards since the last Reset.
+struct RouterStats {
+  std::vector<int64_t> assignments;  // kept (token, expert) assignments per expert
+  int64_t dropped = 0;
+  double aux_sum = 0;
+  int64_t forwards = 0;
+};
+
+class MoaAdapterImpl : public AdapterImpl {
+ public:
+  /// `layer` keys this layer's noise and dropout; `rules` is the model's shared Kronecker rule
+  /// (needed for Kronecker experts only).
+  MoaAdapterImpl(int64_t in_features, int64_t out_features, const MoaConfig& config, int64_t layer,
+                 std::shared_ptr<RoutingContext> context,
+                 std::shared_ptr<KroneckerRulesImpl> rules);
+  torch::Tensor Delta(const torch::Tensor& x) override;
+  std::string kind() const override { return "moa"; }
+
+  /// The auxiliary loss of the last training forward (weighted), undefined otherwise.
+  const torch::Tensor& aux_loss() const { return aux_loss_; }
+  const RouterStats& stats() const { return stats_; }
+  void ResetStats();
+  int64_t layer() const { return layer_; }
+  int64_t num_experts() const { return static_cast<int64_t>(experts_.size()); }
+  /// The routing of the last forward (for tests and statistics).
+  const Routing& last_routing() const { return last_routing_; }
+
+  Router router{nullptr};
+  torch::Tensor bias;  // Kronecker experts' layer bias adapter
+
+ private:
+  MoaConfig config_;
+  int64_t layer_;
+  std::shared_ptr<RoutingContext> context_;
+  std::vector<std::shared_ptr<AdapterImpl>> experts_;
+  torch::Tensor aux_loss_;
+  RouterStats stats_;
+  Routing last_routing_;
+};
+
+}  // namespace moa

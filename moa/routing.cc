@@ -1,0 +1,141 @@
+#include "moa/routing.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+namespace moa {
+namespace {
+
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+torch::Tensor CoefficientOfVariationSquared(const torch::Tensor& v) {
+  return v.var(/*unbiased=*/true) / (v.mean().pow(2) + 1e-10);
+}
+
+}  // namespace
+
+uint64_t RandomKey(std::initializer_list<int64_t> parts) {
+  uint64_t key = 0x4d6f41ULL;
+  for (int64_t p : parts) key = Mix(key ^ Mix(static_cast<uint64_t>(p)));
+  return key;
+}
+
+RouterImpl::RouterImpl(const RouterOptions& options) : options_(options) {
+  if (options.kind() == "cosine") {
+    proj = register_module("proj", torch::nn::Linear(options.in_features(), options.proj_dim()));
+    sim_matrix = register_parameter(
+        "sim_matrix", torch::randn({options.proj_dim(), options.num_experts()}) * 0.01);
+    temperature = register_parameter("temperature", torch::full({1}, std::log(2.0)));
+  } else {
+    TORCH_CHECK(options.kind() == "linear", "moa.router must be cosine or linear, not ",
+                options.kind());
+    proj = register_module("proj", torch::nn::Linear(options.in_features(), options.num_experts()));
+  }
+}
+
+torch::Tensor RouterImpl::Logits(const torch::Tensor& x) {
+  torch::Tensor input = options_.fp32() ? x.to(torch::kFloat32) : x;
+  if (options_.kind() == "linear") return proj->forward(input);
+  namespace F = torch::nn::functional;
+  const torch::Tensor projected =
+      F::normalize(proj->forward(input), F::NormalizeFuncOptions().dim(1).eps(1e-12));
+  const torch::Tensor keys = F::normalize(sim_matrix, F::NormalizeFuncOptions().dim(0).eps(1e-12));
+  const torch::Tensor scale = torch::exp(torch::clamp_max(temperature, std::log(100.0)));
+  return scale * torch::matmul(projected, keys);
+}
+
+Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
+              const RoutingContext& context, int64_t layer, int64_t tokens_per_sample,
+              bool training) {
+  Routing r;
+  const int64_t tokens = clean_logits.size(0);
+  const int64_t experts = clean_logits.size(1);
+  const int64_t k = options.top_k;
+  r.clean_logits = clean_logits;
+  torch::Tensor logits = clean_logits;
+  if (training && options.noise) {
+    // Noise for the whole global batch from a generator keyed by (seed, step, layer); this
+    // rank takes its samples' rows, so the noise does not depend on how the batch is split.
+    const int64_t local_samples = tokens / tokens_per_sample;
+    const int64_t global_samples = context.global_batch > 0 ? context.global_batch : local_samples;
+    auto generator =
+        at::make_generator<at::CPUGeneratorImpl>(RandomKey({context.seed, context.step, layer}));
+    torch::Tensor noise =
+        at::normal(0.0, 1.0, {global_samples, tokens_per_sample, experts}, generator);
+    if (!context.global_rows.empty()) {
+      noise = noise.index_select(0, torch::tensor(context.global_rows, torch::kInt64));
+    }
+    noise = noise.reshape({tokens, experts}).to(clean_logits.device(), clean_logits.scalar_type());
+    logits = logits + noise / static_cast<double>(experts);
+  }
+  r.probs = torch::softmax(logits, 1);
+  auto [top_values, top_indices] = r.probs.topk(k, 1);
+  r.experts = top_indices;
+  r.gates = options.renormalize ? top_values / top_values.sum(1, true) : top_values;
+
+  // Capacity: each expert keeps its first `capacity` assignments in token order.
+  const torch::Tensor assignment_ids = r.experts.cpu();
+  const int64_t* ids = assignment_ids.data_ptr<int64_t>();
+  const int64_t capacity =
+      options.capacity_factor > 0
+          ? static_cast<int64_t>(std::ceil(options.capacity_factor * tokens * k / experts))
+          : INT64_MAX;
+  std::vector<std::vector<int64_t>> token_lists(experts), slot_lists(experts);
+  torch::Tensor kept = torch::ones({tokens, k}, torch::kBool);
+  bool* kept_ptr = kept.data_ptr<bool>();
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = ids[t * k + j];
+      if (static_cast<int64_t>(token_lists[e].size()) >= capacity) {
+        kept_ptr[t * k + j] = false;
+        ++r.dropped;
+        continue;
+      }
+      token_lists[e].push_back(t);
+      slot_lists[e].push_back(j);
+    }
+  }
+  r.kept = kept.to(clean_logits.device());
+  for (int64_t e = 0; e < experts; ++e) {
+    r.expert_tokens.push_back(
+        torch::tensor(token_lists[e], torch::kInt64).to(clean_logits.device()));
+    r.expert_slots.push_back(torch::tensor(slot_lists[e], torch::kInt64).to(clean_logits.device()));
+  }
+  const torch::Tensor kept_gates = r.gates * r.kept.to(r.gates.scalar_type());
+  r.combine = torch::zeros_like(r.probs).scatter_add(1, r.experts, kept_gates);
+  return r;
+}
+
+torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double weight) {
+  const int64_t experts = routing.clean_logits.size(1);
+  const torch::Tensor clean = torch::softmax(routing.clean_logits, 1);
+  const torch::Tensor importance = clean.sum(0);
+  // The threshold is the k-th largest noisy probability (the winner's for top-1), as the
+  // reference compares clean probabilities against it (moa-method.md section 7, item 7).
+  const torch::Tensor threshold =
+      std::get<0>(routing.probs.topk(top_k, 1)).select(1, top_k - 1).unsqueeze(1);
+  const double sigma = 1.0 / static_cast<double>(experts);
+  const torch::Tensor z = (clean - threshold) / sigma;
+  const torch::Tensor load = (0.5 * (1.0 + torch::erf(z / std::sqrt(2.0)))).sum(0);
+  return weight *
+         (CoefficientOfVariationSquared(importance) + CoefficientOfVariationSquared(load)) / 2.0;
+}
+
+torch::Tensor SwitchLoss(const Routing& routing, double weight) {
+  const int64_t experts = routing.clean_logits.size(1);
+  const torch::Tensor clean = torch::softmax(routing.clean_logits, 1);
+  const torch::Tensor first = routing.experts.select(1, 0);
+  const torch::Tensor fraction =
+      torch::zeros({experts}, clean.options())
+          .scatter_add(0, first, torch::ones_like(first, clean.options())) /
+      static_cast<double>(clean.size(0));
+  return weight * static_cast<double>(experts) * (fraction * clean.mean(0)).sum();
+}
+
+}  // namespace moa
