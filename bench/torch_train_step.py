@@ -2,7 +2,7 @@
 VisionTransformer), LoRA on the same Linears with the same rank, frozen backbone, Adam over the
 trainable parameters, the same batch size and thread count. Prints the mean step time in ms.
 
-usage: torch_train_step.py THREADS BATCH IMG PATCH DIM DEPTH HEADS MLP_RATIO RANK TARGETS STEPS
+usage: torch_train_step.py THREADS BATCH IMG PATCH DIM DEPTH HEADS MLP_RATIO RANK TARGETS STEPS IN_CHANS
 """
 import sys
 import time
@@ -30,9 +30,10 @@ def main():
     rank = int(sys.argv[9])
     targets = sys.argv[10].split(",")
     steps = int(sys.argv[11])
+    in_chans = int(sys.argv[12])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = VisionTransformer(img_size=img, patch_size=patch, in_chans=1, num_classes=10,
+    model = VisionTransformer(img_size=img, patch_size=patch, in_chans=in_chans, num_classes=10,
                               embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
                               pre_norm=True, norm_layer=partial(nn.LayerNorm, eps=1e-5))
     for p in model.parameters():
@@ -45,7 +46,7 @@ def main():
         p.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-3)
-    x = torch.rand(batch, 1, img, img)
+    x = torch.rand(batch, in_chans, img, img)
     y = torch.randint(0, 10, (batch,))
     model.train()
 

@@ -1,12 +1,15 @@
-// Times one training step (forward, backward, Adam) of a configuration's model and batch --
-// by default the demo's LoRA run: 5 training domains x 32 images of 28x28 -- against the same
-// model and batch in PyTorch eager (Debian's python3-torch with timm), with the same thread
-// count, measured in the same run, and prints the ratio.
+// Times one training step (forward, backward, Adam on the trainable parameters) of each given
+// configuration's model on a batch of its shape, in the same run, and prints the ratio to the
+// first. For the first configuration it also times the same model and batch in PyTorch eager
+// (Debian's python3-torch with timm; LoRA configurations) with the same thread count.
 //
-// usage: train_step_bench [--config configs/demo_lora.ini] [--steps N] [--threads T]
+// usage: train_step_bench [--config A.ini --config B.ini ...] [--batch PER_DOMAIN] [--steps N]
+//                         [--threads T]
+//   default: configs/rfmnist_lora.ini and configs/rfmnist_lora_moa.ini, the demo's batch.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "common/threads.h"
 #include "common/timer.h"
@@ -15,73 +18,120 @@
 #include "moa/peft.h"
 #include "trainer/trainer.h"
 
-int main(int argc, char** argv) {
-  std::string config_path = std::string(MOA_SOURCE_DIR) + "/configs/demo_lora.ini";
-  int steps = 20, threads = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--config") config_path = argv[i + 1];
-    if (flag == "--steps") steps = std::atoi(argv[i + 1]);
-    if (flag == "--threads") threads = std::atoi(argv[i + 1]);
-  }
-  auto config = moa::launch::LoadConfig(config_path, {"model.backbone="});
+namespace {
+
+struct Measured {
+  std::string config;
+  int64_t batch = 0;
+  double ms = 0;
+};
+
+// Returns ms per step, or a negative value after printing an error.
+Measured TimeConfig(const std::string& path, int64_t per_domain, int steps) {
+  Measured m;
+  m.config = path;
+  std::vector<std::string> overrides = {"model.backbone="};
+  if (per_domain > 0) overrides.push_back("data.batch_size=" + std::to_string(per_domain));
+  auto config = moa::launch::LoadConfig(path, overrides);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
-    return 2;
+    m.ms = -1;
+    return m;
   }
-  moa::ApplyThreadCount(threads);
   auto info = moa::data::LookupDataset(config->data.dataset);
   auto model = moa::trainer::BuildModel(*config, *info);
   if (!model.ok()) {
     std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
-    return 2;
+    m.ms = -1;
+    return m;
   }
-  const int64_t train_domains =
-      static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
-  const int64_t batch = config->data.batch_size * train_domains;
+  const int64_t domains = static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
+  m.batch = config->data.batch_size * domains;
   torch::manual_seed(0);
-  const torch::Tensor x =
-      torch::rand({batch, info->channels, config->model.img_size, config->model.img_size});
-  const torch::Tensor y = torch::randint(0, info->num_classes, {batch}, torch::kInt64);
+  const int64_t size = config->model.img_size;
+  const torch::Tensor x = torch::rand({m.batch, info->channels, size, size});
+  const torch::Tensor y = torch::randint(0, info->num_classes, {m.batch}, torch::kInt64);
   std::vector<torch::Tensor> params;
   for (auto& [name, p] : moa::TrainableParameters(**model)) params.push_back(p);
   torch::optim::Adam optimizer(params, torch::optim::AdamOptions(1e-3));
   (*model)->train();
-  auto step = [&] {
+  int64_t step = 0;
+  auto train_step = [&] {
+    (*model)->routing_context->step = step++;
     torch::Tensor loss = torch::nn::functional::cross_entropy((*model)->forward(x), y);
+    if (config->moa.aux_loss) loss = loss + moa::AuxiliaryLoss(**model);
     optimizer.zero_grad();
     loss.backward();
     optimizer.step();
   };
-  for (int i = 0; i < 3; ++i) step();
+  train_step();
   moa::Stopwatch clock;
-  for (int i = 0; i < steps; ++i) step();
-  const double moa_ms = clock.Seconds() / steps * 1000;
+  for (int i = 0; i < steps; ++i) train_step();
+  m.ms = clock.Seconds() / steps * 1000;
+  return m;
+}
 
+double TorchMs(const std::string& path, int64_t per_domain, int steps, int threads) {
+  std::vector<std::string> overrides = {"model.backbone="};
+  if (per_domain > 0) overrides.push_back("data.batch_size=" + std::to_string(per_domain));
+  auto config = moa::launch::LoadConfig(path, overrides);
+  if (!config.ok() || config->adapter.method != "lora") return -1;
+  auto info = moa::data::LookupDataset(config->data.dataset);
+  const int64_t batch = config->data.batch_size *
+                        static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
   const auto& m = config->model;
   char command[1024];
   std::snprintf(command, sizeof(command),
-                "%s %s/bench/torch_train_step.py %d %lld %lld %lld %lld %lld %lld %g %lld %s %d",
-                (std::string(MOA_SOURCE_DIR) + "/.venv/bin/python").c_str(), MOA_SOURCE_DIR,
-                threads, static_cast<long long>(batch), static_cast<long long>(m.img_size),
-                static_cast<long long>(m.patch_size), static_cast<long long>(m.dim),
-                static_cast<long long>(m.depth), static_cast<long long>(m.heads), m.mlp_ratio,
-                static_cast<long long>(config->adapter.rank), config->adapter.targets.c_str(),
-                steps);
+                "%s/.venv/bin/python %s/bench/torch_train_step.py %d %lld %lld %lld %lld %lld %lld %g %lld %s %d %lld",
+                MOA_SOURCE_DIR, MOA_SOURCE_DIR, threads, static_cast<long long>(batch),
+                static_cast<long long>(m.img_size), static_cast<long long>(m.patch_size),
+                static_cast<long long>(m.dim), static_cast<long long>(m.depth), static_cast<long long>(m.heads),
+                m.mlp_ratio, static_cast<long long>(config->adapter.rank), config->adapter.targets.c_str(),
+                steps, static_cast<long long>(info->channels));
   FILE* pipe = popen(command, "r");
-  double torch_ms = -1;
-  if (pipe == nullptr || std::fscanf(pipe, "%lf", &torch_ms) != 1) torch_ms = -1;
+  double ms = -1;
+  if (pipe == nullptr || std::fscanf(pipe, "%lf", &ms) != 1) ms = -1;
   if (pipe) pclose(pipe);
+  return ms;
+}
 
-  std::printf("train step: %s, batch %lld, %d threads, %d timed steps\n", config_path.c_str(),
-              static_cast<long long>(batch), threads, steps);
-  std::printf("%-22s %10s %12s\n", "implementation", "ms/step", "images/s");
-  std::printf("%-22s %10.2f %12.0f\n", "moa (LibTorch)", moa_ms, batch / moa_ms * 1000);
-  if (torch_ms <= 0) {
-    std::printf("PyTorch eager baseline failed to run: %s\n", command);
-    return 1;
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> configs;
+  int64_t per_domain = 0;
+  int steps = 10, threads = 2;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--config") configs.push_back(argv[i + 1]);
+    if (flag == "--batch") per_domain = std::atoll(argv[i + 1]);
+    if (flag == "--steps") steps = std::atoi(argv[i + 1]);
+    if (flag == "--threads") threads = std::atoi(argv[i + 1]);
   }
-  std::printf("%-22s %10.2f %12.0f\n", "PyTorch eager + timm", torch_ms, batch / torch_ms * 1000);
-  std::printf("ratio PyTorch / moa: %.2fx (above 1: moa is faster)\n", torch_ms / moa_ms);
+  if (configs.empty()) {
+    configs = {std::string(MOA_SOURCE_DIR) + "/configs/rfmnist_lora.ini",
+               std::string(MOA_SOURCE_DIR) + "/configs/rfmnist_lora_moa.ini"};
+  }
+  moa::ApplyThreadCount(threads);
+  std::vector<Measured> rows;
+  for (const std::string& c : configs) {
+    rows.push_back(TimeConfig(c, per_domain, steps));
+    if (rows.back().ms < 0) return 2;
+  }
+  const double torch_ms = TorchMs(configs[0], per_domain, steps, threads);
+  std::printf("training step (forward, backward, Adam), %d threads, %d timed steps\n", threads, steps);
+  std::printf("%-44s %6s %10s %10s %10s\n", "configuration", "batch", "ms/step", "images/s", "ratio");
+  for (const Measured& m : rows) {
+    std::printf("%-44s %6lld %10.1f %10.0f %9.2fx\n", m.config.substr(m.config.rfind('/') + 1).c_str(),
+                static_cast<long long>(m.batch), m.ms, m.batch / m.ms * 1000, m.ms / rows[0].ms);
+  }
+  if (torch_ms > 0) {
+    std::printf("%-44s %6lld %10.1f %10.0f %9.2fx\n", "PyTorch eager + timm, first configuration",
+                static_cast<long long>(rows[0].batch), torch_ms, rows[0].batch / torch_ms * 1000,
+                torch_ms / rows[0].ms);
+    std::printf("moa is %.2fx the speed of PyTorch eager on the first configuration\n", torch_ms / rows[0].ms);
+  } else {
+    std::printf("(no PyTorch eager baseline: the first configuration is not a LoRA one, or it failed)\n");
+  }
   return 0;
 }

@@ -38,6 +38,10 @@ struct DatasetInfo {
   int64_t num_classes;
   int64_t channels;
   int64_t image_size;
+  /// The protocol's defaults for this dataset (the MoA reference: 5001 steps, a checkpoint every
+  /// 200, DomainNet 15001 and 1000; DomainBed's 100 for the MNIST family).
+  int64_t default_steps;
+  int64_t default_checkpoint_freq;
 };
 
 /// The known dataset names: RotatedMNIST, RotatedFashionMNIST, FashionMNIST and MNIST (one

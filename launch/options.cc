@@ -106,6 +106,11 @@ Check<std::string> OneOf(std::vector<std::string> allowed) {
     return "must be one of " + absl::StrJoin(allowed, ", ");
   };
 }
+Check<int64_t> DatasetDefaultOrAtLeastOne() {
+  return [](const int64_t& v) {
+    return v == -1 || v >= 1 ? "" : std::string("must be -1 (the dataset's default) or at least 1");
+  };
+}
 template <typename T>
 Check<T> Any() {
   return [](const T&) { return std::string(); };
@@ -243,9 +248,13 @@ const OptionTable& Table() {
     t.Add<double>(MOA_FIELD(optim, lr), 5e-5, "learning rate", Positive());
     t.Add<double>(MOA_FIELD(optim, weight_decay), 0.0, "weight decay", AtLeast<double>(0.0));
     // [train]
-    t.Add<int64_t>(MOA_FIELD(train, steps), 5001, "training steps", AtLeast<int64_t>(1));
-    t.Add<int64_t>(MOA_FIELD(train, checkpoint_freq), 200,
-                   "evaluate every this many steps (and at the last step)", AtLeast<int64_t>(1));
+    t.Add<int64_t>(MOA_FIELD(train, steps), -1,
+                   "training steps (-1: the dataset's default, 5001; DomainNet 15001)",
+                   DatasetDefaultOrAtLeastOne());
+    t.Add<int64_t>(MOA_FIELD(train, checkpoint_freq), -1,
+                   "evaluate every this many steps and at the last (-1: the dataset's default, 200 "
+                   "for DomainBed's image datasets, DomainNet 1000, 100 for the MNIST family)",
+                   DatasetDefaultOrAtLeastOne());
     t.Add<int64_t>(MOA_FIELD(train, seed), 0,
                    "seed of data streams, initialisation and the "
                    "rotated-domain permutation",
@@ -288,12 +297,15 @@ const OptionTable& Table() {
 #undef MOA_FIELD
 
 // Cross-key rules that no single option can check.
-absl::Status CheckConsistency(const RunConfig& c, const std::string& origin) {
+// Also resolves the dataset-dependent defaults (-1 steps and checkpoint_freq).
+absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
   auto bad = [&origin](const std::string& key, const std::string& why) {
     return absl::InvalidArgumentError(key + " " + why + origin);
   };
   MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, data::LookupDataset(c.data.dataset));
   const int64_t n_env = static_cast<int64_t>(info.environments.size());
+  if (c.train.steps == -1) c.train.steps = info.default_steps;
+  if (c.train.checkpoint_freq == -1) c.train.checkpoint_freq = info.default_checkpoint_freq;
   for (int64_t t : c.data.test_envs) {
     if (t < 0 || t >= n_env) {
       return bad("data.test_envs", "names environment " + std::to_string(t) + ", but " + info.name +

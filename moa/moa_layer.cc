@@ -80,19 +80,30 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
       y = y.defined() ? y + contribution : contribution;
     }
   } else {
+    // Group the kept assignments by expert with one gather, run each expert on its contiguous
+    // chunk, weight by the gates and scatter back with one index_add.
+    std::vector<torch::Tensor> ids, slots;
     for (int64_t e = 0; e < experts; ++e) {
-      const torch::Tensor& ids = routing.expert_tokens[e];
-      if (ids.numel() == 0) continue;
-      const torch::Tensor out = apply[e](tokens.index_select(0, ids));
-      const torch::Tensor gate = routing.gates.index({ids, routing.expert_slots[e]}).unsqueeze(1);
-      if (!y.defined()) y = torch::zeros({tokens.size(0), out.size(1)}, out.options());
-      y = y.index_add(0, ids, out * gate);
+      ids.push_back(routing.expert_tokens[e]);
+      slots.push_back(routing.expert_slots[e]);
     }
-    if (!y.defined()) {
-      // Every token dropped: keep the graph connected to nothing but zeros.
-      const int64_t width =
-          out_features > 0 ? out_features : apply[0](tokens.narrow(0, 0, 1)).size(1);
+    const torch::Tensor order = torch::cat(ids);
+    const torch::Tensor gathered = tokens.index_select(0, order);
+    std::vector<torch::Tensor> outputs;
+    int64_t offset = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      const int64_t count = ids[e].numel();
+      if (count > 0) outputs.push_back(apply[e](gathered.narrow(0, offset, count)));
+      offset += count;
+    }
+    if (outputs.empty()) {
+      // Every assignment was dropped: the adapters add nothing.
+      const int64_t width = out_features > 0 ? out_features : apply[0](tokens.narrow(0, 0, 1)).size(1);
       y = torch::zeros({tokens.size(0), width}, tokens.options());
+    } else {
+      const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
+      const torch::Tensor weighted = torch::cat(outputs) * gates;
+      y = torch::zeros({tokens.size(0), weighted.size(1)}, weighted.options()).index_add(0, order, weighted);
     }
   }
   if (bias.defined()) y = y + bias;

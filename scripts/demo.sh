@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command (1): installs what is missing, builds, then runs the demo: pretrain a small ViT
-# on upright Fashion-MNIST test images, then train LoRA on RotatedFashionMNIST (training images)
-# with the 75-degree domain held out, and print the per-domain and model-selection tables.
+# on upright Fashion-MNIST test images, then train LoRA and LoRA-MoA on RotatedFashionMNIST
+# (training images) with the 75-degree domain held out, and print the per-domain and
+# model-selection tables of both.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
@@ -11,6 +12,15 @@ bash scripts/build.sh
 built=$(date +%s)
 build/moa pretrain --config configs/demo_pretrain.ini "$@"
 pretrained=$(date +%s)
-build/moa train --config configs/demo_lora.ini "$@"
+build/moa train --config configs/rfmnist_lora.ini "$@"
+lora=$(date +%s)
+build/moa train --config configs/rfmnist_lora_moa.ini "$@"
 done_at=$(date +%s)
-echo "setup + build: $((built - start)) s; pretrain: $((pretrained - built)) s; LoRA: $((done_at - pretrained)) s"
+echo
+echo "== held-out 75-degree domain, test-domain \`in\` accuracy (%) =="
+for run in lora lora_moa; do
+  echo "-- ${run}"
+  cat "runs/demo/${run}/selection.txt"
+done
+echo "setup + build: $((built - start)) s; pretrain: $((pretrained - built)) s;" \
+  "LoRA: $((lora - pretrained)) s; LoRA-MoA: $((done_at - lora)) s"

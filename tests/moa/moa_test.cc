@@ -1,0 +1,326 @@
+// Mixture-of-Adapters: the router against hand computations, keyed noise, top-k and gates,
+// routed computation against the dense oracle (outputs and gradients), capacity, the auxiliary
+// losses and the Kronecker update against python3-torch, and where gradients go.
+#include <cmath>
+
+#include "moa/moa_layer.h"
+#include "moa/peft.h"
+#include "moa/safetensors.h"
+#include "tests/support/test_support.h"
+
+namespace moa {
+namespace {
+
+TEST(RouterTest, CosineLogitsByHand) {
+  RouterImpl router(RouterOptions(2, 2).proj_dim(2));
+  {
+    torch::NoGradGuard no_grad;
+    router.proj->weight.copy_(torch::eye(2));
+    router.proj->bias.zero_();
+    router.sim_matrix.copy_(torch::tensor({{2.0f, 0.0f}, {0.0f, 5.0f}}));  // columns e0, e1
+  }
+  // x = (3, 4): Px / |Px| = (0.6, 0.8); S_e / |S_e| = unit axes; scale exp(ln 2) = 2.
+  const torch::Tensor logits = router.Logits(torch::tensor({{3.0f, 4.0f}, {-1.0f, 0.0f}}));
+  EXPECT_TRUE(torch::allclose(logits, torch::tensor({{1.2f, 1.6f}, {-2.0f, 0.0f}}), 1e-6, 1e-6)) << logits;
+  {
+    torch::NoGradGuard no_grad;
+    router.temperature.fill_(10.0);  // clamped at ln 100: scale 100
+  }
+  EXPECT_NEAR(router.Logits(torch::tensor({{3.0f, 4.0f}}))[0][1].item<double>(), 80.0, 1e-4);
+}
+
+TEST(RouterTest, ParameterShapesAndInit) {
+  torch::manual_seed(0);
+  RouterImpl router(RouterOptions(768, 4));
+  EXPECT_EQ(router.proj->weight.sizes(), (std::vector<int64_t>{256, 768}));
+  EXPECT_EQ(router.sim_matrix.sizes(), (std::vector<int64_t>{256, 4}));
+  EXPECT_NEAR(router.sim_matrix.std().item<double>(), 0.01, 0.001);
+  EXPECT_NEAR(router.temperature.item<double>(), std::log(2.0), 1e-7);
+  int64_t count = 0;
+  for (const auto& p : router.parameters()) count += p.numel();
+  EXPECT_EQ(count, 197889);  // the reference's router (moa-method.md 2.3)
+}
+
+TEST(RouteTest, NoNoiseInEvaluationAndKeyedNoiseInTraining) {
+  torch::manual_seed(1);
+  const torch::Tensor clean = torch::randn({4000, 4});
+  RoutingContext ctx;
+  ctx.seed = 3;
+  ctx.step = 9;
+  RouteOptions options;
+  const Routing eval = Route(clean, options, ctx, /*layer=*/2, /*tokens_per_sample=*/10, /*training=*/false);
+  EXPECT_TRUE(torch::equal(eval.probs, torch::softmax(clean, 1)));
+  const Routing train = Route(clean, options, ctx, 2, 10, true);
+  const Routing again = Route(clean, options, ctx, 2, 10, true);
+  EXPECT_TRUE(torch::equal(train.probs, again.probs));
+  // Recover the noise from the probabilities: log p - log softmax(clean) = noise/E + const.
+  torch::Tensor noise = (torch::log(train.probs) - torch::log_softmax(clean, 1));
+  noise = (noise - noise.mean(1, true)) * 4.0;  // centred per token
+  // Per-token centring of 4 iid N(0, 1) values leaves variance 3/4.
+  EXPECT_NEAR(noise.var().item<double>(), 0.75, 0.05);
+  ctx.step = 10;
+  EXPECT_FALSE(torch::equal(Route(clean, options, ctx, 2, 10, true).probs, train.probs));
+  ctx.step = 9;
+  EXPECT_FALSE(torch::equal(Route(clean, options, ctx, 3, 10, true).probs, train.probs));
+}
+
+TEST(RouteTest, NoiseRowsFollowTheGlobalBatch) {
+  // A rank holding global samples {1, 3} of 4 gets exactly those samples' noise.
+  torch::manual_seed(2);
+  const int64_t per_sample = 5;
+  const torch::Tensor clean = torch::randn({4 * per_sample, 3});
+  RoutingContext whole;
+  whole.seed = 7;
+  const Routing full = Route(clean, RouteOptions(), whole, 0, per_sample, true);
+  RoutingContext part = whole;
+  part.global_batch = 4;
+  part.global_rows = {1, 3};
+  const torch::Tensor mine = torch::cat({clean.narrow(0, 5, 5), clean.narrow(0, 15, 5)});
+  const Routing local = Route(mine, RouteOptions(), part, 0, per_sample, true);
+  EXPECT_TRUE(torch::allclose(local.probs, torch::cat({full.probs.narrow(0, 5, 5), full.probs.narrow(0, 15, 5)})));
+}
+
+TEST(RouteTest, TopOneChoiceAndGates) {
+  const torch::Tensor clean = torch::tensor({{0.0f, 2.0f, 1.0f}, {3.0f, 0.0f, 0.0f}});
+  RouteOptions options;
+  options.noise = false;
+  const Routing r = Route(clean, options, RoutingContext(), 0, 1, true);
+  EXPECT_EQ(r.experts[0][0].item<int64_t>(), 1);
+  EXPECT_EQ(r.experts[1][0].item<int64_t>(), 0);
+  const torch::Tensor p = torch::softmax(clean, 1);
+  EXPECT_FLOAT_EQ(r.gates[0][0].item<float>(), p[0][1].item<float>());
+  EXPECT_FLOAT_EQ(r.combine[0][1].item<float>(), p[0][1].item<float>());
+  EXPECT_EQ(r.combine[0][0].item<float>(), 0.0f);
+  options.top_k = 2;
+  options.renormalize = true;
+  const Routing r2 = Route(clean, options, RoutingContext(), 0, 1, true);
+  EXPECT_EQ(r2.experts[0][1].item<int64_t>(), 2);
+  EXPECT_TRUE(torch::allclose(r2.gates.sum(1), torch::ones({2})));
+  EXPECT_EQ(r2.expert_tokens[0].numel() + r2.expert_tokens[1].numel() + r2.expert_tokens[2].numel(), 4);
+}
+
+TEST(RouteTest, CapacityDropsLateTokensAndCountsThem) {
+  // Every token prefers expert 0; capacity ceil(1.0 x 10 x 1 / 4) = 3.
+  const torch::Tensor clean = torch::tensor({{5.0f, 0.0f, 0.0f, 0.0f}}).repeat({10, 1});
+  RouteOptions options;
+  options.noise = false;
+  options.capacity_factor = 1.0;
+  const Routing r = Route(clean, options, RoutingContext(), 0, 1, true);
+  EXPECT_EQ(r.dropped, 7);
+  EXPECT_TRUE(torch::equal(r.expert_tokens[0], torch::tensor({0, 1, 2}, torch::kInt64)));
+  EXPECT_EQ(r.expert_tokens[1].numel(), 0);
+  EXPECT_EQ(r.combine.narrow(0, 3, 7).abs().sum().item<float>(), 0.0f);
+}
+
+// Two layers with identical parameters, one routed and one dense.
+struct LayerPair {
+  std::shared_ptr<MoaAdapterImpl> routed, dense;
+};
+
+LayerPair MakePair(MoaConfig config, int64_t in, int64_t out, std::shared_ptr<RoutingContext> ctx) {
+  torch::manual_seed(5);
+  auto rules = std::make_shared<KroneckerRulesImpl>(config.phm_dim, true);
+  config.dispatch = "routed";
+  auto routed = std::make_shared<MoaAdapterImpl>(in, out, config, 1, ctx, rules);
+  config.dispatch = "dense";
+  auto dense = std::make_shared<MoaAdapterImpl>(in, out, config, 1, ctx, rules);
+  torch::NoGradGuard no_grad;
+  auto src = routed->named_parameters();
+  for (auto& p : dense->named_parameters()) {
+    // LoRA's B starts at zero; make every expert matter.
+    if (p.key().find(".B") != std::string::npos || p.key() == "bias") src[p.key()].normal_(0, 0.3);
+    p.value().copy_(src[p.key()]);
+  }
+  return {routed, dense};
+}
+
+class RoutedVsDenseTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RoutedVsDenseTest, OutputsAndGradientsAgree) {
+  MoaConfig config;
+  config.expert = GetParam();
+  config.top_k = 2;
+  config.capacity_factor = 0.6;  // some assignments are dropped
+  config.phm_dim = 8;
+  config.kron_dropout = 0.5;
+  auto ctx = std::make_shared<RoutingContext>();
+  ctx->seed = 11;
+  ctx->step = 4;
+  LayerPair pair = MakePair(config, 16, 24, ctx);
+  pair.routed->train();
+  pair.dense->train();
+  torch::manual_seed(9);
+  const torch::Tensor x = torch::randn({3, 7, 16});
+  const torch::Tensor xr = x.clone().requires_grad_(true);
+  const torch::Tensor xd = x.clone().requires_grad_(true);
+  const torch::Tensor yr = pair.routed->Delta(xr);
+  const torch::Tensor yd = pair.dense->Delta(xd);
+  EXPECT_GT(pair.routed->last_routing().dropped, 0);
+  ASSERT_EQ(yr.sizes(), (std::vector<int64_t>{3, 7, 24}));
+  EXPECT_TRUE(torch::allclose(yr, yd, 1e-5, 1e-6)) << (yr - yd).abs().max();
+  const torch::Tensor w = torch::randn_like(yr);
+  ((yr * w).sum() + pair.routed->aux_loss()).backward();
+  ((yd * w).sum() + pair.dense->aux_loss()).backward();
+  EXPECT_TRUE(torch::allclose(xr.grad(), xd.grad(), 1e-5, 1e-6));
+  auto dense_params = pair.dense->named_parameters();
+  int with_grad = 0;
+  for (auto& p : pair.routed->named_parameters()) {
+    const torch::Tensor& g = p.value().grad();
+    const torch::Tensor& gd = dense_params[p.key()].grad();
+    ASSERT_EQ(g.defined(), gd.defined()) << p.key();
+    if (!g.defined()) continue;
+    ++with_grad;
+    EXPECT_TRUE(torch::allclose(g, gd, 1e-5, 1e-6)) << p.key() << " " << (g - gd).abs().max();
+  }
+  EXPECT_GE(with_grad, 7);  // router (proj weight, bias, sim_matrix, temperature) + experts
+}
+
+INSTANTIATE_TEST_SUITE_P(Experts, RoutedVsDenseTest, ::testing::Values("lora", "kronecker"));
+
+TEST(MoaLayerTest, DroppedTokensPassThroughW0Alone) {
+  MoaConfig config;
+  config.noise = false;
+  config.capacity_factor = 0.25;  // capacity ceil(0.25 x 8 / 4) = 1 per expert
+  auto ctx = std::make_shared<RoutingContext>();
+  LayerPair pair = MakePair(config, 8, 8, ctx);
+  pair.routed->train();
+  const torch::Tensor x = torch::randn({8, 8});
+  const torch::Tensor y = pair.routed->Delta(x);
+  const Routing& r = pair.routed->last_routing();
+  const torch::Tensor kept = r.kept.select(1, 0);
+  EXPECT_EQ(r.dropped, 8 - kept.sum().item<int64_t>());
+  EXPECT_LE(kept.sum().item<int64_t>(), 4);
+  for (int64_t t = 0; t < 8; ++t) {
+    if (!kept[t].item<bool>()) EXPECT_EQ(y[t].abs().sum().item<float>(), 0.0f) << "token " << t;
+  }
+}
+
+TEST(MoaLayerTest, AllTokensToOneExpertAndIdleExperts) {
+  MoaConfig config;
+  config.noise = false;
+  auto ctx = std::make_shared<RoutingContext>();
+  LayerPair pair = MakePair(config, 8, 8, ctx);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto* layer : {pair.routed.get(), pair.dense.get()}) {
+      layer->router->sim_matrix.zero_();
+      layer->router->sim_matrix.select(1, 2).fill_(1.0);
+      layer->router->proj->weight.zero_();
+      layer->router->proj->bias.fill_(1.0);  // P x = (1, ..., 1) for every token: expert 2 wins
+    }
+  }
+  pair.routed->train();
+  pair.dense->train();
+  const torch::Tensor x = torch::randn({6, 8});
+  const torch::Tensor y = pair.routed->Delta(x);
+  EXPECT_EQ(pair.routed->last_routing().expert_tokens[2].numel(), 6);
+  EXPECT_TRUE(torch::allclose(y, pair.dense->Delta(x), 1e-5, 1e-6));
+  y.sum().backward();
+  EXPECT_FALSE(pair.routed->named_parameters()["experts.0.B"].grad().defined());
+  EXPECT_TRUE(pair.routed->named_parameters()["experts.2.B"].grad().defined());
+}
+
+TEST(AuxLossTest, MatchesPythonReference) {
+  torch::manual_seed(4);
+  const torch::Tensor clean = torch::randn({300, 4}) * 2;
+  RoutingContext ctx;
+  ctx.seed = 1;
+  for (int64_t k : {1, 2}) {
+    RouteOptions options;
+    options.top_k = k;
+    const Routing r = Route(clean, options, ctx, 0, 1, true);
+    test::TempDir dir;
+    MOA_ASSERT_OK(WriteSafetensors(dir.File("in.safetensors"),
+                                   {{"clean_logits", clean}, {"noisy_probs", r.probs}, {"experts", r.experts}}));
+    ASSERT_EQ(test::RunPython("moa_reference.py", "aux " + dir.File("in.safetensors") + " " + dir.File("out.safetensors")), 0);
+    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile ref, ReadSafetensors(dir.File("out.safetensors")));
+    EXPECT_NEAR(ImportanceLoadLoss(r, k, 0.01).item<double>(), ref.tensors.at("importance_load").item<double>(), 1e-9)
+        << "k = " << k;
+    EXPECT_NEAR(SwitchLoss(r, 0.01).item<double>(), ref.tensors.at("switch").item<double>(), 1e-9);
+  }
+}
+
+TEST(KroneckerTest, UpdateMatrixEqualsTorchKron) {
+  torch::manual_seed(6);
+  auto rules = std::make_shared<KroneckerRulesImpl>(4, false);
+  KroneckerImpl k(KroneckerOptions(12, 20, 3), rules);
+  const torch::Tensor h = k.UpdateMatrix(false, 0);
+  ASSERT_EQ(h.sizes(), (std::vector<int64_t>{12, 20}));
+  test::TempDir dir;
+  MOA_ASSERT_OK(WriteSafetensors(dir.File("in.safetensors"),
+                                 {{"L", k.L}, {"R", k.R}, {"left", rules->rule1_left}, {"right", rules->rule1_right}}));
+  ASSERT_EQ(test::RunPython("moa_reference.py", "kron " + dir.File("in.safetensors") + " " + dir.File("out.safetensors")), 0);
+  MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile ref, ReadSafetensors(dir.File("out.safetensors")));
+  const torch::Tensor expected = ref.tensors.at("H").to(torch::kFloat32);
+  EXPECT_LE((h - expected).abs().max().item<double>(), 1e-6 * (1 + expected.abs().max().item<double>()));
+}
+
+TEST(KroneckerTest, DropoutOnlyInTrainingAndKeyed) {
+  torch::manual_seed(7);
+  auto rules = std::make_shared<KroneckerRulesImpl>(8, false);
+  KroneckerImpl k(KroneckerOptions(16, 48, 2).dropout(0.5), rules);
+  const torch::Tensor clean = k.UpdateMatrix(false, 123);
+  EXPECT_TRUE(torch::equal(clean, k.UpdateMatrix(false, 456)));
+  const torch::Tensor a = k.UpdateMatrix(true, 123);
+  EXPECT_TRUE(torch::equal(a, k.UpdateMatrix(true, 123)));
+  EXPECT_FALSE(torch::equal(a, k.UpdateMatrix(true, 124)));
+  const torch::Tensor kept = a.ne(0);
+  const double kept_fraction = kept.to(torch::kFloat64).mean().item<double>();
+  EXPECT_NEAR(kept_fraction, 0.5, 0.05);  // 768 entries: 5 standard deviations is about 0.09
+  EXPECT_TRUE(torch::allclose(a.masked_select(kept), 2 * clean.masked_select(kept)));
+}
+
+TEST(MoaModelTest, GradientsReachRouterAndExpertsNeverW0) {
+  torch::manual_seed(8);
+  VisionTransformerImpl model(ViTOptions().img_size(16).patch_size(4).in_chans(1).dim(32).depth(4).heads(4).num_classes(3));
+  PeftOptions peft;
+  peft.method = "moa";
+  peft.blocks = "every_other";
+  peft.targets = "qkv";
+  MoaConfig moa;
+  moa.expert = "kronecker";
+  moa.phm_dim = 8;
+  MOA_ASSERT_OK(ApplyPeft(model, peft, moa));
+  ASSERT_EQ(MoaLayers(model).size(), 2u);
+  model.train();
+  const torch::Tensor loss = model.forward(torch::randn({4, 1, 16, 16})).pow(2).sum() + AuxiliaryLoss(model);
+  loss.backward();
+  for (auto& p : model.named_parameters()) {
+    const ParameterGroup group = GroupOf(p.key());
+    if (group == ParameterGroup::kBackbone) {
+      EXPECT_FALSE(p.value().grad().defined()) << p.key();
+      continue;
+    }
+    if (p.key().find("rule0") != std::string::npos) {
+      EXPECT_FALSE(p.value().grad().defined()) << "the reference's rule0 is never used";
+      continue;
+    }
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0) << p.key();
+  }
+}
+
+TEST(MoaModelTest, PaperParameterCounts) {
+  struct Row {
+    const char* expert;
+    const char* blocks;
+    int64_t trainable_without_head;
+  };
+  for (const Row& row : {Row{"lora", "every_other", 1463814}, Row{"lora", "last:2", 487938},
+                         Row{"kronecker", "every_other", 1494022}}) {
+    VisionTransformerImpl vit(ViTOptions().norm_pre(true).norm_eps(1e-5).num_classes(7));
+    PeftOptions peft;
+    peft.method = "moa";
+    peft.blocks = row.blocks;
+    peft.targets = "qkv";
+    MoaConfig moa;
+    moa.expert = row.expert;
+    MOA_ASSERT_OK(ApplyPeft(vit, peft, moa));
+    const ParameterCounts c = CountParameters(vit);
+    EXPECT_EQ(c.trainable - c.head, row.trainable_without_head) << row.expert << " " << row.blocks;
+    EXPECT_EQ(c.backbone, 85799424);
+  }
+}
+
+}  // namespace
+}  // namespace moa
