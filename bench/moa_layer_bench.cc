@@ -77,11 +77,13 @@ int main(int argc, char** argv) {
     return make_linear(std::make_shared<moa::MoaAdapterImpl>(dim, out, config, 0, context, rules));
   };
 
-  std::printf("one adapted %lld -> %lld Linear, %lld x %lld tokens, forward + backward, %d threads\n",
-              static_cast<long long>(dim), static_cast<long long>(out), static_cast<long long>(images),
-              static_cast<long long>(tokens), threads);
+  std::printf(
+      "one adapted %lld -> %lld Linear, %lld x %lld tokens, forward + backward, %d threads\n",
+      static_cast<long long>(dim), static_cast<long long>(out), static_cast<long long>(images),
+      static_cast<long long>(tokens), threads);
   const double frozen = TimeMs(run(make_linear(nullptr)), iters);
-  const double lora = TimeMs(run(make_linear(std::make_shared<moa::LoraImpl>(moa::LoraOptions(dim, out, 8)))), iters);
+  const double lora = TimeMs(
+      run(make_linear(std::make_shared<moa::LoraImpl>(moa::LoraOptions(dim, out, 8)))), iters);
   struct Row {
     const char* name;
     double ms;
@@ -95,6 +97,7 @@ int main(int argc, char** argv) {
       {"MoA Kronecker dense", TimeMs(run(moa_layer("kronecker", "dense")), iters)},
   };
   std::printf("%-24s %10s %14s\n", "layer", "ms", "vs LoRA r=8");
-  for (const Row& row : rows) std::printf("%-24s %10.2f %13.2fx\n", row.name, row.ms, row.ms / lora);
+  for (const Row& row : rows)
+    std::printf("%-24s %10.2f %13.2fx\n", row.name, row.ms, row.ms / lora);
   return 0;
 }

@@ -45,7 +45,8 @@ Measured TimeConfig(const std::string& path, int64_t per_domain, int steps) {
     m.ms = -1;
     return m;
   }
-  const int64_t domains = static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
+  const int64_t domains =
+      static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
   m.batch = config->data.batch_size * domains;
   torch::manual_seed(0);
   const int64_t size = config->model.img_size;
@@ -77,16 +78,19 @@ double TorchMs(const std::string& path, int64_t per_domain, int steps, int threa
   auto config = moa::launch::LoadConfig(path, overrides);
   if (!config.ok() || config->adapter.method != "lora") return -1;
   auto info = moa::data::LookupDataset(config->data.dataset);
-  const int64_t batch = config->data.batch_size *
-                        static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
+  const int64_t batch =
+      config->data.batch_size *
+      static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
   const auto& m = config->model;
   char command[1024];
   std::snprintf(command, sizeof(command),
-                "%s/.venv/bin/python %s/bench/torch_train_step.py %d %lld %lld %lld %lld %lld %lld %g %lld %s %d %lld",
+                "%s/.venv/bin/python %s/bench/torch_train_step.py %d %lld %lld %lld %lld %lld %lld "
+                "%g %lld %s %d %lld",
                 MOA_SOURCE_DIR, MOA_SOURCE_DIR, threads, static_cast<long long>(batch),
                 static_cast<long long>(m.img_size), static_cast<long long>(m.patch_size),
-                static_cast<long long>(m.dim), static_cast<long long>(m.depth), static_cast<long long>(m.heads),
-                m.mlp_ratio, static_cast<long long>(config->adapter.rank), config->adapter.targets.c_str(),
+                static_cast<long long>(m.dim), static_cast<long long>(m.depth),
+                static_cast<long long>(m.heads), m.mlp_ratio,
+                static_cast<long long>(config->adapter.rank), config->adapter.targets.c_str(),
                 steps, static_cast<long long>(info->channels));
   FILE* pipe = popen(command, "r");
   double ms = -1;
@@ -119,19 +123,24 @@ int main(int argc, char** argv) {
     if (rows.back().ms < 0) return 2;
   }
   const double torch_ms = TorchMs(configs[0], per_domain, steps, threads);
-  std::printf("training step (forward, backward, Adam), %d threads, %d timed steps\n", threads, steps);
-  std::printf("%-44s %6s %10s %10s %10s\n", "configuration", "batch", "ms/step", "images/s", "ratio");
+  std::printf("training step (forward, backward, Adam), %d threads, %d timed steps\n", threads,
+              steps);
+  std::printf("%-44s %6s %10s %10s %10s\n", "configuration", "batch", "ms/step", "images/s",
+              "ratio");
   for (const Measured& m : rows) {
-    std::printf("%-44s %6lld %10.1f %10.0f %9.2fx\n", m.config.substr(m.config.rfind('/') + 1).c_str(),
-                static_cast<long long>(m.batch), m.ms, m.batch / m.ms * 1000, m.ms / rows[0].ms);
+    std::printf("%-44s %6lld %10.1f %10.0f %9.2fx\n",
+                m.config.substr(m.config.rfind('/') + 1).c_str(), static_cast<long long>(m.batch),
+                m.ms, m.batch / m.ms * 1000, m.ms / rows[0].ms);
   }
   if (torch_ms > 0) {
     std::printf("%-44s %6lld %10.1f %10.0f %9.2fx\n", "PyTorch eager + timm, first configuration",
                 static_cast<long long>(rows[0].batch), torch_ms, rows[0].batch / torch_ms * 1000,
                 torch_ms / rows[0].ms);
-    std::printf("moa is %.2fx the speed of PyTorch eager on the first configuration\n", torch_ms / rows[0].ms);
+    std::printf("moa is %.2fx the speed of PyTorch eager on the first configuration\n",
+                torch_ms / rows[0].ms);
   } else {
-    std::printf("(no PyTorch eager baseline: the first configuration is not a LoRA one, or it failed)\n");
+    std::printf(
+        "(no PyTorch eager baseline: the first configuration is not a LoRA one, or it failed)\n");
   }
   return 0;
 }

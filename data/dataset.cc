@@ -12,19 +12,27 @@ namespace {
 
 const std::vector<DatasetInfo>& Registry() {
   static const std::vector<DatasetInfo> registry = {
-      {"RotatedMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28},
-      {"RotatedFashionMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28},
-      {"MNIST", {"upright"}, 10, 1, 28},
-      {"FashionMNIST", {"upright"}, 10, 1, 28},
-      {"PACS", {"art_painting", "cartoon", "photo", "sketch"}, 7, 3, 224},
-      {"VLCS", {"Caltech101", "LabelMe", "SUN09", "VOC2007"}, 5, 3, 224},
-      {"OfficeHome", {"Art", "Clipart", "Product", "Real World"}, 65, 3, 224},
-      {"TerraIncognita", {"location_100", "location_38", "location_43", "location_46"}, 10, 3, 224},
+      {"RotatedMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28, 5001, 100},
+      {"RotatedFashionMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28, 5001, 100},
+      {"MNIST", {"upright"}, 10, 1, 28, 5001, 100},
+      {"FashionMNIST", {"upright"}, 10, 1, 28, 5001, 100},
+      {"PACS", {"art_painting", "cartoon", "photo", "sketch"}, 7, 3, 224, 5001, 200},
+      {"VLCS", {"Caltech101", "LabelMe", "SUN09", "VOC2007"}, 5, 3, 224, 5001, 200},
+      {"OfficeHome", {"Art", "Clipart", "Product", "Real World"}, 65, 3, 224, 5001, 200},
+      {"TerraIncognita",
+       {"location_100", "location_38", "location_43", "location_46"},
+       10,
+       3,
+       224,
+       5001,
+       200},
       {"DomainNet",
        {"clipart", "infograph", "painting", "quickdraw", "real", "sketch"},
        345,
        3,
-       224},
+       224,
+       15001,
+       1000},
   };
   return registry;
 }

@@ -8,6 +8,7 @@
 #include "data/dataset.h"
 #include "launch/options.h"
 #include "moa/peft.h"
+#include "parallel/mpi_communicator.h"
 #include "trainer/trainer.h"
 
 namespace moa::launch {
@@ -104,7 +105,19 @@ int TrainOrPretrain(trainer::RunConfig config, bool pretrain) {
     config.model.backbone.clear();
     config.resolved_ini = ToIni(config);
   }
-  auto summary = pretrain ? trainer::Pretrain(config) : trainer::Train(config);
+  std::unique_ptr<parallel::Communicator> world = parallel::MakeWorldCommunicator();
+  if (world->size() > 1) {
+    SetLogRankPrefix("[rank " + std::to_string(world->rank()) + "] ");
+    if (world->rank() != 0) SetLogLevel(LogLevel::kWarning);  // the coordinator reports progress
+  }
+  auto summary =
+      pretrain ? trainer::Pretrain(config, world.get()) : trainer::Train(config, world.get());
+  if (!summary.ok() && world->size() > 1) {
+    // One failing rank ends the whole job rather than leaving the others waiting in a collective.
+    parallel::AbortJob(std::string(pretrain ? "pretrain" : "train") + ": " +
+                       std::string(summary.status().message()));
+  }
+  if (world->rank() != 0) return summary.ok() ? 0 : 1;
   if (!summary.ok()) {
     std::cerr << "moa " << (pretrain ? "pretrain" : "train") << ": " << summary.status().message()
               << "\n";

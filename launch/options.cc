@@ -267,6 +267,8 @@ const OptionTable& Table() {
                    "intra-op threads per rank (0: cores per node / ranks per node)",
                    AtLeast<int64_t>(0));
     t.Add<std::string>(MOA_FIELD(train, resume), "", "run directory to resume (not yet supported)");
+    t.Add<bool>(MOA_FIELD(train, check_replicas), false,
+                "after every step, verify that trainable parameters are identical on all ranks");
     t.Add<int64_t>(MOA_FIELD(train, log_every), 50,
                    "print progress every this many steps (0: only "
                    "at evaluations)",
@@ -284,6 +286,8 @@ const OptionTable& Table() {
                        OneOf({"auto", "sharded", "replicated"}));
     t.Add<std::string>(MOA_FIELD(parallel, device), "auto", "auto, cpu or cuda",
                        OneOf({"auto", "cpu", "cuda"}));
+    t.Add<double>(MOA_FIELD(parallel, bucket_mb), 4.0,
+                  "gradient all-reduce bucket size (MiB), overlapped with backward", Positive());
     // [output]
     t.Add<std::string>(MOA_FIELD(output, dir), "runs/run", "run directory");
     t.Add<std::string>(MOA_FIELD(output, save), "selected",

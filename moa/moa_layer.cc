@@ -98,21 +98,24 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
     }
     if (outputs.empty()) {
       // Every assignment was dropped: the adapters add nothing.
-      const int64_t width = out_features > 0 ? out_features : apply[0](tokens.narrow(0, 0, 1)).size(1);
+      const int64_t width =
+          out_features > 0 ? out_features : apply[0](tokens.narrow(0, 0, 1)).size(1);
       y = torch::zeros({tokens.size(0), width}, tokens.options());
     } else {
       const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
       const torch::Tensor weighted = torch::cat(outputs) * gates;
-      y = torch::zeros({tokens.size(0), weighted.size(1)}, weighted.options()).index_add(0, order, weighted);
+      y = torch::zeros({tokens.size(0), weighted.size(1)}, weighted.options())
+              .index_add(0, order, weighted);
     }
   }
   if (bias.defined()) y = y + bias;
 
   if (training) {
     if (config_.aux_type == "switch") {
-      aux_loss_ = SwitchLoss(routing, config_.aux_weight);
+      aux_loss_ = SwitchLoss(routing, config_.aux_weight, context_->dp_group);
     } else {
-      aux_loss_ = ImportanceLoadLoss(routing, config_.top_k, config_.aux_weight);
+      aux_loss_ =
+          ImportanceLoadLoss(routing, config_.top_k, config_.aux_weight, context_->dp_group);
     }
     for (int64_t e = 0; e < experts; ++e) stats_.assignments[e] += routing.expert_tokens[e].numel();
     stats_.dropped += routing.dropped;

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "parallel/autograd_collectives.h"
+
 namespace moa {
 namespace {
 
@@ -74,6 +76,10 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
     noise = noise.reshape({tokens, experts}).to(clean_logits.device(), clean_logits.scalar_type());
     logits = logits + noise / static_cast<double>(experts);
   }
+  // Quirk kept on purpose (section 7, items 6 and 8): in training the router always sees noise
+  // (moa.noise = false turns it off), and the gate is the winner's noisy softmax probability,
+  // not renormalised (moa.renormalize = true renormalises the top-k). Unlike the reference,
+  // top_k and capacity are honoured rather than stored and ignored.
   r.probs = torch::softmax(logits, 1);
   auto [top_values, top_indices] = r.probs.topk(k, 1);
   r.experts = top_indices;
@@ -112,30 +118,41 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
   return r;
 }
 
-torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double weight) {
+// Quirks kept on purpose (section 7, item 7): the threshold is a noisy probability compared with
+// clean probabilities, the variance is unbiased, and the coefficient is applied here, per layer;
+// the trainer sums the layers' terms. sigma is 1 / E where the reference hard-codes E = 4 (the
+// same value for its four experts).
+torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double weight,
+                                 parallel::Communicator* group) {
   const int64_t experts = routing.clean_logits.size(1);
   const torch::Tensor clean = torch::softmax(routing.clean_logits, 1);
-  const torch::Tensor importance = clean.sum(0);
+  const torch::Tensor local_importance = clean.sum(0);
   // The threshold is the k-th largest noisy probability (the winner's for top-1), as the
   // reference compares clean probabilities against it (moa-method.md section 7, item 7).
   const torch::Tensor threshold =
       std::get<0>(routing.probs.topk(top_k, 1)).select(1, top_k - 1).unsqueeze(1);
   const double sigma = 1.0 / static_cast<double>(experts);
   const torch::Tensor z = (clean - threshold) / sigma;
-  const torch::Tensor load = (0.5 * (1.0 + torch::erf(z / std::sqrt(2.0)))).sum(0);
+  const torch::Tensor local_load = (0.5 * (1.0 + torch::erf(z / std::sqrt(2.0)))).sum(0);
+  const torch::Tensor both =
+      parallel::DifferentiableAllReduceSum(torch::stack({local_importance, local_load}), group);
   return weight *
-         (CoefficientOfVariationSquared(importance) + CoefficientOfVariationSquared(load)) / 2.0;
+         (CoefficientOfVariationSquared(both[0]) + CoefficientOfVariationSquared(both[1])) / 2.0;
 }
 
-torch::Tensor SwitchLoss(const Routing& routing, double weight) {
+torch::Tensor SwitchLoss(const Routing& routing, double weight, parallel::Communicator* group) {
   const int64_t experts = routing.clean_logits.size(1);
   const torch::Tensor clean = torch::softmax(routing.clean_logits, 1);
   const torch::Tensor first = routing.experts.select(1, 0);
-  const torch::Tensor fraction =
-      torch::zeros({experts}, clean.options())
-          .scatter_add(0, first, torch::ones_like(first, clean.options())) /
-      static_cast<double>(clean.size(0));
-  return weight * static_cast<double>(experts) * (fraction * clean.mean(0)).sum();
+  // Per expert over the global batch: first-choice counts, probability sums, and the token count.
+  const torch::Tensor counts = torch::zeros({experts}, clean.options())
+                                   .scatter_add(0, first, torch::ones_like(first, clean.options()));
+  const torch::Tensor tokens =
+      torch::full({experts}, static_cast<double>(clean.size(0)), clean.options());
+  const torch::Tensor sums =
+      parallel::DifferentiableAllReduceSum(torch::stack({counts, clean.sum(0), tokens}), group);
+  const torch::Tensor total = sums[2];
+  return weight * static_cast<double>(experts) * ((sums[0] / total) * (sums[1] / total)).sum();
 }
 
 }  // namespace moa

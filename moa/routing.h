@@ -15,6 +15,8 @@
 
 #include <torch/torch.h>
 
+#include "parallel/communicator.h"
+
 namespace moa {
 
 /// What keyed randomness needs to know about the current step. The trainer owns one per model
@@ -26,6 +28,8 @@ struct RoutingContext {
   int64_t global_batch = 0;
   /// For each local sample, its row in the global batch (empty: identity).
   std::vector<int64_t> global_rows;
+  /// The data-parallel group over which importance and load are summed (null: this process).
+  parallel::Communicator* dp_group = nullptr;
 };
 
 /// A 64-bit key from (seed, step, layer[, expert]) for torch CPU generators.
@@ -94,10 +98,14 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
 /// weight * (cv^2(importance) + cv^2(load)) / 2, importance_e = sum_t softmax(clean)_te,
 /// load_e = sum_t Phi((softmax(clean)_te - threshold_t) / sigma), threshold_t the k-th largest
 /// noisy probability of token t, sigma = 1 / E, cv^2 = unbiased variance / (mean^2 + 1e-10).
-torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double weight);
+/// Importance and load are summed over `group` (when given) before the cv^2, so the loss is the
+/// global batch's at any number of data-parallel ranks.
+torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double weight,
+                                 parallel::Communicator* group = nullptr);
 
 /// Switch Transformer's loss: weight * E * sum_e f_e P_e, f_e the fraction of tokens whose first
 /// choice is e, P_e the mean clean probability of e.
-torch::Tensor SwitchLoss(const Routing& routing, double weight);
+torch::Tensor SwitchLoss(const Routing& routing, double weight,
+                         parallel::Communicator* group = nullptr);
 
 }  // namespace moa

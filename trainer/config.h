@@ -54,6 +54,7 @@ struct TrainConfig {
   int64_t hparams_seed = 0;
   int64_t threads = 0;
   std::string resume;
+  bool check_replicas = false;
   int64_t log_every = 0;
 };
 
@@ -67,6 +68,7 @@ struct ParallelConfig {
   int64_t ep = 0;
   std::string expert_mode;
   std::string device;
+  double bucket_mb = 0;
 };
 
 struct OutputConfig {

@@ -19,7 +19,9 @@
 #include "moa/factory.h"
 #include "moa/peft.h"
 #include "moa/weights.h"
+#include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
+#include "parallel/mpi_communicator.h"
 #include "trainer/selection.h"
 
 namespace moa::trainer {
@@ -91,16 +93,22 @@ nlohmann::ordered_json ArgsJson(const RunConfig& c) {
 // The training loop shared by train and pretrain.
 class Runner {
  public:
-  Runner(const RunConfig& config, bool pretrain) : config_(config), pretrain_(pretrain) {}
+  Runner(const RunConfig& config, bool pretrain, parallel::Communicator& world)
+      : config_(config), pretrain_(pretrain), world_(world) {}
 
   absl::StatusOr<RunSummary> Run() {
     MOA_ASSIGN_OR_RETURN(parallel::Mesh mesh,
                          parallel::DetectMesh(config_.parallel.dp, config_.parallel.ep));
-    if (mesh.world_size > 1) {
-      return absl::UnimplementedError("this build trains in one process; " +
-                                      parallel::DescribeMesh(mesh) +
-                                      " was launched. Run moa without mpirun.");
+    if (mesh.world_size != world_.size()) {
+      return absl::FailedPreconditionError(
+          "the launcher reports " + std::to_string(mesh.world_size) + " processes but MPI has " +
+          std::to_string(world_.size()) + "; start moa with mpirun or srun --mpi=pmix");
     }
+    if (mesh.ep > 1) {
+      return absl::UnimplementedError("parallel.ep > 1 (expert parallelism) is not supported yet");
+    }
+    mesh_ = mesh;
+    lead_ = world_.rank() == 0;
     threads_ = ResolveThreadCount(static_cast<int>(config_.train.threads),
                                   static_cast<int>(mesh.local_size));
     ApplyThreadCount(threads_);
@@ -115,6 +123,8 @@ class Runner {
     load.holdout_fraction = config_.data.holdout_fraction;
     load.max_per_domain = config_.data.max_per_domain;
     Stopwatch load_time;
+    // Each run seeds itself, so a test environment's run does not depend on runs before it
+    // (the reference seeds once for all test environments: section 7, item 12).
     torch::manual_seed(static_cast<uint64_t>(config_.train.seed));
     MOA_ASSIGN_OR_RETURN(dataset_, data::LoadDataset(load));
     // As DomainBed: one seed before the dataset (whose randperm draws first), then the model's
@@ -130,11 +140,13 @@ class Runner {
       (is_test && !pretrain_ ? test_envs_ : train_envs_).push_back(e);
     }
     run_dir_ = config_.output.dir;
-    MOA_RETURN_IF_ERROR(MakeDirs(run_dir_ + "/checkpoints"));
-    MOA_RETURN_IF_ERROR(WriteFileAtomically(run_dir_ + "/config.ini", config_.resolved_ini));
-    MOA_RETURN_IF_ERROR(WriteEnvJson(mesh));
-    std::filesystem::remove(run_dir_ + "/results.jsonl");
-    std::filesystem::remove(run_dir_ + "/done");
+    if (lead_) {  // the coordinator alone writes run files
+      MOA_RETURN_IF_ERROR(MakeDirs(run_dir_ + "/checkpoints"));
+      MOA_RETURN_IF_ERROR(WriteFileAtomically(run_dir_ + "/config.ini", config_.resolved_ini));
+      MOA_RETURN_IF_ERROR(WriteEnvJson(mesh));
+      std::filesystem::remove(run_dir_ + "/results.jsonl");
+      std::filesystem::remove(run_dir_ + "/done");
+    }
 
     const ParameterCounts counts = CountParameters(*model_);
     Log(LogLevel::kInfo) << "model " << config_.model.arch << " / " << config_.adapter.method
@@ -143,6 +155,12 @@ class Runner {
     absl::Status loop_status;
     MOA_RETURN_IF_ERROR(CatchToStatus("training", [&] { loop_status = Loop(); }));
     MOA_RETURN_IF_ERROR(loop_status);
+    if (!lead_) {
+      RunSummary summary;
+      summary.records = records_;
+      summary.run_dir = run_dir_;
+      return summary;
+    }
     if (pretrain_) {
       const std::string path = run_dir_ + "/backbone.safetensors";
       MOA_RETURN_IF_ERROR(SaveBackbone(*model_, path, BackboneMetadata()));
@@ -185,10 +203,14 @@ class Runner {
     nlohmann::ordered_json env;
     env["moa_commit"] = GitCommit();
     env["libtorch"] = TorchVersion();
-    env["mpi"] = nullptr;
+    env["mpi"] = parallel::MpiVersion();
     env["nccl"] = nullptr;
     env["hostnames"] = {Hostname()};
-    env["world"] = {{"size", mesh.world_size}, {"dp", mesh.dp}, {"ep", mesh.ep}};
+    env["world"] = {{"size", mesh.world_size},
+                    {"dp", mesh.dp},
+                    {"ep", mesh.ep},
+                    {"ranks_per_node", mesh.local_size},
+                    {"backend", world_.backend_name()}};
     env["threads"] = threads_;
     env["device"] = "cpu";
     return WriteFileAtomically(run_dir_ + "/env.json", env.dump(2) + "\n");
@@ -196,6 +218,8 @@ class Runner {
 
   absl::Status Loop() {
     moa_layers_ = MoaLayers(*model_);
+    // Only trainable tensors reach the optimizer (the reference hands it frozen ones too:
+    // section 7, item 16).
     std::vector<torch::Tensor> params;
     for (auto& [name, p] : TrainableParameters(*model_)) params.push_back(p);
     if (params.empty()) return absl::InvalidArgumentError("the model has no trainable parameter");
@@ -214,8 +238,28 @@ class Runner {
     stream_options.train_domains = train_envs_;
     stream_options.batch_size = config_.data.batch_size;
     stream_options.seed = config_.train.seed;
+    stream_options.dp_rank = mesh_.dp_rank();
+    stream_options.dp_size = mesh_.dp;
     stream_options.prefetch = std::max<int64_t>(2, config_.data.workers * 2);
     data::DomainStream stream(dataset_, stream_options);
+    // Keyed router noise: this rank's samples are rows of the global batch (domain-major, each
+    // rank holding a contiguous slice of every domain's minibatch).
+    const int64_t per_rank = config_.data.batch_size / mesh_.dp;
+    model_->routing_context->global_batch =
+        config_.data.batch_size * static_cast<int64_t>(train_envs_.size());
+    model_->routing_context->global_rows.clear();
+    for (size_t k = 0; k < train_envs_.size(); ++k) {
+      for (int64_t j = 0; j < per_rank; ++j) {
+        model_->routing_context->global_rows.push_back(
+            static_cast<int64_t>(k) * config_.data.batch_size + mesh_.dp_rank() * per_rank + j);
+      }
+    }
+    model_->routing_context->dp_group = &world_;
+    MOA_ASSIGN_OR_RETURN(std::unique_ptr<parallel::Communicator> sync_group,
+                         world_.Split(0, world_.rank()));
+    parallel::GradientSynchronizer sync(
+        std::move(sync_group), params,
+        static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20)));
 
     int64_t min_in = INT64_MAX;
     for (int64_t e : train_envs_) min_in = std::min<int64_t>(min_in, dataset_.domains[e].in.size());
@@ -237,12 +281,18 @@ class Runner {
       if (config_.moa.aux_loss && !moa_layers_.empty()) loss = loss + AuxiliaryLoss(*model_);
       optimizer->zero_grad();
       loss.backward();
-      const double loss_value = loss.item<double>();
+      MOA_RETURN_IF_ERROR(sync.Finish());
+      sync_seconds_ += sync.last_wait_seconds();
+      // The global batch's loss: every rank sees the same value, so all stop together on NaN.
+      torch::Tensor global_loss = loss.detach().reshape({1}).to(torch::kFloat64).clone();
+      MOA_RETURN_IF_ERROR(world_.AllReduce(global_loss, parallel::ReduceOp::kAverage));
+      const double loss_value = global_loss.item<double>();
       if (!std::isfinite(loss_value)) {
         return absl::InternalError("training loss is " + std::to_string(loss_value) + " at step " +
                                    std::to_string(step) + "; lower optim.lr or check the data");
       }
       optimizer->step();
+      if (config_.train.check_replicas) MOA_RETURN_IF_ERROR(CheckReplicas(params, step));
       loss_sum += loss_value;
       step_time_sum += step_clock.Seconds();
       train_seconds_ += step_clock.Seconds();
@@ -279,19 +329,26 @@ class Runner {
       if (!moa_layers_.empty()) record["router"] = RouterRecord();
       record["args"] = ArgsJson(config_);
       record["hparams"] = HparamsJson(config_);
-      MOA_RETURN_IF_ERROR(AppendLineAtomically(run_dir_ + "/results.jsonl", record.dump()));
+      record["sync_time"] = sync_seconds_ / interval_steps;
+      sync_seconds_ = 0;
       records_.push_back(nlohmann::json::parse(record.dump()));
-      PrintRecord(record, steps, run_clock.Seconds(), Eta(step, steps, freq));
+      if (lead_) {
+        MOA_RETURN_IF_ERROR(AppendLineAtomically(run_dir_ + "/results.jsonl", record.dump()));
+        PrintRecord(record, steps, run_clock.Seconds(), Eta(step, steps, freq));
+      }
 
-      if (!test_envs_.empty() && config_.output.save != "none") {
+      if (lead_ && !test_envs_.empty() && config_.output.save != "none") {
         MOA_ASSIGN_OR_RETURN(double validation,
                              TrainingDomainValidation(records_.back(), train_envs_));
-        if (validation > best_validation) {  // strict: ties keep the earliest, as the report
+        // Strict: ties keep the earliest record, the same one the report selects. The reference
+        // saves on `<=` (the latest of a tie) while reporting the earliest (moa-method.md
+        // section 7, item 10); here the saved checkpoint is always the reported one.
+        if (validation > best_validation) {
           best_validation = validation;
           MOA_RETURN_IF_ERROR(SaveCheckpoint("selected", step, validation));
         }
       }
-      if (config_.output.save == "all") {
+      if (lead_ && config_.output.save == "all") {
         MOA_RETURN_IF_ERROR(SaveCheckpoint("step" + std::to_string(step), step, -1));
       }
       loss_sum = step_time_sum = 0;
@@ -313,6 +370,30 @@ class Runner {
     return WriteFileAtomically(base + ".json", meta.dump(2) + "\n");
   }
 
+  // After every step with train.check_replicas: the trainable parameters must be bit-identical on
+  // every rank.
+  absl::Status CheckReplicas(const std::vector<torch::Tensor>& params, int64_t step) {
+    if (world_.size() == 1) return absl::OkStatus();
+    std::vector<torch::Tensor> flat;
+    for (const torch::Tensor& p : params) flat.push_back(p.detach().reshape({-1}));
+    MOA_ASSIGN_OR_RETURN(torch::Tensor all, world_.AllGather(torch::cat(flat)));
+    for (int r = 1; r < world_.size(); ++r) {
+      if (!torch::equal(all[r], all[0])) {
+        return absl::InternalError("trainable parameters differ between rank 0 and rank " +
+                                   std::to_string(r) + " after step " + std::to_string(step));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // This rank's contiguous share of an evaluation split.
+  std::vector<int64_t> Shard(const std::vector<int64_t>& indices) const {
+    const int64_t n = static_cast<int64_t>(indices.size()), size = world_.size(),
+                  rank = world_.rank();
+    const int64_t begin = n * rank / size, end = n * (rank + 1) / size;
+    return std::vector<int64_t>(indices.begin() + begin, indices.begin() + end);
+  }
+
   void Evaluate(nlohmann::ordered_json& record) {
     const bool fast = config_.eval.mode == "fast";
     for (int64_t e = 0; e < static_cast<int64_t>(dataset_.domains.size()); ++e) {
@@ -324,7 +405,15 @@ class Runner {
         if (in && fast && training) continue;
         const std::vector<int64_t>& indices = in ? domain.in : domain.out;
         if (indices.empty()) continue;
-        const SplitScore score = EvaluateSplit(*model_, domain, indices, config_.eval.batch_size);
+        SplitScore score = EvaluateSplit(*model_, domain, Shard(indices), config_.eval.batch_size);
+        // The coordinator's sums: correct counts and totals exactly, loss sums in float64.
+        torch::Tensor counts = torch::tensor({score.correct, score.total}, torch::kInt64);
+        torch::Tensor loss = torch::tensor({score.loss_sum}, torch::kFloat64);
+        ThrowIfError(world_.AllReduce(counts, parallel::ReduceOp::kSum));
+        ThrowIfError(world_.AllReduce(loss, parallel::ReduceOp::kSum));
+        score.correct = counts[0].item<int64_t>();
+        score.total = counts[1].item<int64_t>();
+        score.loss_sum = loss.item<double>();
         const std::string key = "env" + std::to_string(e) + "_" + split;
         record[key + "_acc"] =
             static_cast<double>(score.correct) / static_cast<double>(score.total);
@@ -338,7 +427,17 @@ class Runner {
   nlohmann::ordered_json RouterRecord() {
     nlohmann::ordered_json layers = nlohmann::ordered_json::array();
     for (const auto& layer : moa_layers_) {
-      const RouterStats& stats = layer->stats();
+      // Assignment and drop counts summed over the data-parallel ranks.
+      const RouterStats& local = layer->stats();
+      std::vector<int64_t> counts = local.assignments;
+      counts.push_back(local.dropped);
+      torch::Tensor summed = torch::tensor(counts, torch::kInt64);
+      ThrowIfError(world_.AllReduce(summed, parallel::ReduceOp::kSum));
+      RouterStats stats = local;
+      for (size_t e = 0; e < stats.assignments.size(); ++e) {
+        stats.assignments[e] = summed[static_cast<int64_t>(e)].item<int64_t>();
+      }
+      stats.dropped = summed[static_cast<int64_t>(counts.size()) - 1].item<int64_t>();
       int64_t total = stats.dropped;
       for (int64_t a : stats.assignments) total += a;
       std::vector<double> share;
@@ -391,29 +490,43 @@ class Runner {
                cell("env" + std::to_string(e) + "_out_acc");
     }
     if (record.contains("router")) {
-      table += "\n  router (layer: expert shares %, dropped, aux)";
-      for (const auto& entry : record["router"]) {
-        char head[48];
-        std::snprintf(head, sizeof(head),
-                      "\n    %2lld:", static_cast<long long>(entry["layer"].get<int64_t>()));
-        table += head;
-        for (const auto& v : entry["share"]) {
-          char cell[16];
-          std::snprintf(cell, sizeof(cell), " %5.1f", 100.0 * v.get<double>());
-          table += cell;
+      // One line for all MoA layers: the mean share of each expert, the layers' smallest and
+      // largest expert share, drops and the mean auxiliary loss (per layer in results.jsonl).
+      const auto& layers = record["router"];
+      const size_t experts = layers[0]["share"].size();
+      std::vector<double> mean(experts, 0.0);
+      double low = 1.0, high = 0.0, aux = 0.0;
+      int64_t dropped = 0;
+      for (const auto& entry : layers) {
+        for (size_t e = 0; e < experts; ++e) {
+          const double v = entry["share"][e].get<double>();
+          mean[e] += v / static_cast<double>(layers.size());
+          low = std::min(low, v);
+          high = std::max(high, v);
         }
-        char tail[64];
-        std::snprintf(tail, sizeof(tail), " | %lld | %.2e",
-                      static_cast<long long>(entry["dropped"].get<int64_t>()),
-                      entry["aux_loss"].get<double>());
-        table += tail;
+        dropped += entry["dropped"].get<int64_t>();
+        aux += entry["aux_loss"].get<double>();
       }
+      table += "\n  router, " + std::to_string(layers.size()) + " MoA layers: expert shares %";
+      for (double v : mean) {
+        char cell[16];
+        std::snprintf(cell, sizeof(cell), " %.1f", 100.0 * v);
+        table += cell;
+      }
+      char tail[128];
+      std::snprintf(tail, sizeof(tail), " (per layer %.1f to %.1f) | dropped %lld | aux %.2e",
+                    100.0 * low, 100.0 * high, static_cast<long long>(dropped), aux);
+      table += tail;
     }
     Log(LogLevel::kInfo) << table;
   }
 
   const RunConfig& config_;
   bool pretrain_;
+  parallel::Communicator& world_;
+  parallel::Mesh mesh_;
+  bool lead_ = true;
+  double sync_seconds_ = 0;
   int threads_ = 1;
   data::DatasetInfo info_;
   data::DomainDataset dataset_;
@@ -476,8 +589,16 @@ SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
   return score;
 }
 
-absl::StatusOr<RunSummary> Train(const RunConfig& config) { return Runner(config, false).Run(); }
+absl::StatusOr<RunSummary> Train(const RunConfig& config, parallel::Communicator* world) {
+  std::unique_ptr<parallel::Communicator> self;
+  if (world == nullptr) world = (self = parallel::MakeSelfCommunicator()).get();
+  return Runner(config, false, *world).Run();
+}
 
-absl::StatusOr<RunSummary> Pretrain(const RunConfig& config) { return Runner(config, true).Run(); }
+absl::StatusOr<RunSummary> Pretrain(const RunConfig& config, parallel::Communicator* world) {
+  std::unique_ptr<parallel::Communicator> self;
+  if (world == nullptr) world = (self = parallel::MakeSelfCommunicator()).get();
+  return Runner(config, true, *world).Run();
+}
 
 }  // namespace moa::trainer

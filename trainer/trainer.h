@@ -15,6 +15,7 @@
 
 #include "data/dataset.h"
 #include "moa/models.h"
+#include "parallel/communicator.h"
 #include "trainer/config.h"
 
 namespace moa::trainer {
@@ -41,10 +42,13 @@ struct RunSummary {
 
 /// Trains as the configuration says and writes the run directory (config.ini, env.json,
 /// results.jsonl, checkpoints/, selection.txt, done).
-absl::StatusOr<RunSummary> Train(const RunConfig& config);
+/// With `world` (the job's communicator; null: this process alone) every rank calls Train; rank
+/// 0 coordinates and alone writes the run files.
+absl::StatusOr<RunSummary> Train(const RunConfig& config, parallel::Communicator* world = nullptr);
 
 /// Trains every parameter on the configured dataset (all its domains are training domains) and
 /// writes output.dir/backbone.safetensors besides the run files.
-absl::StatusOr<RunSummary> Pretrain(const RunConfig& config);
+absl::StatusOr<RunSummary> Pretrain(const RunConfig& config,
+                                    parallel::Communicator* world = nullptr);
 
 }  // namespace moa::trainer

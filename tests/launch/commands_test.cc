@@ -17,7 +17,9 @@ TEST(CommandsTest, HelpListsCommandsAndOptions) {
   }
   ASSERT_EQ(test::RunShell(Moa() + " train --help", &out), 0);
   EXPECT_NE(out.find("--data.test_envs"), std::string::npos);
-  EXPECT_NE(out.find("the dataset's default, 5001; DomainNet 15001) (default: -1)"), std::string::npos) << out;
+  EXPECT_NE(out.find("the dataset's default, 5001; DomainNet 15001) (default: -1)"),
+            std::string::npos)
+      << out;
   EXPECT_EQ(test::RunShell(Moa() + " frobnicate", &out), 2);
   EXPECT_NE(out.find("unknown command 'frobnicate'"), std::string::npos);
   EXPECT_EQ(test::RunShell(Moa() + " train stray", &out), 2);
@@ -47,6 +49,31 @@ TEST(CommandsTest, InfoCountsViTB16LoRA) {
   EXPECT_NE(out.find("85,799,424"), std::string::npos) << out;
   EXPECT_NE(out.find("110,592"), std::string::npos) << out;
   EXPECT_NE(out.find("5,383"), std::string::npos) << out;  // 768 x 7 + 7
+}
+
+TEST(CommandsTest, PaperRowConfigsHaveThePapersCounts) {
+  // Trainable parameters without the head (moa-method.md sections 2 and 7, item 17).
+  const std::pair<const char*, const char*> rows[] = {
+      {"vitb16_full.ini", "85,799,424"},    {"vitb16_attention.ini", "28,348,416"},
+      {"vitb16_lora.ini", "110,592"},       {"vitb16_kadaptation.ini", "146,432"},
+      {"vitb16_lora_moa.ini", "1,463,814"}, {"vitb16_kadaptation_moa.ini", "1,494,022"},
+  };
+  for (const auto& [file, count] : rows) {
+    std::string out;
+    ASSERT_EQ(
+        test::RunShell(Moa() + " info --config " + test::SourceDir() + "/configs/" + file, &out), 0)
+        << out;
+    EXPECT_NE(out.find("(" + std::string(count) + " without the head)"), std::string::npos)
+        << file << "\n"
+        << out;
+    EXPECT_NE(out.find("85,799,424"), std::string::npos) << file;  // the CLIP ViT-B/16 backbone
+  }
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " info --config " + test::SourceDir() +
+                               "/configs/vitb16_lora_moa.ini --adapter.blocks=last:2",
+                           &out),
+            0);
+  EXPECT_NE(out.find("(487,938 without the head)"), std::string::npos) << out;
 }
 
 TEST(CommandsTest, BadConfigurationExitsWithTwoAndNamesTheKey) {

@@ -107,3 +107,33 @@ TEST_F(OptionsTest, HelpListsEveryKeyOfTheResolvedIni) {
 
 }  // namespace
 }  // namespace moa::launch
+
+namespace moa::launch {
+namespace {
+
+TEST(DatasetDefaultsTest, StepsAndCheckpointFrequencyFollowTheDataset) {
+  // The MoA reference: 5001 steps, a checkpoint every 200; DomainNet 15001 and 1000; DomainBed's
+  // 100 for the MNIST family.
+  const std::pair<const char*, std::pair<int64_t, int64_t>> cases[] = {
+      {"PACS", {5001, 200}},
+      {"DomainNet", {15001, 1000}},
+      {"TerraIncognita", {5001, 200}},
+      {"RotatedFashionMNIST", {5001, 100}}};
+  for (const auto& [dataset, expected] : cases) {
+    std::vector<std::string> overrides = {std::string("data.dataset=") + dataset};
+    if (std::string(dataset) == "RotatedFashionMNIST") {
+      overrides.push_back("model.img_size=28");
+      overrides.push_back("model.patch_size=7");
+    }
+    MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig c, LoadConfig("", overrides));
+    EXPECT_EQ(c.train.steps, expected.first) << dataset;
+    EXPECT_EQ(c.train.checkpoint_freq, expected.second) << dataset;
+  }
+  MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig c,
+                           LoadConfig("", {"data.dataset=DomainNet", "train.steps=10"}));
+  EXPECT_EQ(c.train.steps, 10);
+  EXPECT_FALSE(LoadConfig("", {"train.checkpoint_freq=0"}).ok());
+}
+
+}  // namespace
+}  // namespace moa::launch

@@ -21,7 +21,8 @@ TEST(RouterTest, CosineLogitsByHand) {
   }
   // x = (3, 4): Px / |Px| = (0.6, 0.8); S_e / |S_e| = unit axes; scale exp(ln 2) = 2.
   const torch::Tensor logits = router.Logits(torch::tensor({{3.0f, 4.0f}, {-1.0f, 0.0f}}));
-  EXPECT_TRUE(torch::allclose(logits, torch::tensor({{1.2f, 1.6f}, {-2.0f, 0.0f}}), 1e-6, 1e-6)) << logits;
+  EXPECT_TRUE(torch::allclose(logits, torch::tensor({{1.2f, 1.6f}, {-2.0f, 0.0f}}), 1e-6, 1e-6))
+      << logits;
   {
     torch::NoGradGuard no_grad;
     router.temperature.fill_(10.0);  // clamped at ln 100: scale 100
@@ -48,7 +49,8 @@ TEST(RouteTest, NoNoiseInEvaluationAndKeyedNoiseInTraining) {
   ctx.seed = 3;
   ctx.step = 9;
   RouteOptions options;
-  const Routing eval = Route(clean, options, ctx, /*layer=*/2, /*tokens_per_sample=*/10, /*training=*/false);
+  const Routing eval =
+      Route(clean, options, ctx, /*layer=*/2, /*tokens_per_sample=*/10, /*training=*/false);
   EXPECT_TRUE(torch::equal(eval.probs, torch::softmax(clean, 1)));
   const Routing train = Route(clean, options, ctx, 2, 10, true);
   const Routing again = Route(clean, options, ctx, 2, 10, true);
@@ -77,7 +79,8 @@ TEST(RouteTest, NoiseRowsFollowTheGlobalBatch) {
   part.global_rows = {1, 3};
   const torch::Tensor mine = torch::cat({clean.narrow(0, 5, 5), clean.narrow(0, 15, 5)});
   const Routing local = Route(mine, RouteOptions(), part, 0, per_sample, true);
-  EXPECT_TRUE(torch::allclose(local.probs, torch::cat({full.probs.narrow(0, 5, 5), full.probs.narrow(0, 15, 5)})));
+  EXPECT_TRUE(torch::allclose(
+      local.probs, torch::cat({full.probs.narrow(0, 5, 5), full.probs.narrow(0, 15, 5)})));
 }
 
 TEST(RouteTest, TopOneChoiceAndGates) {
@@ -96,7 +99,8 @@ TEST(RouteTest, TopOneChoiceAndGates) {
   const Routing r2 = Route(clean, options, RoutingContext(), 0, 1, true);
   EXPECT_EQ(r2.experts[0][1].item<int64_t>(), 2);
   EXPECT_TRUE(torch::allclose(r2.gates.sum(1), torch::ones({2})));
-  EXPECT_EQ(r2.expert_tokens[0].numel() + r2.expert_tokens[1].numel() + r2.expert_tokens[2].numel(), 4);
+  EXPECT_EQ(r2.expert_tokens[0].numel() + r2.expert_tokens[1].numel() + r2.expert_tokens[2].numel(),
+            4);
 }
 
 TEST(RouteTest, CapacityDropsLateTokensAndCountsThem) {
@@ -191,7 +195,9 @@ TEST(MoaLayerTest, DroppedTokensPassThroughW0Alone) {
   EXPECT_EQ(r.dropped, 8 - kept.sum().item<int64_t>());
   EXPECT_LE(kept.sum().item<int64_t>(), 4);
   for (int64_t t = 0; t < 8; ++t) {
-    if (!kept[t].item<bool>()) EXPECT_EQ(y[t].abs().sum().item<float>(), 0.0f) << "token " << t;
+    if (!kept[t].item<bool>()) {
+      EXPECT_EQ(y[t].abs().sum().item<float>(), 0.0f) << "token " << t;
+    }
   }
 }
 
@@ -230,11 +236,15 @@ TEST(AuxLossTest, MatchesPythonReference) {
     options.top_k = k;
     const Routing r = Route(clean, options, ctx, 0, 1, true);
     test::TempDir dir;
-    MOA_ASSERT_OK(WriteSafetensors(dir.File("in.safetensors"),
-                                   {{"clean_logits", clean}, {"noisy_probs", r.probs}, {"experts", r.experts}}));
-    ASSERT_EQ(test::RunPython("moa_reference.py", "aux " + dir.File("in.safetensors") + " " + dir.File("out.safetensors")), 0);
+    MOA_ASSERT_OK(WriteSafetensors(
+        dir.File("in.safetensors"),
+        {{"clean_logits", clean}, {"noisy_probs", r.probs}, {"experts", r.experts}}));
+    ASSERT_EQ(test::RunPython("moa_reference.py", "aux " + dir.File("in.safetensors") + " " +
+                                                      dir.File("out.safetensors")),
+              0);
     MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile ref, ReadSafetensors(dir.File("out.safetensors")));
-    EXPECT_NEAR(ImportanceLoadLoss(r, k, 0.01).item<double>(), ref.tensors.at("importance_load").item<double>(), 1e-9)
+    EXPECT_NEAR(ImportanceLoadLoss(r, k, 0.01).item<double>(),
+                ref.tensors.at("importance_load").item<double>(), 1e-9)
         << "k = " << k;
     EXPECT_NEAR(SwitchLoss(r, 0.01).item<double>(), ref.tensors.at("switch").item<double>(), 1e-9);
   }
@@ -247,12 +257,16 @@ TEST(KroneckerTest, UpdateMatrixEqualsTorchKron) {
   const torch::Tensor h = k.UpdateMatrix(false, 0);
   ASSERT_EQ(h.sizes(), (std::vector<int64_t>{12, 20}));
   test::TempDir dir;
-  MOA_ASSERT_OK(WriteSafetensors(dir.File("in.safetensors"),
-                                 {{"L", k.L}, {"R", k.R}, {"left", rules->rule1_left}, {"right", rules->rule1_right}}));
-  ASSERT_EQ(test::RunPython("moa_reference.py", "kron " + dir.File("in.safetensors") + " " + dir.File("out.safetensors")), 0);
+  MOA_ASSERT_OK(WriteSafetensors(
+      dir.File("in.safetensors"),
+      {{"L", k.L}, {"R", k.R}, {"left", rules->rule1_left}, {"right", rules->rule1_right}}));
+  ASSERT_EQ(test::RunPython("moa_reference.py", "kron " + dir.File("in.safetensors") + " " +
+                                                    dir.File("out.safetensors")),
+            0);
   MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile ref, ReadSafetensors(dir.File("out.safetensors")));
   const torch::Tensor expected = ref.tensors.at("H").to(torch::kFloat32);
-  EXPECT_LE((h - expected).abs().max().item<double>(), 1e-6 * (1 + expected.abs().max().item<double>()));
+  EXPECT_LE((h - expected).abs().max().item<double>(),
+            1e-6 * (1 + expected.abs().max().item<double>()));
 }
 
 TEST(KroneckerTest, DropoutOnlyInTrainingAndKeyed) {
@@ -272,7 +286,8 @@ TEST(KroneckerTest, DropoutOnlyInTrainingAndKeyed) {
 
 TEST(MoaModelTest, GradientsReachRouterAndExpertsNeverW0) {
   torch::manual_seed(8);
-  VisionTransformerImpl model(ViTOptions().img_size(16).patch_size(4).in_chans(1).dim(32).depth(4).heads(4).num_classes(3));
+  VisionTransformerImpl model(
+      ViTOptions().img_size(16).patch_size(4).in_chans(1).dim(32).depth(4).heads(4).num_classes(3));
   PeftOptions peft;
   peft.method = "moa";
   peft.blocks = "every_other";
@@ -283,7 +298,8 @@ TEST(MoaModelTest, GradientsReachRouterAndExpertsNeverW0) {
   MOA_ASSERT_OK(ApplyPeft(model, peft, moa));
   ASSERT_EQ(MoaLayers(model).size(), 2u);
   model.train();
-  const torch::Tensor loss = model.forward(torch::randn({4, 1, 16, 16})).pow(2).sum() + AuxiliaryLoss(model);
+  const torch::Tensor loss =
+      model.forward(torch::randn({4, 1, 16, 16})).pow(2).sum() + AuxiliaryLoss(model);
   loss.backward();
   for (auto& p : model.named_parameters()) {
     const ParameterGroup group = GroupOf(p.key());

@@ -106,6 +106,29 @@ TEST(TrainTest, SameSeedGivesByteIdenticalLosses) {
   EXPECT_NE(a.back()["loss"].dump(), c.back()["loss"].dump()) << "the seed does not change the run";
 }
 
+TEST(TrainTest, MoaRunRecordsRouterStatistics) {
+  test::TempDir dir;
+  MOA_ASSERT_OK(
+      Train(Tiny(dir.File("moa"), {"adapter.method=moa", "moa.proj_dim=16", "moa.aux_loss=true",
+                                   "moa.capacity_factor=0.5", "moa.ranks=1,4"})));
+  const auto records = ReadRecords(dir.File("moa/results.jsonl"));
+  ASSERT_EQ(records.size(), 4u);
+  // Steps 1..5 are the second interval: 5 training forwards of 5 domains x 8 images x 17 tokens.
+  const nlohmann::json& router = records[1]["router"];
+  ASSERT_EQ(router.size(), 4u);  // qkv and proj of 2 blocks
+  for (size_t layer = 0; layer < router.size(); ++layer) {
+    const auto& entry = router[layer];
+    EXPECT_EQ(entry["layer"], static_cast<int64_t>(layer));
+    ASSERT_EQ(entry["share"].size(), 2u);
+    const double kept = entry["share"][0].get<double>() + entry["share"][1].get<double>();
+    const int64_t assignments = 5 * 5 * 8 * 17;
+    // capacity = ceil(0.5 x 680 / 2) = 170 per expert and forward: at least 340 of 680 dropped.
+    EXPECT_GE(entry["dropped"].get<int64_t>(), 5 * 340);
+    EXPECT_NEAR(kept, 1.0 - entry["dropped"].get<double>() / assignments, 1e-9);
+    EXPECT_GT(entry["aux_loss"].get<double>(), 0);
+  }
+}
+
 TEST(TrainTest, NonFiniteLossStopsTheRunWithAClearError) {
   test::TempDir dir;
   auto result = Train(Tiny(dir.File("nan"), {"optim.lr=1e30"}));

@@ -1,0 +1,77 @@
+// Data-parallel gradient averaging in buckets, overlapped with the backward pass (DESIGN.md
+// section 3, step 4). Hooks copy each trainable parameter's gradient into its bucket as autograd
+// produces it; a bucket whose gradients are all in is handed to a communication thread, buckets
+// always in the same order on every rank. Finish() (before the optimizer step) gives parameters
+// that got no gradient on this rank zeros -- an expert no token chose still takes part, so no rank
+// waits forever --, waits for every bucket and writes the averages back into .grad.
+//
+//   GradientSynchronizer sync(*dp_group, trainable, /*bucket_bytes=*/4 << 20);
+//   loss.backward();
+//   MOA_RETURN_IF_ERROR(sync.Finish());
+//   optimizer.step();
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <absl/status/status.h>
+#include <torch/torch.h>
+
+#include "parallel/communicator.h"
+
+namespace moa::parallel {
+
+class GradientSynchronizer {
+ public:
+  /// `group` is used only from the communication thread after construction (give this object
+  /// its own communicator, e.g. a Split of the data-parallel group).
+  GradientSynchronizer(std::unique_ptr<Communicator> group, std::vector<torch::Tensor> params,
+                       int64_t bucket_bytes);
+  ~GradientSynchronizer();
+  GradientSynchronizer(const GradientSynchronizer&) = delete;
+  GradientSynchronizer& operator=(const GradientSynchronizer&) = delete;
+
+  /// Completes this step's averaging; afterwards every parameter has a defined .grad equal to
+  /// the group average.
+  absl::Status Finish();
+
+  /// Seconds the last Finish() waited for communication that had not overlapped with backward.
+  double last_wait_seconds() const { return last_wait_seconds_; }
+  int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+
+ private:
+  struct Bucket {
+    std::vector<int64_t> params;  // indices into params_
+    std::vector<int64_t> offsets;
+    torch::Tensor buffer;
+    int64_t pending = 0;  // gradients still to arrive this step
+    bool launched = false;
+    bool done = false;
+    absl::Status status;
+  };
+  void OnGradient(int64_t param, const torch::Tensor& grad);
+  void LaunchReady();  // under mutex_
+  void CommunicationLoop();
+  void ResetStep();
+
+  std::unique_ptr<Communicator> group_;
+  std::vector<torch::Tensor> params_;
+  std::vector<int64_t> bucket_of_;
+  std::vector<int64_t> slot_of_;
+  std::vector<bool> arrived_;
+  std::vector<Bucket> buckets_;
+  int64_t next_launch_ = 0;
+  std::deque<int64_t> queue_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool stop_ = false;
+  double last_wait_seconds_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace moa::parallel

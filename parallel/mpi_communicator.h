@@ -1,0 +1,42 @@
+// The MPI implementation of Communicator, for CPU tensors, and the process-wide MPI runtime:
+// MPI is initialised only when a launcher (mpirun, srun) started the process, so one process
+// needs no mpirun. A fatal error ends the whole job through MPI_Abort, naming the rank.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <absl/status/statusor.h>
+
+#include "parallel/communicator.h"
+
+namespace moa::parallel {
+
+/// True when the environment shows an MPI launcher (Open MPI, PMI, PMIx, Slurm with srun --mpi).
+bool LaunchedUnderMpi();
+
+/// Owns MPI_Init_thread / MPI_Finalize. Create one in main() before any communicator.
+class MpiRuntime {
+ public:
+  /// Initialises MPI when LaunchedUnderMpi(), else does nothing.
+  MpiRuntime(int* argc, char*** argv);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+  bool active() const { return active_; }
+
+ private:
+  bool active_ = false;
+};
+
+/// The world group: MPI_COMM_WORLD when MPI is active, else the single-process group.
+std::unique_ptr<Communicator> MakeWorldCommunicator();
+
+/// Ends every rank of the job with `message` (printed with this rank's number) and exit code 1;
+/// without MPI it exits the process.
+[[noreturn]] void AbortJob(const std::string& message);
+
+/// Open MPI's version string, or "none" without MPI.
+std::string MpiVersion();
+
+}  // namespace moa::parallel
