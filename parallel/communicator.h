@@ -19,9 +19,9 @@
 #include <absl/status/statusor.h>
 #include <torch/torch.h>
 
-namespace moa::parallel {
+#include "parallel/reduce_op.h"
 
-enum class ReduceOp { kSum, kAverage, kMax };
+namespace moa::parallel {
 
 class Communicator {
  public:
