@@ -297,7 +297,7 @@ class Runner {
       step_time_sum += step_clock.Seconds();
       train_seconds_ += step_clock.Seconds();
       ++interval_steps;
-      interval_images += batch.images.size(0);
+      interval_images += batch.images.size(0) * mesh_.dp;  // the global batch
 
       const bool checkpoint = step % freq == 0 || step == steps - 1;
       const bool log_now = config_.train.log_every > 0 && step % config_.train.log_every == 0;
