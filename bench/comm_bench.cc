@@ -15,8 +15,8 @@ int main(int argc, char** argv) {
   torch::set_num_threads(1);
   if (world->rank() == 0) {
     std::printf("# %d ranks, backend %s\n", n, world->backend_name().c_str());
-    std::printf("# %10s %12s %6s %12s %8s %8s   %s\n", "size(B)", "count", "type", "time(us)", "algbw",
-                "busbw", "collective");
+    std::printf("# %10s %12s %6s %12s %8s %8s   %s\n", "size(B)", "count", "type", "time(us)",
+                "algbw", "busbw", "collective");
   }
   for (const std::string op : {"all_reduce", "all_to_all_v"}) {
     for (int64_t bytes = 4096; bytes <= (int64_t{64} << 20); bytes *= 4) {

@@ -9,6 +9,7 @@
 #include "launch/options.h"
 #include "moa/peft.h"
 #include "parallel/mpi_communicator.h"
+#include "trainer/evaluate.h"
 #include "trainer/trainer.h"
 
 namespace moa::launch {
@@ -16,17 +17,25 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: moa <command> [--config FILE] [--section.key=value ...]\n"
+    "       moa train --resume RUN_DIR      continue a run from its last checkpoint\n"
     "\n"
     "commands:\n"
     "  train      train adapters on a frozen backbone (DomainBed protocol) and select a model\n"
     "  pretrain   train a whole classifier and save its backbone for `train` to start from\n"
     "  info       print parameter counts of a configuration's model (no data, no training)\n"
+    "  eval       evaluate adapter checkpoints on every domain: --adapters A [B ...] (an\n"
+    "             ensemble's logits are averaged)\n"
+    "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone\n"
     "\n"
     "Options are INI keys: a file given with --config, overridden by --section.key=value.\n"
     "`moa <command> --help` lists every option with its default.\n";
 
 struct ParsedArgs {
   std::string config;
+  std::string resume;
+  std::vector<std::string> adapters;
+  std::string output;
+  bool merge = false;
   std::vector<std::string> overrides;
   bool help = false;
   std::string error;
@@ -46,6 +55,19 @@ ParsedArgs ParseArgs(const std::vector<std::string>& args) {
       parsed.config = args[++i];
     } else if (a.rfind("--config=", 0) == 0) {
       parsed.config = a.substr(9);
+    } else if (a == "--adapters") {
+      while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0)
+        parsed.adapters.push_back(args[++i]);
+    } else if (a == "--output" && i + 1 < args.size()) {
+      parsed.output = args[++i];
+    } else if (a == "--merge") {
+      parsed.merge = true;
+    } else if (a == "--resume" || a.rfind("--resume=", 0) == 0) {
+      if (a == "--resume" && i + 1 >= args.size()) {
+        parsed.error = "--resume needs a run directory";
+        return parsed;
+      }
+      parsed.resume = a == "--resume" ? args[++i] : a.substr(9);
     } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos) {
       if (a.find('=') == std::string::npos && i + 1 < args.size() &&
           args[i + 1].rfind("--", 0) != 0) {
@@ -139,7 +161,8 @@ int RunCommand(const std::vector<std::string>& args) {
     return args.empty() ? 2 : 0;
   }
   const std::string command = args[0];
-  if (command != "train" && command != "pretrain" && command != "info") {
+  if (command != "train" && command != "pretrain" && command != "info" && command != "eval" &&
+      command != "export") {
     std::cerr << "moa: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   }
@@ -153,12 +176,43 @@ int RunCommand(const std::vector<std::string>& args) {
     std::cerr << "moa " << command << ": " << parsed.error << "\n";
     return 2;
   }
-  auto config = LoadConfig(parsed.config, parsed.overrides);
+  // --resume DIR: the run's own configuration, continued in place.
+  std::string config_path = parsed.config;
+  std::vector<std::string> overrides = parsed.overrides;
+  if (!parsed.resume.empty()) {
+    if (config_path.empty()) config_path = parsed.resume + "/config.ini";
+    overrides.push_back("train.resume=" + parsed.resume);
+    overrides.push_back("output.dir=" + parsed.resume);
+  }
+  auto config = LoadConfig(config_path, overrides);
   if (!config.ok()) {
     std::cerr << "moa " << command << ": " << config.status().message() << "\n";
     return 2;
   }
   if (command == "info") return Info(*config);
+  if (command == "eval") {
+    auto scores = trainer::EvaluateAdapters(*config, parsed.adapters);
+    if (!scores.ok()) {
+      std::cerr << "moa eval: " << scores.status().message() << "\n";
+      return 1;
+    }
+    std::printf("%s", trainer::FormatDomainScores(*scores).c_str());
+    return 0;
+  }
+  if (command == "export") {
+    if (!parsed.merge || parsed.adapters.size() != 1 || parsed.output.empty()) {
+      std::cerr << "moa export: usage: moa export --config C --merge --adapters A --output "
+                   "OUT.safetensors\n";
+      return 2;
+    }
+    const absl::Status status = trainer::ExportMerged(*config, parsed.adapters[0], parsed.output);
+    if (!status.ok()) {
+      std::cerr << "moa export: " << status.message() << "\n";
+      return 1;
+    }
+    std::printf("wrote %s\n", parsed.output.c_str());
+    return 0;
+  }
   return TrainOrPretrain(*config, command == "pretrain");
 }
 

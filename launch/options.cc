@@ -8,6 +8,7 @@
 
 #include <boost/program_options.hpp>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -266,7 +267,9 @@ const OptionTable& Table() {
     t.Add<int64_t>(MOA_FIELD(train, threads), 0,
                    "intra-op threads per rank (0: cores per node / ranks per node)",
                    AtLeast<int64_t>(0));
-    t.Add<std::string>(MOA_FIELD(train, resume), "", "run directory to resume (not yet supported)");
+    t.Add<std::string>(MOA_FIELD(train, resume), "",
+                       "run directory to resume from its last full-state checkpoint (also: moa "
+                       "train --resume DIR)");
     t.Add<bool>(MOA_FIELD(train, check_replicas), false,
                 "after every step, verify that trainable parameters are identical on all ranks");
     t.Add<int64_t>(MOA_FIELD(train, log_every), 50,
@@ -346,8 +349,11 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
     return bad("moa.top_k", "= " + std::to_string(c.moa.top_k) + " exceeds the " +
                                 std::to_string(c.moa.ranks.size()) + " experts of moa.ranks");
   }
-  if (!c.train.resume.empty()) {
-    return bad("train.resume", "is not supported yet");
+  if (!c.train.resume.empty() &&
+      !std::filesystem::exists(c.train.resume + "/checkpoints/state.safetensors")) {
+    return bad("train.resume", "= " + c.train.resume +
+                                   " has no checkpoints/state.safetensors (a run directory that "
+                                   "reached its first evaluation)");
   }
   return absl::OkStatus();
 }

@@ -30,6 +30,12 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   return y;
 }
 
+void AdaptableLinearImpl::clear_adapter() {
+  if (!adapter_) return;
+  unregister_module(adapter_->kind());
+  adapter_.reset();
+}
+
 void AdaptableLinearImpl::set_adapter(std::shared_ptr<AdapterImpl> adapter) {
   const std::string name = adapter->kind();
   if (adapter_) {

@@ -67,6 +67,8 @@ class AdaptableLinearImpl : public torch::nn::Module {
 
   /// Installs `adapter` (replacing any previous one) under the adapter's kind() name.
   void set_adapter(std::shared_ptr<AdapterImpl> adapter);
+  /// Removes the adapter (after its update was merged into `weight`).
+  void clear_adapter();
   const std::shared_ptr<AdapterImpl>& adapter() const { return adapter_; }
   const AdaptableLinearOptions& options() const { return options_; }
 

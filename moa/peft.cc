@@ -174,6 +174,26 @@ std::vector<std::pair<std::string, torch::Tensor>> TrainableParameters(
 
 namespace moa {
 
+absl::Status MergeLora(ClassifierImpl& model) {
+  std::vector<std::shared_ptr<AdaptableLinearImpl>> linears;
+  for (const auto& module : model.modules(/*include_self=*/false)) {
+    auto linear = std::dynamic_pointer_cast<AdaptableLinearImpl>(module);
+    if (!linear || !linear->adapter()) continue;
+    if (!std::dynamic_pointer_cast<LoraImpl>(linear->adapter())) {
+      return absl::InvalidArgumentError("only LoRA adapters can be merged; this model has " +
+                                        linear->adapter()->kind() + " adapters");
+    }
+    linears.push_back(linear);
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& linear : linears) {
+    auto lora = std::dynamic_pointer_cast<LoraImpl>(linear->adapter());
+    linear->weight.add_(torch::mm(lora->B, lora->A) * lora->options().scale());
+    linear->clear_adapter();
+  }
+  return absl::OkStatus();
+}
+
 std::vector<std::shared_ptr<MoaAdapterImpl>> MoaLayers(const torch::nn::Module& model) {
   std::vector<std::shared_ptr<MoaAdapterImpl>> layers;
   for (const auto& module : model.modules(/*include_self=*/false)) {

@@ -35,6 +35,11 @@ absl::StatusOr<std::vector<std::string>> SelectTargets(const std::string& rule);
 absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options,
                        const MoaConfig& moa = {});
 
+/// Folds every LoRA adapter into its frozen Linear (W += scale B A) and removes the adapters, so
+/// the model computes the same function without them. Refuses models with other adapters (a
+/// mixture's routing cannot be folded into one weight).
+absl::Status MergeLora(ClassifierImpl& model);
+
 /// The model's MoA layers, in injection (= layer index) order.
 std::vector<std::shared_ptr<MoaAdapterImpl>> MoaLayers(const torch::nn::Module& model);
 

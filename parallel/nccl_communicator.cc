@@ -84,12 +84,14 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   }
   if (auto s = bootstrap(&id, sizeof(id), 0); !s.ok()) return s;
   cudaStream_t stream;
-  if (auto s = CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream"); !s.ok()) {
+  if (auto s = CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+      !s.ok()) {
     return s;
   }
   c->stream_ = stream;
   ncclComm_t comm;
-  if (auto s = c->Check(ncclCommInitRank(&comm, size, id, rank), "ncclCommInitRank"); !s.ok()) return s;
+  if (auto s = c->Check(ncclCommInitRank(&comm, size, id, rank), "ncclCommInitRank"); !s.ok())
+    return s;
   c->comm_ = comm;
   return c;
 }
@@ -109,9 +111,9 @@ NcclCommunicator::~NcclCommunicator() {
 absl::Status NcclCommunicator::Check(int result, const char* op) const {
   if (result == ncclSuccess) return absl::OkStatus();
   const_cast<NcclCommunicator*>(this)->failed_ = true;
-  return absl::UnavailableError(std::string("NCCL ") + op + " failed on rank " + std::to_string(rank_) +
-                                " (device " + std::to_string(device_) + "): " +
-                                ncclGetErrorString(static_cast<ncclResult_t>(result)));
+  return absl::UnavailableError(std::string("NCCL ") + op + " failed on rank " +
+                                std::to_string(rank_) + " (device " + std::to_string(device_) +
+                                "): " + ncclGetErrorString(static_cast<ncclResult_t>(result)));
 }
 
 absl::Status NcclCommunicator::Wait(const char* op) const {
@@ -119,13 +121,14 @@ absl::Status NcclCommunicator::Wait(const char* op) const {
 }
 
 absl::Status NcclCommunicator::AllReduce(void* buffer, size_t count, DataType type, ReduceOp op) {
-  auto s = Check(ncclAllReduce(buffer, buffer, count, ToNccl(type), ToNccl(op), static_cast<ncclComm_t>(comm_),
-                               static_cast<cudaStream_t>(stream_)),
+  auto s = Check(ncclAllReduce(buffer, buffer, count, ToNccl(type), ToNccl(op),
+                               static_cast<ncclComm_t>(comm_), static_cast<cudaStream_t>(stream_)),
                  "all_reduce");
   return s.ok() ? Wait("all_reduce") : s;
 }
 
-absl::Status NcclCommunicator::AllGather(const void* send, void* recv, size_t count, DataType type) {
+absl::Status NcclCommunicator::AllGather(const void* send, void* recv, size_t count,
+                                         DataType type) {
   auto s = Check(ncclAllGather(send, recv, count, ToNccl(type), static_cast<ncclComm_t>(comm_),
                                static_cast<cudaStream_t>(stream_)),
                  "all_gather");
@@ -134,38 +137,42 @@ absl::Status NcclCommunicator::AllGather(const void* send, void* recv, size_t co
 
 absl::Status NcclCommunicator::Broadcast(void* buffer, size_t count, DataType type, int root) {
   if (root < 0 || root >= size_) return absl::InvalidArgumentError("broadcast root out of range");
-  auto s = Check(ncclBroadcast(buffer, buffer, count, ToNccl(type), root, static_cast<ncclComm_t>(comm_),
-                               static_cast<cudaStream_t>(stream_)),
+  auto s = Check(ncclBroadcast(buffer, buffer, count, ToNccl(type), root,
+                               static_cast<ncclComm_t>(comm_), static_cast<cudaStream_t>(stream_)),
                  "broadcast");
   return s.ok() ? Wait("broadcast") : s;
 }
 
-absl::StatusOr<std::vector<int64_t>> NcclCommunicator::RecvRows(const std::vector<int64_t>& send_rows) {
+absl::StatusOr<std::vector<int64_t>> NcclCommunicator::RecvRows(
+    const std::vector<int64_t>& send_rows) {
   if (static_cast<int>(send_rows.size()) != size_) {
-    return absl::InvalidArgumentError("all_to_all_v: " + std::to_string(send_rows.size()) + " send counts for " +
-                                      std::to_string(size_) + " ranks");
+    return absl::InvalidArgumentError("all_to_all_v: " + std::to_string(send_rows.size()) +
+                                      " send counts for " + std::to_string(size_) + " ranks");
   }
   // Counts first: all-gather every rank's send table, then read this rank's column.
   int64_t* device_counts = nullptr;
   const size_t bytes = sizeof(int64_t) * size_;
-  if (auto s = CudaStatus(cudaMalloc(&device_counts, bytes * (size_ + 1)), "cudaMalloc"); !s.ok()) return s;
+  if (auto s = CudaStatus(cudaMalloc(&device_counts, bytes * (size_ + 1)), "cudaMalloc"); !s.ok())
+    return s;
   cudaMemcpy(device_counts, send_rows.data(), bytes, cudaMemcpyHostToDevice);
   absl::Status status = AllGather(device_counts, device_counts + size_, size_, DataType::kInt64);
   std::vector<int64_t> table(static_cast<size_t>(size_) * size_);
   if (status.ok()) {
-    status = CudaStatus(cudaMemcpy(table.data(), device_counts + size_, bytes * size_, cudaMemcpyDeviceToHost),
-                        "cudaMemcpy");
+    status = CudaStatus(
+        cudaMemcpy(table.data(), device_counts + size_, bytes * size_, cudaMemcpyDeviceToHost),
+        "cudaMemcpy");
   }
   cudaFree(device_counts);
   if (!status.ok()) return status;
   std::vector<int64_t> recv_rows(size_);
-  for (int src = 0; src < size_; ++src) recv_rows[src] = table[static_cast<size_t>(src) * size_ + rank_];
+  for (int src = 0; src < size_; ++src)
+    recv_rows[src] = table[static_cast<size_t>(src) * size_ + rank_];
   return recv_rows;
 }
 
-absl::Status NcclCommunicator::AllToAllV(const void* send, const std::vector<int64_t>& send_rows, void* recv,
-                                         const std::vector<int64_t>& recv_rows, size_t row_elements,
-                                         DataType type) {
+absl::Status NcclCommunicator::AllToAllV(const void* send, const std::vector<int64_t>& send_rows,
+                                         void* recv, const std::vector<int64_t>& recv_rows,
+                                         size_t row_elements, DataType type) {
   if (static_cast<int>(send_rows.size()) != size_ || static_cast<int>(recv_rows.size()) != size_) {
     return absl::InvalidArgumentError("all_to_all_v: count tables must have one entry per rank");
   }
@@ -179,10 +186,12 @@ absl::Status NcclCommunicator::AllToAllV(const void* send, const std::vector<int
   size_t send_offset = 0, recv_offset = 0;
   for (int peer = 0; peer < size_; ++peer) {
     if (send_rows[peer] > 0) {
-      ncclSend(send_bytes + send_offset, send_rows[peer] * row_elements, ToNccl(type), peer, comm, stream);
+      ncclSend(send_bytes + send_offset, send_rows[peer] * row_elements, ToNccl(type), peer, comm,
+               stream);
     }
     if (recv_rows[peer] > 0) {
-      ncclRecv(recv_bytes + recv_offset, recv_rows[peer] * row_elements, ToNccl(type), peer, comm, stream);
+      ncclRecv(recv_bytes + recv_offset, recv_rows[peer] * row_elements, ToNccl(type), peer, comm,
+               stream);
     }
     send_offset += send_rows[peer] * row_bytes;
     recv_offset += recv_rows[peer] * row_bytes;
@@ -203,14 +212,18 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Split(int co
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
   c->device_ = device_;
   ncclComm_t sub;
-  if (auto s = Check(ncclCommSplit(static_cast<ncclComm_t>(comm_), color, key, &sub, nullptr), "split"); !s.ok()) {
+  if (auto s =
+          Check(ncclCommSplit(static_cast<ncclComm_t>(comm_), color, key, &sub, nullptr), "split");
+      !s.ok()) {
     return s;
   }
   c->comm_ = sub;
   ncclCommUserRank(sub, &c->rank_);
   ncclCommCount(sub, &c->size_);
   cudaStream_t stream;
-  if (auto s = CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream"); !s.ok()) return s;
+  if (auto s = CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+      !s.ok())
+    return s;
   c->stream_ = stream;
   return c;
 }

@@ -30,7 +30,8 @@ venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
-if ! "$venv/bin/python" -c "import timm, safetensors" 2>/dev/null; then
-  "$venv/bin/pip" install -q --no-deps timm==0.9.16 safetensors==0.4.5
+if ! "$venv/bin/python" -c "import timm, safetensors, open_clip" 2>/dev/null; then
+  "$venv/bin/pip" install -q --no-deps timm==0.9.16 safetensors==0.4.5 open_clip_torch==2.24.0 \
+    ftfy==6.2.0 regex==2024.5.15 tqdm==4.66.4 wcwidth==0.2.13
 fi
 echo "setup: done"

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "common/error.h"
 #include "common/files.h"
@@ -18,11 +19,13 @@
 #include "data/stream.h"
 #include "moa/factory.h"
 #include "moa/peft.h"
+#include "moa/pretrained.h"
 #include "moa/weights.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_communicator.h"
 #include "trainer/selection.h"
+#include "trainer/state.h"
 
 namespace moa::trainer {
 namespace {
@@ -127,8 +130,6 @@ class Runner {
     // (the reference seeds once for all test environments: section 7, item 12).
     torch::manual_seed(static_cast<uint64_t>(config_.train.seed));
     MOA_ASSIGN_OR_RETURN(dataset_, data::LoadDataset(load));
-    // As DomainBed: one seed before the dataset (whose randperm draws first), then the model's
-    // initialisation continues the same generator.
     MOA_ASSIGN_OR_RETURN(model_, BuildModel(config_, info_));
     Log(LogLevel::kInfo) << "loaded " << dataset_.name << ": " << DescribeDomains() << " in "
                          << FormatDuration(load_time.Seconds());
@@ -144,7 +145,7 @@ class Runner {
       MOA_RETURN_IF_ERROR(MakeDirs(run_dir_ + "/checkpoints"));
       MOA_RETURN_IF_ERROR(WriteFileAtomically(run_dir_ + "/config.ini", config_.resolved_ini));
       MOA_RETURN_IF_ERROR(WriteEnvJson(mesh));
-      std::filesystem::remove(run_dir_ + "/results.jsonl");
+      if (config_.train.resume.empty()) std::filesystem::remove(run_dir_ + "/results.jsonl");
       std::filesystem::remove(run_dir_ + "/done");
     }
 
@@ -241,6 +242,18 @@ class Runner {
     stream_options.dp_rank = mesh_.dp_rank();
     stream_options.dp_size = mesh_.dp;
     stream_options.prefetch = std::max<int64_t>(2, config_.data.workers * 2);
+    const std::vector<std::pair<std::string, torch::Tensor>> named = TrainableParameters(*model_);
+    double best_validation = -1;
+    int64_t first_step = 0;
+    if (!config_.train.resume.empty()) {
+      const std::string state_path = config_.train.resume + "/checkpoints/state.safetensors";
+      MOA_ASSIGN_OR_RETURN(TrainState state, LoadTrainState(state_path, named, *optimizer));
+      first_step = state.step + 1;
+      best_validation = state.best_validation;
+      MOA_RETURN_IF_ERROR(RestoreRecords(state.step));
+      Log(LogLevel::kInfo) << "resumed " << config_.train.resume << " after step " << state.step;
+    }
+    stream_options.first_step = first_step;
     data::DomainStream stream(dataset_, stream_options);
     // Keyed router noise: this rank's samples are rows of the global batch (domain-major, each
     // rank holding a contiguous slice of every domain's minibatch).
@@ -269,9 +282,8 @@ class Runner {
     double loss_sum = 0, step_time_sum = 0;
     int64_t interval_steps = 0, interval_images = 0;
     Stopwatch run_clock, interval_clock;
-    double best_validation = -1;
     model_->train();
-    for (int64_t step = 0; step < steps; ++step) {
+    for (int64_t step = first_step; step < steps; ++step) {
       Stopwatch step_clock;
       data::Batch batch = stream.Next();
       model_->routing_context->seed = config_.train.seed;
@@ -348,6 +360,10 @@ class Runner {
           MOA_RETURN_IF_ERROR(SaveCheckpoint("selected", step, validation));
         }
       }
+      if (lead_) {
+        MOA_RETURN_IF_ERROR(SaveTrainState(run_dir_ + "/checkpoints/state.safetensors", named,
+                                           *optimizer, TrainState{step, best_validation}));
+      }
       if (lead_ && config_.output.save == "all") {
         MOA_RETURN_IF_ERROR(SaveCheckpoint("step" + std::to_string(step), step, -1));
       }
@@ -368,6 +384,27 @@ class Runner {
         SaveTrainable(*model_, base + ".safetensors",
                       {{"moa_step", std::to_string(step)}, {"moa_config", config_.resolved_ini}}));
     return WriteFileAtomically(base + ".json", meta.dump(2) + "\n");
+  }
+
+  // Keeps the records of results.jsonl up to `step` (a killed run may have written later ones)
+  // and makes them this run's history.
+  absl::Status RestoreRecords(int64_t step) {
+    std::ifstream in(config_.train.resume + "/results.jsonl");
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      nlohmann::json record;
+      try {
+        record = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception&) {
+        return absl::DataLossError(run_dir_ +
+                                   "/results.jsonl has a malformed line: " + line.substr(0, 80));
+      }
+      if (record.value("step", int64_t{-1}) > step) break;
+      records_.push_back(record);
+      kept += line + "\n";
+    }
+    return lead_ ? WriteFileAtomically(run_dir_ + "/results.jsonl", kept) : absl::OkStatus();
   }
 
   // After every step with train.check_replicas: the trainable parameters must be bit-identical on
@@ -561,9 +598,16 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& conf
                                       " but " + info.name + " images are " +
                                       std::to_string(info.image_size) + " pixels wide");
   }
+  // The initialisation is seeded on its own (not continuing after the dataset's randperm as in
+  // DomainBed), so every command that builds this configuration gets the same random weights.
+  torch::manual_seed(static_cast<uint64_t>(config.train.seed));
   MOA_ASSIGN_OR_RETURN(std::shared_ptr<ClassifierImpl> model, BuildClassifier(spec));
   if (!config.model.backbone.empty()) {
-    MOA_RETURN_IF_ERROR(LoadBackbone(*model, config.model.backbone));
+    MOA_ASSIGN_OR_RETURN(ImportReport report,
+                         LoadPretrainedBackbone(*model, config.model.backbone));
+    Log(LogLevel::kInfo) << "backbone " << config.model.backbone << ": " << report.loaded
+                         << " tensors (" << report.scheme << " names), " << report.ignored
+                         << " outside the vision tower or CLIP's projection ignored";
   }
   MOA_RETURN_IF_ERROR(ApplyPeft(*model, config.adapter, config.moa));
   return model;

@@ -20,8 +20,9 @@
 
 namespace moa::trainer {
 
-/// Builds the configured classifier, applies PEFT and loads model.backbone when set; the data
-/// set's info gives channels and classes when model.num_classes is 0. Touches no data.
+/// Builds the configured classifier (initialised from train.seed), applies PEFT and loads
+/// model.backbone when set; the data set's info gives channels and classes when
+/// model.num_classes is 0. Touches no data.
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
                                                            const data::DatasetInfo& info);
 

@@ -86,7 +86,8 @@ template <typename T>
 void* Upload(const std::vector<T>& host) {
   void* device = nullptr;
   cudaMalloc(&device, std::max<size_t>(1, host.size()) * sizeof(T));
-  if (!host.empty()) cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  if (!host.empty())
+    cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
   return device;
 }
 
@@ -100,10 +101,12 @@ void Conformance(NcclCommunicator& c) {
     Expect(got[0] == s && got[1] == 2 * s && got[2] == 3 * s, r, "all_reduce sum values");
     cudaFree(buf);
     void* avg = Upload(std::vector<double>(1000, static_cast<double>(r)));
-    Expect(c.AllReduce(avg, 1000, DataType::kFloat64, ReduceOp::kAverage).ok(), r, "all_reduce avg call");
+    Expect(c.AllReduce(avg, 1000, DataType::kFloat64, ReduceOp::kAverage).ok(), r,
+           "all_reduce avg call");
     const auto a = Download<double>(avg, 1000);
-    Expect(std::all_of(a.begin(), a.end(), [n](double v) { return std::abs(v - (n - 1) / 2.0) < 1e-12; }), r,
-           "all_reduce average values");
+    Expect(std::all_of(a.begin(), a.end(),
+                       [n](double v) { return std::abs(v - (n - 1) / 2.0) < 1e-12; }),
+           r, "all_reduce average values");
     cudaFree(avg);
     void* mx = Upload(std::vector<int64_t>{r, -r});
     Expect(c.AllReduce(mx, 2, DataType::kInt64, ReduceOp::kMax).ok(), r, "all_reduce max call");
@@ -137,7 +140,8 @@ void Conformance(NcclCommunicator& c) {
     std::vector<float> rows;
     for (int j = 0; j < n; ++j) {
       send_rows[j] = (r + j) % 3;
-      for (int k = 0; k < send_rows[j]; ++k) rows.insert(rows.end(), {float(r), float(j), float(k)});
+      for (int k = 0; k < send_rows[j]; ++k)
+        rows.insert(rows.end(), {float(r), float(j), float(k)});
     }
     auto recv_rows = c.RecvRows(send_rows);
     Expect(recv_rows.ok(), r, "all_to_all_v counts");
@@ -151,7 +155,8 @@ void Conformance(NcclCommunicator& c) {
       Expect(counts_ok, r, "all_to_all_v received counts");
       void* send = Upload(rows);
       void* recv = Upload(std::vector<float>(3 * total, -1.0f));
-      Expect(c.AllToAllV(send, send_rows, recv, *recv_rows, 3, DataType::kFloat32).ok(), r, "all_to_all_v call");
+      Expect(c.AllToAllV(send, send_rows, recv, *recv_rows, 3, DataType::kFloat32).ok(), r,
+             "all_to_all_v call");
       const auto got = Download<float>(recv, 3 * total);
       bool ok = true;
       size_t at = 0;
@@ -185,8 +190,8 @@ void Conformance(NcclCommunicator& c) {
 void Bench(NcclCommunicator& c) {
   const int n = c.size();
   if (c.rank() == 0) {
-    std::printf("# %10s %12s %6s %12s %8s %8s   %s\n", "size(B)", "count", "type", "time(us)", "algbw", "busbw",
-                "collective");
+    std::printf("# %10s %12s %6s %12s %8s %8s   %s\n", "size(B)", "count", "type", "time(us)",
+                "algbw", "busbw", "collective");
   }
   for (const char* op : {"all_reduce", "all_to_all_v"}) {
     for (size_t bytes = 4096; bytes <= (size_t{64} << 20); bytes *= 4) {
@@ -198,16 +203,22 @@ void Bench(NcclCommunicator& c) {
       const size_t row = std::max<size_t>(1, count / n);
       std::vector<int64_t> rows(n, static_cast<int64_t>(count / n / row));
       auto run = [&] {
-        const absl::Status status = std::string(op) == "all_reduce"
-                                        ? c.AllReduce(send, count, DataType::kFloat32, ReduceOp::kSum)
-                                        : c.AllToAllV(send, rows, recv, rows, row, DataType::kFloat32);
-        if (!status.ok()) Expect(false, c.rank(), std::string(op) + " in the benchmark: " + std::string(status.message()));
+        const absl::Status status =
+            std::string(op) == "all_reduce"
+                ? c.AllReduce(send, count, DataType::kFloat32, ReduceOp::kSum)
+                : c.AllToAllV(send, rows, recv, rows, row, DataType::kFloat32);
+        if (!status.ok())
+          Expect(false, c.rank(),
+                 std::string(op) + " in the benchmark: " + std::string(status.message()));
       };
       for (int i = 0; i < 5; ++i) run();
       const int iters = 20;
       const auto start = std::chrono::steady_clock::now();
       for (int i = 0; i < iters; ++i) run();
-      const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() / iters;
+      const double us =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+              .count() /
+          iters;
       const double algbw = bytes / us / 1e3;
       const double factor = std::string(op) == "all_reduce" ? 2.0 * (n - 1) / n : double(n - 1) / n;
       if (c.rank() == 0) {
@@ -235,14 +246,16 @@ int main(int argc, char** argv) {
     return 77;
   }
   const int n = std::min(want, devices);
-  std::printf("nccl_test: NCCL %s, %d rank(s) on %d device(s)\n", NcclCommunicator::Version().c_str(), n, devices);
+  std::printf("nccl_test: NCCL %s, %d rank(s) on %d device(s)\n",
+              NcclCommunicator::Version().c_str(), n, devices);
   SharedBroadcast shared(n);
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r) {
     threads.emplace_back([&, r] {
-      auto comm = NcclCommunicator::Create(r, n, r, [&shared, r](void* data, size_t bytes, int root) {
-        return shared.Broadcast(data, bytes, root, r);
-      });
+      auto comm =
+          NcclCommunicator::Create(r, n, r, [&shared, r](void* data, size_t bytes, int root) {
+            return shared.Broadcast(data, bytes, root, r);
+          });
       Expect(comm.ok(), r, comm.ok() ? "create" : std::string(comm.status().message()));
       if (!comm.ok()) return;
       Conformance(**comm);

@@ -1,0 +1,205 @@
+// Exact resume after SIGKILL, refusal of another configuration's checkpoint, adapter-only
+// evaluation (`moa eval`), ensembles, and merged export (`moa export --merge`).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "launch/options.h"
+#include "moa/peft.h"
+#include "moa/safetensors.h"
+#include "moa/weights.h"
+#include "tests/support/test_support.h"
+#include "trainer/evaluate.h"
+#include "trainer/trainer.h"
+
+namespace moa::trainer {
+namespace {
+
+std::string Moa() { return test::BinaryDir() + "/moa"; }
+
+// Everything random on: MoA with router noise, Kronecker dropout, the auxiliary loss, prefetch.
+std::vector<std::string> Args(const std::string& dir) {
+  return {"train",
+          "--config",
+          test::SourceDir() + "/configs/tiny.ini",
+          "--adapter.method=moa",
+          "--moa.expert=kronecker",
+          "--moa.phm_dim=8",
+          "--moa.proj_dim=16",
+          "--moa.aux_loss=true",
+          "--data.workers=2",
+          "--train.steps=40",
+          "--train.checkpoint_freq=4",
+          "--output.dir=" + dir};
+}
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+pid_t Spawn(const std::vector<std::string>& args) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    std::string exe = Moa();
+    argv.push_back(exe.data());
+    std::vector<std::string> copy = args;
+    for (std::string& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    freopen("/dev/null", "w", stderr);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+std::string Join(const std::vector<std::string>& args) {
+  std::string s;
+  for (const std::string& a : args) s += " " + a;
+  return s;
+}
+
+TEST(ResumeTest, KilledRunResumedEqualsUninterrupted) {
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + Join(Args(dir.File("whole"))), &out), 0) << out;
+
+  // Kill a second run with SIGKILL once it has written a few evaluations.
+  const std::string killed = dir.File("killed");
+  const pid_t pid = Spawn(Args(killed));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline &&
+         Lines(killed + "/results.jsonl").size() < 4) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  ASSERT_FALSE(std::filesystem::exists(killed + "/done"));
+  ASSERT_TRUE(std::filesystem::exists(killed + "/checkpoints/state.safetensors"));
+
+  ASSERT_EQ(test::RunShell(Moa() + " train --resume " + killed, &out), 0) << out;
+  EXPECT_TRUE(std::filesystem::exists(killed + "/done"));
+  const auto whole = Lines(dir.File("whole/results.jsonl"));
+  const auto resumed = Lines(killed + "/results.jsonl");
+  ASSERT_EQ(whole.size(), resumed.size());
+  for (size_t i = 0; i < whole.size(); ++i) {
+    auto a = nlohmann::json::parse(whole[i]);
+    auto b = nlohmann::json::parse(resumed[i]);
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      if (it.key().find("loss") != std::string::npos ||
+          it.key().find("_acc") != std::string::npos) {
+        EXPECT_EQ(it.value().dump(), b[it.key()].dump()) << it.key() << " at record " << i;
+      }
+    }
+    EXPECT_EQ(a["router"].dump(), b["router"].dump()) << "record " << i;
+  }
+  for (const char* file : {"selected.safetensors", "state.safetensors"}) {
+    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile x,
+                             ReadSafetensors(dir.File(std::string("whole/checkpoints/") + file)));
+    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile y, ReadSafetensors(killed + "/checkpoints/" + file));
+    for (const auto& [name, t] : x.tensors) {
+      if (name.rfind("rng/", 0) == 0) continue;
+      EXPECT_TRUE(torch::equal(t, y.tensors.at(name))) << file << " " << name;
+    }
+  }
+}
+
+TEST(ResumeTest, CheckpointOfAnotherConfigurationIsRefused) {
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " train --config " + test::SourceDir() +
+                               "/configs/tiny.ini --train.steps=3 --output.dir=" + dir.File("r"),
+                           &out),
+            0)
+      << out;
+  EXPECT_NE(test::RunShell(Moa() + " train --resume " + dir.File("r") + " --adapter.rank=4", &out),
+            0);
+  EXPECT_NE(out.find("another configuration"), std::string::npos) << out;
+  EXPECT_NE(out.find("lora.A"), std::string::npos) << out;
+  EXPECT_NE(test::RunShell(Moa() + " train --resume " + dir.File("nothing"), &out), 0);
+  EXPECT_NE(out.find("nothing"), std::string::npos) << out;
+}
+
+RunConfig Tiny(const std::string& dir, std::vector<std::string> overrides = {}) {
+  overrides.push_back("output.dir=" + dir);
+  auto config = launch::LoadConfig(test::SourceDir() + "/configs/tiny.ini", overrides);
+  EXPECT_TRUE(config.ok()) << config.status();
+  return *config;
+}
+
+TEST(EvalTest, AdapterCheckpointEvaluatesAsDuringTrainingAndEnsemblesAverage) {
+  test::TempDir dir;
+  RunConfig config = Tiny(dir.File("run"), {"output.save=all"});
+  MOA_ASSERT_OK_AND_ASSIGN(RunSummary summary, Train(config));
+  const std::string last = dir.File("run/checkpoints/step11.safetensors");
+  MOA_ASSERT_OK_AND_ASSIGN(auto scores, EvaluateAdapters(config, {last}));
+  const nlohmann::json& record = summary.records.back();
+  ASSERT_EQ(scores.size(), 12u);
+  for (const DomainScore& s : scores) {
+    const int env = static_cast<int>(&s - scores.data()) / 2;
+    EXPECT_DOUBLE_EQ(s.accuracy(),
+                     record["env" + std::to_string(env) + "_" + s.split + "_acc"].get<double>())
+        << s.domain << " " << s.split;
+  }
+  // An ensemble of one checkpoint twice equals that checkpoint.
+  MOA_ASSERT_OK_AND_ASSIGN(auto twice, EvaluateAdapters(config, {last, last}));
+  for (size_t i = 0; i < scores.size(); ++i) EXPECT_EQ(twice[i].correct, scores[i].correct);
+  // A file of another configuration is refused by name.
+  RunConfig other = config;
+  other.adapter.rank = 3;
+  auto refused = EvaluateAdapters(other, {last});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("shape mismatch"), std::string::npos)
+      << refused.status();
+}
+
+TEST(ExportTest, MergedBackboneEqualsTheAdaptedModel) {
+  test::TempDir dir;
+  RunConfig config = Tiny(dir.File("run"), {"adapter.targets=qkv,proj,fc1,fc2"});
+  MOA_ASSERT_OK(Train(config));
+  const std::string adapters = dir.File("run/checkpoints/selected.safetensors");
+  MOA_ASSERT_OK(ExportMerged(config, adapters, dir.File("merged.safetensors")));
+  MOA_ASSERT_OK_AND_ASSIGN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
+  MOA_ASSERT_OK_AND_ASSIGN(auto adapted, BuildModel(config, info));
+  MOA_ASSERT_OK(LoadTrainable(*adapted, adapters));
+  RunConfig plain = config;
+  plain.adapter.method = "full";
+  MOA_ASSERT_OK_AND_ASSIGN(auto merged, BuildModel(plain, info));
+  MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile file, ReadSafetensors(dir.File("merged.safetensors")));
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : merged->named_parameters()) p.value().copy_(file.tensors.at(p.key()));
+  }
+  EXPECT_EQ(file.tensors.size(), merged->named_parameters().size()) << "no adapter tensors remain";
+  adapted->eval();
+  merged->eval();
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor x = torch::rand({6, 1, 28, 28});
+    EXPECT_LE((adapted->forward(x) - merged->forward(x)).abs().max().item<double>(), 1e-5);
+  }
+  // MoA adapters cannot be folded.
+  RunConfig moa_config =
+      Tiny(dir.File("moa"), {"adapter.method=moa", "moa.proj_dim=8", "train.steps=2"});
+  MOA_ASSERT_OK(Train(moa_config));
+  const absl::Status refused = ExportMerged(
+      moa_config, dir.File("moa/checkpoints/selected.safetensors"), dir.File("x.safetensors"));
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("only LoRA"), std::string::npos) << refused;
+}
+
+}  // namespace
+}  // namespace moa::trainer

@@ -1,0 +1,94 @@
+#include "trainer/evaluate.h"
+
+#include <cstdio>
+
+#include "common/status_macros.h"
+#include "data/dataset.h"
+#include "moa/peft.h"
+#include "moa/safetensors.h"
+#include "moa/weights.h"
+#include "trainer/trainer.h"
+
+namespace moa::trainer {
+namespace {
+
+absl::StatusOr<std::shared_ptr<ClassifierImpl>> ModelWithAdapters(const RunConfig& config,
+                                                                  const data::DatasetInfo& info,
+                                                                  const std::string& adapters) {
+  MOA_ASSIGN_OR_RETURN(std::shared_ptr<ClassifierImpl> model, BuildModel(config, info));
+  MOA_RETURN_IF_ERROR(LoadTrainable(*model, adapters));
+  model->eval();
+  return model;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
+    const RunConfig& config, const std::vector<std::string>& adapters) {
+  if (adapters.empty())
+    return absl::InvalidArgumentError("moa eval needs --adapters FILE [FILE ...]");
+  MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
+  data::LoadOptions load;
+  load.dataset = config.data.dataset;
+  load.data_dir = config.data.data_dir;
+  MOA_ASSIGN_OR_RETURN(load.source, data::ParseIdxSource(config.data.source));
+  load.seed = config.train.seed;
+  load.trial_seed = config.train.trial_seed;
+  load.holdout_fraction = config.data.holdout_fraction;
+  load.max_per_domain = config.data.max_per_domain;
+  MOA_ASSIGN_OR_RETURN(data::DomainDataset dataset, data::LoadDataset(load));
+  std::vector<std::shared_ptr<ClassifierImpl>> models;
+  for (const std::string& path : adapters) {
+    MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, path));
+    models.push_back(model);
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<DomainScore> scores;
+  for (const data::Domain& domain : dataset.domains) {
+    for (const char* split : {"in", "out"}) {
+      const std::vector<int64_t>& indices = split[0] == 'i' ? domain.in : domain.out;
+      DomainScore score{domain.name, split, 0, 0};
+      const torch::Tensor all = torch::tensor(indices, torch::kInt64);
+      for (int64_t begin = 0; begin < all.size(0); begin += config.eval.batch_size) {
+        const torch::Tensor ids =
+            all.narrow(0, begin, std::min(config.eval.batch_size, all.size(0) - begin));
+        const torch::Tensor images = domain.images.index_select(0, ids);
+        torch::Tensor logits;
+        for (auto& model : models) {
+          const torch::Tensor l = model->forward(images);
+          logits = logits.defined() ? logits + l : l;
+        }
+        logits = logits / static_cast<double>(models.size());
+        score.correct +=
+            logits.argmax(1).eq(domain.labels.index_select(0, ids)).sum().item<int64_t>();
+        score.total += ids.size(0);
+      }
+      scores.push_back(score);
+    }
+  }
+  return scores;
+}
+
+absl::Status ExportMerged(const RunConfig& config, const std::string& adapters,
+                          const std::string& out) {
+  MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
+  MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, adapters));
+  MOA_RETURN_IF_ERROR(MergeLora(*model));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& p : model->named_parameters()) tensors.emplace_back(p.key(), p.value());
+  return WriteSafetensors(out, tensors, {{"format", "pt"}, {"moa_merged_from", adapters}});
+}
+
+std::string FormatDomainScores(const std::vector<DomainScore>& scores) {
+  std::string text = "      domain  split     accuracy   correct / total\n";
+  for (const DomainScore& s : scores) {
+    char line[128];
+    std::snprintf(line, sizeof(line), "  %10s  %5s  %10.3f%%  %8lld / %lld\n", s.domain.c_str(),
+                  s.split.c_str(), 100.0 * s.accuracy(), static_cast<long long>(s.correct),
+                  static_cast<long long>(s.total));
+    text += line;
+  }
+  return text;
+}
+
+}  // namespace moa::trainer

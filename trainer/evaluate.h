@@ -1,0 +1,37 @@
+// Using trained adapters after training: evaluating one adapter checkpoint, or an ensemble of
+// several (their logits averaged) on every (domain, split), and exporting a backbone with LoRA
+// merged into its frozen weights.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <absl/status/statusor.h>
+
+#include "trainer/config.h"
+
+namespace moa::trainer {
+
+struct DomainScore {
+  std::string domain;
+  std::string split;  // "in" or "out"
+  int64_t correct = 0;
+  int64_t total = 0;
+  double accuracy() const { return total > 0 ? static_cast<double>(correct) / total : 0.0; }
+};
+
+/// Builds the configured model once per adapter file (backbone from model.backbone), loads each
+/// file's trainable tensors (refusing files of another configuration), and scores the mean of
+/// their logits on every domain's in and out splits.
+absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(const RunConfig& config,
+                                                          const std::vector<std::string>& adapters);
+
+/// Loads `adapters` (LoRA) into the configured model, folds them into the frozen weights and
+/// writes every parameter of the merged model (backbone with timm names, and the head) to `out`.
+absl::Status ExportMerged(const RunConfig& config, const std::string& adapters,
+                          const std::string& out);
+
+/// The per-domain table `moa eval` prints.
+std::string FormatDomainScores(const std::vector<DomainScore>& scores);
+
+}  // namespace moa::trainer

@@ -1,0 +1,122 @@
+#include "trainer/state.h"
+
+#include <map>
+#include <mutex>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "common/status_macros.h"
+#include "moa/safetensors.h"
+
+namespace moa::trainer {
+namespace {
+
+std::string KeyOf(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+// The fields Adam and AdamW keep per parameter.
+struct AdamFields {
+  int64_t step = 0;
+  torch::Tensor exp_avg, exp_avg_sq, max_exp_avg_sq;
+};
+
+bool ReadFields(torch::optim::OptimizerParamState& state, AdamFields* out) {
+  if (auto* s = dynamic_cast<torch::optim::AdamParamState*>(&state)) {
+    *out = {s->step(), s->exp_avg(), s->exp_avg_sq(), s->max_exp_avg_sq()};
+    return true;
+  }
+  if (auto* s = dynamic_cast<torch::optim::AdamWParamState*>(&state)) {
+    *out = {s->step(), s->exp_avg(), s->exp_avg_sq(), s->max_exp_avg_sq()};
+    return true;
+  }
+  return false;
+}
+
+template <typename State>
+std::unique_ptr<torch::optim::OptimizerParamState> MakeState(const AdamFields& f) {
+  auto s = std::make_unique<State>();
+  s->step(f.step);
+  s->exp_avg(f.exp_avg);
+  s->exp_avg_sq(f.exp_avg_sq);
+  if (f.max_exp_avg_sq.defined()) s->max_exp_avg_sq(f.max_exp_avg_sq);
+  return s;
+}
+
+}  // namespace
+
+absl::Status SaveTrainState(const std::string& path,
+                            const std::vector<std::pair<std::string, torch::Tensor>>& named,
+                            torch::optim::Optimizer& optimizer, const TrainState& state) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& [name, p] : named) {
+    tensors.emplace_back("param/" + name, p.detach());
+    auto it = optimizer.state().find(KeyOf(p));
+    if (it == optimizer.state().end()) continue;
+    AdamFields f;
+    if (!ReadFields(*it->second, &f))
+      return absl::UnimplementedError("full-state checkpoints support Adam and AdamW");
+    tensors.emplace_back("optim/step/" + name, torch::tensor({f.step}, torch::kInt64));
+    tensors.emplace_back("optim/exp_avg/" + name, f.exp_avg);
+    tensors.emplace_back("optim/exp_avg_sq/" + name, f.exp_avg_sq);
+    if (f.max_exp_avg_sq.defined())
+      tensors.emplace_back("optim/max_exp_avg_sq/" + name, f.max_exp_avg_sq);
+  }
+  tensors.emplace_back("rng/torch_cpu",
+                       at::detail::getDefaultCPUGenerator().get_state());  // NOLINT
+  return WriteSafetensors(path, tensors,
+                          {{"moa_step", std::to_string(state.step)},
+                           {"moa_best_validation", std::to_string(state.best_validation)}});
+}
+
+absl::StatusOr<TrainState> LoadTrainState(
+    const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& named,
+    torch::optim::Optimizer& optimizer) {
+  MOA_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
+  // The same trainable tensors, by name and shape, or a message saying what differs.
+  std::string differences;
+  std::map<std::string, bool> seen;
+  for (const auto& [name, p] : named) {
+    auto it = file.tensors.find("param/" + name);
+    if (it == file.tensors.end()) {
+      differences += " the checkpoint lacks " + name + ";";
+    } else if (it->second.sizes() != p.sizes()) {
+      differences += " " + name + " has another shape;";
+    }
+    seen["param/" + name] = true;
+  }
+  for (const auto& [key, t] : file.tensors) {
+    if (key.rfind("param/", 0) == 0 && !seen.count(key))
+      differences += " the run has no " + key.substr(6) + ";";
+  }
+  if (!differences.empty()) {
+    return absl::FailedPreconditionError(
+        "checkpoint " + path +
+        " comes from another configuration (adapter shapes or placements):" + differences);
+  }
+  torch::NoGradGuard no_grad;
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr;
+  for (const auto& [name, p] : named) {
+    p.copy_(file.tensors.at("param/" + name));
+    auto step = file.tensors.find("optim/step/" + name);
+    if (step == file.tensors.end()) continue;
+    AdamFields f;
+    f.step = step->second.item<int64_t>();
+    f.exp_avg = file.tensors.at("optim/exp_avg/" + name).clone();
+    f.exp_avg_sq = file.tensors.at("optim/exp_avg_sq/" + name).clone();
+    auto max = file.tensors.find("optim/max_exp_avg_sq/" + name);
+    if (max != file.tensors.end()) f.max_exp_avg_sq = max->second.clone();
+    optimizer.state()[KeyOf(p)] = adamw ? MakeState<torch::optim::AdamWParamState>(f)
+                                        : MakeState<torch::optim::AdamParamState>(f);
+  }
+  auto rng = file.tensors.find("rng/torch_cpu");
+  if (rng != file.tensors.end()) {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng->second);
+  }
+  TrainState state;
+  state.step = std::stoll(file.metadata.at("moa_step"));
+  state.best_validation = std::stod(file.metadata.at("moa_best_validation"));
+  return state;
+}
+
+}  // namespace moa::trainer

@@ -1,0 +1,32 @@
+// Full-state checkpoints for exact resume: the trainable tensors, Adam/AdamW state, the step,
+// the global random generator and the model-selection state, in one safetensors file written
+// atomically (checkpoints/state.safetensors). Data streams, router noise and dropout are keyed by
+// step, so the step restores them.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <absl/status/statusor.h>
+#include <torch/torch.h>
+
+namespace moa::trainer {
+
+struct TrainState {
+  int64_t step = -1;              // the last completed step
+  double best_validation = -1.0;  // training-domain validation of the selected record
+};
+
+/// Writes `named` (the trainable parameters by name), the optimizer's per-parameter state, the
+/// global CPU generator state and `state` to `path`.
+absl::Status SaveTrainState(const std::string& path,
+                            const std::vector<std::pair<std::string, torch::Tensor>>& named,
+                            torch::optim::Optimizer& optimizer, const TrainState& state);
+
+/// Restores what SaveTrainState wrote into the same parameters and optimizer. A file from another
+/// configuration (other adapter names or shapes) is refused with the differences named.
+absl::StatusOr<TrainState> LoadTrainState(
+    const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& named,
+    torch::optim::Optimizer& optimizer);
+
+}  // namespace moa::trainer
