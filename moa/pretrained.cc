@@ -4,6 +4,7 @@
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_split.h>
 
+#include <cstring>
 #include <fstream>
 #include <vector>
 
@@ -87,8 +88,14 @@ ImportReport MapCheckpointNames(const std::map<std::string, torch::Tensor>& tens
 
 absl::StatusOr<std::map<std::string, torch::Tensor>> ReadCheckpointTensors(
     const std::string& path) {
-  MOA_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-  if (bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0) {
+  char magic[4] = {0, 0, 0, 0};
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError("cannot open checkpoint " + path);
+    in.read(magic, 4);
+  }
+  if (std::memcmp(magic, "PK\x03\x04", 4) == 0) {
+    MOA_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
     // A PyTorch zip pickle (torch.save of a state dict).
     try {
       const std::vector<char> data(bytes.begin(), bytes.end());
@@ -111,7 +118,7 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> ReadCheckpointTensors(
           "); convert it with /usr/bin/python3 scripts/convert_to_safetensors.py");
     }
   }
-  MOA_ASSIGN_OR_RETURN(SafetensorsFile file, ParseSafetensors(bytes, path));
+  MOA_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
   return std::move(file.tensors);
 }
 

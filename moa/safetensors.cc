@@ -1,6 +1,12 @@
 #include "moa/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -42,25 +48,30 @@ const DtypeEntry* FindDtype(torch::ScalarType scalar) {
 
 absl::StatusOr<SafetensorsFile> ParseSafetensors(const std::string& bytes,
                                                  const std::string& origin) {
+  return ParseSafetensors(bytes.data(), bytes.size(), origin);
+}
+
+absl::StatusOr<SafetensorsFile> ParseSafetensors(const char* data, size_t size,
+                                                 const std::string& origin) {
   auto bad = [&origin](const std::string& why) {
     return absl::DataLossError("safetensors file " + origin + ": " + why);
   };
-  if (bytes.size() < 8) return bad("shorter than the 8-byte header length");
+  if (size < 8) return bad("shorter than the 8-byte header length");
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(bytes[i]);
-  if (header_len > bytes.size() - 8) {
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(data[i]);
+  if (header_len > size - 8) {
     return bad("header length " + std::to_string(header_len) + " runs past the end of the " +
-               std::to_string(bytes.size()) + "-byte file");
+               std::to_string(size) + "-byte file");
   }
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + header_len);
+    header = nlohmann::json::parse(data + 8, data + 8 + header_len);
   } catch (const nlohmann::json::exception& e) {
     return bad(std::string("header is not valid JSON (") + e.what() + ")");
   }
   if (!header.is_object()) return bad("header is not a JSON object");
   const uint64_t data_start = 8 + header_len;
-  const uint64_t data_size = bytes.size() - data_start;
+  const uint64_t data_size = size - data_start;
 
   SafetensorsFile file;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
@@ -117,7 +128,7 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(const std::string& bytes,
     }
     ranges.emplace_back(begin, end);
     torch::Tensor tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype->scalar));
-    if (end > begin) std::memcpy(tensor.data_ptr(), bytes.data() + data_start + begin, end - begin);
+    if (end > begin) std::memcpy(tensor.data_ptr(), data + data_start + begin, end - begin);
     file.tensors[name] = tensor;
   }
   std::sort(ranges.begin(), ranges.end());
@@ -128,8 +139,26 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(const std::string& bytes,
 }
 
 absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
-  MOA_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-  return ParseSafetensors(bytes, path);
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return absl::NotFoundError("cannot open " + path + ": " + std::strerror(errno));
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    ::close(fd);
+    return absl::DataLossError("cannot stat " + path);
+  }
+  const size_t size = static_cast<size_t>(info.st_size);
+  if (size == 0) {
+    ::close(fd);
+    return ParseSafetensors(nullptr, 0, path);
+  }
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED)
+    return absl::DataLossError("cannot map " + path + ": " + std::strerror(errno));
+  absl::StatusOr<SafetensorsFile> file =
+      ParseSafetensors(static_cast<const char*>(map), size, path);
+  ::munmap(map, size);
+  return file;
 }
 
 absl::Status WriteSafetensors(const std::string& path,

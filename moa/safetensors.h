@@ -20,9 +20,13 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;
 };
 
+/// Reads a file through a read-only memory map (tensors are copied out of it).
 absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
 /// Parses an in-memory file image; `origin` names it in errors.
 absl::StatusOr<SafetensorsFile> ParseSafetensors(const std::string& bytes,
+                                                 const std::string& origin);
+/// The same on `size` bytes at `data` (e.g. a memory-mapped file).
+absl::StatusOr<SafetensorsFile> ParseSafetensors(const char* data, size_t size,
                                                  const std::string& origin);
 
 /// Writes tensors (sorted by name, as the Python package does) atomically.

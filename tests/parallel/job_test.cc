@@ -82,6 +82,43 @@ TEST_P(DataParallelTest, EqualsOneProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Ranks, DataParallelTest, ::testing::Values(2, 4));
 
+TEST(DataParallelResumeTest, ResumedJobMatchesUninterrupted) {
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(
+      test::RunShell(Mpirun(2) + Moa() + TinyMoa(dir.File("whole")) + " --train.steps=20", &out), 0)
+      << out;
+  ASSERT_EQ(
+      test::RunShell(Mpirun(2) + Moa() + TinyMoa(dir.File("part")) + " --train.steps=10", &out), 0)
+      << out;
+  ASSERT_EQ(
+      test::RunShell(
+          Mpirun(2) + Moa() + " train --resume " + dir.File("part") + " --train.steps=20", &out),
+      0)
+      << out;
+  // Evaluations after steps 10, 15 and 19 depend only on the parameters: equal to 1e-5 relative
+  // (losses) and exactly (accuracies).
+  const auto whole = Records(dir.File("whole/results.jsonl"));
+  const auto part = Records(dir.File("part/results.jsonl"));
+  int compared = 0;
+  for (const auto& a : whole) {
+    for (const auto& b : part) {
+      if (a["step"] != b["step"] || a["step"].get<int64_t>() < 10) continue;
+      ++compared;
+      for (auto it = a.begin(); it != a.end(); ++it) {
+        if (it.key().rfind("env", 0) != 0) continue;
+        const double x = it.value().get<double>(), y = b[it.key()].get<double>();
+        if (it.key().find("_acc") != std::string::npos) {
+          EXPECT_EQ(x, y) << it.key() << " at step " << a["step"];
+        } else {
+          EXPECT_NEAR(x, y, 1e-5 * std::abs(x)) << it.key() << " at step " << a["step"];
+        }
+      }
+    }
+  }
+  EXPECT_EQ(compared, 3);
+}
+
 struct Ended {
   int code;
   double seconds;
