@@ -291,6 +291,15 @@ const OptionTable& Table() {
                        OneOf({"auto", "cpu", "cuda"}));
     t.Add<double>(MOA_FIELD(parallel, bucket_mb), 4.0,
                   "gradient all-reduce bucket size (MiB), overlapped with backward", Positive());
+    // [swad]
+    t.Add<bool>(MOA_FIELD(swad, enabled), false,
+                "average the trainable weights over the loss valley (SWAD) and report it");
+    t.Add<int64_t>(MOA_FIELD(swad, n_converge), 3,
+                   "evaluations without improvement that mark convergence", AtLeast<int64_t>(1));
+    t.Add<int64_t>(MOA_FIELD(swad, n_tolerance), 6,
+                   "evaluations above the threshold that end the valley", AtLeast<int64_t>(1));
+    t.Add<double>(MOA_FIELD(swad, tolerance_ratio), 0.3,
+                  "threshold = (1 + ratio) x mean loss at convergence", AtLeast<double>(0.0));
     // [output]
     t.Add<std::string>(MOA_FIELD(output, dir), "runs/run", "run directory");
     t.Add<std::string>(MOA_FIELD(output, save), "selected",

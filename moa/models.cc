@@ -87,13 +87,34 @@ VisionTransformerImpl::VisionTransformerImpl(const ViTOptions& options) : option
   }
 }
 
-torch::Tensor VisionTransformerImpl::Features(const torch::Tensor& images) {
+torch::Tensor VisionTransformerImpl::Tokens(const torch::Tensor& images) {
   torch::Tensor x = patch_proj_->forward(images).flatten(2).transpose(1, 2);
   x = torch::cat({cls_token_.expand({x.size(0), -1, -1}), x}, 1) + pos_embed_;
-  if (norm_pre_) x = norm_pre_->forward(x);
-  for (Block& block : blocks_) x = block->forward(x);
-  x = norm_->forward(x);
-  return x.select(1, 0);
+  return norm_pre_ ? norm_pre_->forward(x) : x;
+}
+
+torch::Tensor VisionTransformerImpl::RunBlocks(torch::Tensor x, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) x = blocks_[i]->forward(x);
+  return x;
+}
+
+torch::Tensor VisionTransformerImpl::Logits(const torch::Tensor& x) {
+  return head_->forward(norm_->forward(x).select(1, 0));
+}
+
+int64_t VisionTransformerImpl::FirstAdaptedBlock() const {
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const Block& b = blocks_[i];
+    for (const AdaptableLinear& l : {b->attn->qkv, b->attn->proj, b->mlp->fc1, b->mlp->fc2}) {
+      if (l->adapter()) return static_cast<int64_t>(i);
+    }
+  }
+  return static_cast<int64_t>(blocks_.size());
+}
+
+torch::Tensor VisionTransformerImpl::Features(const torch::Tensor& images) {
+  torch::Tensor x = RunBlocks(Tokens(images), 0, static_cast<int64_t>(blocks_.size()));
+  return norm_->forward(x).select(1, 0);
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {

@@ -83,6 +83,14 @@ class VisionTransformerImpl : public ClassifierImpl {
   torch::Tensor Features(const torch::Tensor& images) override;
   torch::nn::Linear head() override { return head_; }
   const ViTOptions& options() const { return options_; }
+
+  /// The forward in pieces, so models that share a frozen prefix can compute it once:
+  /// Tokens(images) -> RunBlocks(x, 0, k) -> RunBlocks(x, k, depth) -> Logits(x) == forward.
+  torch::Tensor Tokens(const torch::Tensor& images);
+  torch::Tensor RunBlocks(torch::Tensor x, int64_t begin, int64_t end);
+  torch::Tensor Logits(const torch::Tensor& x);
+  /// The first block holding an adapter (depth when none).
+  int64_t FirstAdaptedBlock() const;
   std::vector<Block>& blocks() { return blocks_; }
 
  private:

@@ -71,6 +71,13 @@ struct ParallelConfig {
   double bucket_mb = 0;
 };
 
+struct SwadConfig {
+  bool enabled = false;
+  int64_t n_converge = 0;
+  int64_t n_tolerance = 0;
+  double tolerance_ratio = 0;
+};
+
 struct OutputConfig {
   std::string dir;
   std::string save;
@@ -85,6 +92,7 @@ struct RunConfig {
   TrainConfig train;
   EvalConfig eval;
   ParallelConfig parallel;
+  SwadConfig swad;
   OutputConfig output;
   /// The file the configuration was read from (for messages); empty when none.
   std::string config_path;

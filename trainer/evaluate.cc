@@ -1,5 +1,6 @@
 #include "trainer/evaluate.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "common/status_macros.h"
@@ -23,6 +24,31 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> ModelWithAdapters(const RunConfi
 
 }  // namespace
 
+torch::Tensor EnsembleLogits(const std::vector<std::shared_ptr<ClassifierImpl>>& models,
+                             const torch::Tensor& images, bool share_prefix) {
+  std::vector<VisionTransformerImpl*> vits;
+  for (const auto& m : models) vits.push_back(dynamic_cast<VisionTransformerImpl*>(m.get()));
+  int64_t shared = 0;
+  if (share_prefix && std::all_of(vits.begin(), vits.end(), [](auto* v) { return v != nullptr; })) {
+    shared = vits[0]->FirstAdaptedBlock();
+    for (auto* v : vits) shared = std::min(shared, v->FirstAdaptedBlock());
+  }
+  torch::Tensor logits;
+  if (shared > 0) {
+    const torch::Tensor prefix = vits[0]->RunBlocks(vits[0]->Tokens(images), 0, shared);
+    for (auto* v : vits) {
+      const torch::Tensor l = v->Logits(v->RunBlocks(prefix, shared, v->options().depth()));
+      logits = logits.defined() ? logits + l : l;
+    }
+  } else {
+    for (const auto& m : models) {
+      const torch::Tensor l = m->forward(images);
+      logits = logits.defined() ? logits + l : l;
+    }
+  }
+  return logits / static_cast<double>(models.size());
+}
+
 absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
     const RunConfig& config, const std::vector<std::string>& adapters) {
   if (adapters.empty())
@@ -42,6 +68,9 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
     MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, path));
     models.push_back(model);
   }
+  // Adapter methods leave the backbone frozen, so the models share it up to their first adapter.
+  const std::string& method = config.adapter.method;
+  const bool frozen_backbone = method == "lora" || method == "kadaptation" || method == "moa";
   torch::NoGradGuard no_grad;
   std::vector<DomainScore> scores;
   for (const data::Domain& domain : dataset.domains) {
@@ -53,12 +82,7 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
         const torch::Tensor ids =
             all.narrow(0, begin, std::min(config.eval.batch_size, all.size(0) - begin));
         const torch::Tensor images = domain.images.index_select(0, ids);
-        torch::Tensor logits;
-        for (auto& model : models) {
-          const torch::Tensor l = model->forward(images);
-          logits = logits.defined() ? logits + l : l;
-        }
-        logits = logits / static_cast<double>(models.size());
+        const torch::Tensor logits = EnsembleLogits(models, images, frozen_backbone);
         score.correct +=
             logits.argmax(1).eq(domain.labels.index_select(0, ids)).sum().item<int64_t>();
         score.total += ids.size(0);

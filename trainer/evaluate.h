@@ -8,6 +8,7 @@
 
 #include <absl/status/statusor.h>
 
+#include "moa/models.h"
 #include "trainer/config.h"
 
 namespace moa::trainer {
@@ -25,6 +26,12 @@ struct DomainScore {
 /// their logits on every domain's in and out splits.
 absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(const RunConfig& config,
                                                           const std::vector<std::string>& adapters);
+
+/// The mean of the models' logits. With `share_prefix` (models built from one configuration
+/// whose backbone is frozen) the blocks before the first adapted block are computed once, with
+/// the first model, and every model continues from there.
+torch::Tensor EnsembleLogits(const std::vector<std::shared_ptr<ClassifierImpl>>& models,
+                             const torch::Tensor& images, bool share_prefix);
 
 /// Loads `adapters` (LoRA) into the configured model, folds them into the frozen weights and
 /// writes every parameter of the merged model (backbone with timm names, and the head) to `out`.

@@ -1,5 +1,6 @@
 #include "trainer/state.h"
 
+#include <cstdio>
 #include <map>
 #include <mutex>
 
@@ -60,11 +61,14 @@ absl::Status SaveTrainState(const std::string& path,
     if (f.max_exp_avg_sq.defined())
       tensors.emplace_back("optim/max_exp_avg_sq/" + name, f.max_exp_avg_sq);
   }
-  tensors.emplace_back("rng/torch_cpu",
-                       at::detail::getDefaultCPUGenerator().get_state());  // NOLINT
-  return WriteSafetensors(path, tensors,
-                          {{"moa_step", std::to_string(state.step)},
-                           {"moa_best_validation", std::to_string(state.best_validation)}});
+  tensors.emplace_back("rng/torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
+  for (const auto& [name, t] : state.extra_tensors) tensors.emplace_back("extra/" + name, t);
+  std::map<std::string, std::string> metadata = state.extra_metadata;
+  metadata["moa_step"] = std::to_string(state.step);
+  char best[32];
+  std::snprintf(best, sizeof(best), "%.17g", state.best_validation);  // exact round trip
+  metadata["moa_best_validation"] = best;
+  return WriteSafetensors(path, tensors, metadata);
 }
 
 absl::StatusOr<TrainState> LoadTrainState(
@@ -116,6 +120,12 @@ absl::StatusOr<TrainState> LoadTrainState(
   TrainState state;
   state.step = std::stoll(file.metadata.at("moa_step"));
   state.best_validation = std::stod(file.metadata.at("moa_best_validation"));
+  for (const auto& [key, t] : file.tensors) {
+    if (key.rfind("extra/", 0) == 0) state.extra_tensors.emplace_back(key.substr(6), t);
+  }
+  for (const auto& [key, value] : file.metadata) {
+    if (key != "moa_step" && key != "moa_best_validation") state.extra_metadata[key] = value;
+  }
   return state;
 }
 

@@ -4,6 +4,7 @@
 // step, so the step restores them.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,9 @@ namespace moa::trainer {
 struct TrainState {
   int64_t step = -1;              // the last completed step
   double best_validation = -1.0;  // training-domain validation of the selected record
+  /// Further state (SWAD's averages), saved and restored as they are.
+  std::vector<std::pair<std::string, torch::Tensor>> extra_tensors;
+  std::map<std::string, std::string> extra_metadata;
 };
 
 /// Writes `named` (the trainable parameters by name), the optimizer's per-parameter state, the

@@ -26,6 +26,7 @@
 #include "parallel/mpi_communicator.h"
 #include "trainer/selection.h"
 #include "trainer/state.h"
+#include "trainer/swad.h"
 
 namespace moa::trainer {
 namespace {
@@ -175,6 +176,24 @@ class Runner {
                            SelectModels(records_, train_envs_, test_envs_));
       std::vector<std::string> names;
       for (int64_t t : test_envs_) names.push_back(dataset_.domains[t].name);
+      if (swad_record_.is_object()) {
+        // SWAD: the test domains' `in` accuracy of the average, and its training-domain
+        // validation accuracy ("SWAD (inD)", as the reference reports it).
+        MOA_ASSIGN_OR_RETURN(double validation,
+                             TrainingDomainValidation(swad_record_, train_envs_));
+        Selection swad, in_domain;
+        swad.method = "SWAD";
+        in_domain.method = "SWAD (inD)";
+        swad.step = in_domain.step = swad_record_["step"].get<int64_t>();
+        for (int64_t t : test_envs_) {
+          swad.test_in.push_back(swad_record_["env" + std::to_string(t) + "_in_acc"].get<double>());
+          swad.average += swad.test_in.back() / static_cast<double>(test_envs_.size());
+          in_domain.test_in.push_back(validation);
+        }
+        in_domain.average = validation;
+        selections.push_back(swad);
+        selections.push_back(in_domain);
+      }
       summary.selection_table = FormatSelectionTable(selections, names);
       MOA_RETURN_IF_ERROR(
           WriteFileAtomically(run_dir_ + "/selection.txt", summary.selection_table));
@@ -245,10 +264,15 @@ class Runner {
     const std::vector<std::pair<std::string, torch::Tensor>> named = TrainableParameters(*model_);
     double best_validation = -1;
     int64_t first_step = 0;
+    if (config_.swad.enabled) {
+      swad_ = std::make_unique<Swad>(named, config_.swad.n_converge, config_.swad.n_tolerance,
+                                     config_.swad.tolerance_ratio);
+    }
     if (!config_.train.resume.empty()) {
       const std::string state_path = config_.train.resume + "/checkpoints/state.safetensors";
       MOA_ASSIGN_OR_RETURN(TrainState state, LoadTrainState(state_path, named, *optimizer));
       first_step = state.step + 1;
+      if (swad_) swad_->Import(state.extra_tensors, state.extra_metadata);
       best_validation = state.best_validation;
       MOA_RETURN_IF_ERROR(RestoreRecords(state.step));
       Log(LogLevel::kInfo) << "resumed " << config_.train.resume << " after step " << state.step;
@@ -305,6 +329,7 @@ class Runner {
       }
       optimizer->step();
       if (config_.train.check_replicas) MOA_RETURN_IF_ERROR(CheckReplicas(params, step));
+      if (swad_) swad_->Step();
       loss_sum += loss_value;
       step_time_sum += step_clock.Seconds();
       train_seconds_ += step_clock.Seconds();
@@ -360,16 +385,64 @@ class Runner {
           MOA_RETURN_IF_ERROR(SaveCheckpoint("selected", step, validation));
         }
       }
+      bool valley_dead = false;
+      if (swad_) {
+        double loss = 0;  // the training domains' mean validation loss
+        for (int64_t e : train_envs_)
+          loss += record["env" + std::to_string(e) + "_out_loss"].get<double>();
+        valley_dead = swad_->CloseSegment(loss / static_cast<double>(train_envs_.size()));
+      }
       if (lead_) {
-        MOA_RETURN_IF_ERROR(SaveTrainState(run_dir_ + "/checkpoints/state.safetensors", named,
-                                           *optimizer, TrainState{step, best_validation}));
+        TrainState state{step, best_validation, {}, {}};
+        if (swad_) swad_->Export(&state.extra_tensors, &state.extra_metadata);
+        MOA_RETURN_IF_ERROR(
+            SaveTrainState(run_dir_ + "/checkpoints/state.safetensors", named, *optimizer, state));
       }
       if (lead_ && config_.output.save == "all") {
         MOA_RETURN_IF_ERROR(SaveCheckpoint("step" + std::to_string(step), step, -1));
       }
+      if (valley_dead) {
+        Log(LogLevel::kInfo) << "SWAD: the loss valley is dead after step " << step
+                             << " (validation loss above " << swad_->valley().threshold() << " for "
+                             << config_.swad.n_tolerance << " evaluations); training stops early";
+        break;
+      }
       loss_sum = step_time_sum = 0;
       interval_steps = interval_images = 0;
       interval_clock.Reset();
+    }
+    if (swad_) MOA_RETURN_IF_ERROR(EvaluateSwad(named, records_.back()["step"].get<int64_t>()));
+    return absl::OkStatus();
+  }
+
+  // Evaluates the SWAD average, appends it to results.jsonl as its own record and saves it.
+  absl::Status EvaluateSwad(const std::vector<std::pair<std::string, torch::Tensor>>& named,
+                            int64_t last_step) {
+    const std::map<std::string, torch::Tensor> averaged = swad_->Finish();
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& [name, p] : named) p.copy_(averaged.at(name));
+    }
+    nlohmann::ordered_json record;
+    record["step"] = last_step;
+    record["swad"] = true;
+    record["swad_start_step"] = swad_->start_step();
+    record["swad_end_step"] = swad_->end_step();
+    record["swad_steps"] = swad_->averaged_steps();
+    record["swad_converged"] = swad_->valley().converged();
+    Evaluate(record);
+    record["args"] = ArgsJson(config_);
+    record["hparams"] = HparamsJson(config_);
+    swad_record_ = nlohmann::json::parse(record.dump());
+    if (lead_) {
+      MOA_RETURN_IF_ERROR(AppendLineAtomically(run_dir_ + "/results.jsonl", record.dump()));
+      MOA_RETURN_IF_ERROR(
+          SaveTrainable(*model_, run_dir_ + "/checkpoints/swad.safetensors",
+                        {{"moa_swad_start_step", std::to_string(swad_->start_step())},
+                         {"moa_swad_end_step", std::to_string(swad_->end_step())},
+                         {"moa_config", config_.resolved_ini}}));
+      Log(LogLevel::kInfo) << "SWAD averaged " << swad_->averaged_steps() << " steps ("
+                           << swad_->start_step() << " to " << swad_->end_step() << ")";
     }
     return absl::OkStatus();
   }
@@ -400,6 +473,7 @@ class Runner {
         return absl::DataLossError(run_dir_ +
                                    "/results.jsonl has a malformed line: " + line.substr(0, 80));
       }
+      if (record.value("swad", false)) continue;  // a finished run's SWAD record is made anew
       if (record.value("step", int64_t{-1}) > step) break;
       records_.push_back(record);
       kept += line + "\n";
@@ -572,6 +646,8 @@ class Runner {
   std::vector<nlohmann::json> records_;
   std::string run_dir_;
   std::vector<std::shared_ptr<MoaAdapterImpl>> moa_layers_;
+  std::unique_ptr<Swad> swad_;
+  nlohmann::json swad_record_;
   double train_seconds_ = 0;
   double eval_seconds_ = 0;
   int64_t evals_done_ = 0;

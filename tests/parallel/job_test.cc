@@ -82,6 +82,30 @@ TEST_P(DataParallelTest, EqualsOneProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Ranks, DataParallelTest, ::testing::Values(2, 4));
 
+TEST(DataParallelSwadTest, TwoRanksEqualOneProcess) {
+  test::TempDir dir;
+  std::string out;
+  const std::string args = " --swad.enabled=true --train.steps=40 --train.checkpoint_freq=4";
+  ASSERT_EQ(test::RunShell(Moa() + TinyMoa(dir.File("one")) + args, &out), 0) << out;
+  ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + TinyMoa(dir.File("two")) + args, &out), 0) << out;
+  const nlohmann::json a = Records(dir.File("one/results.jsonl")).back();
+  const nlohmann::json b = Records(dir.File("two/results.jsonl")).back();
+  ASSERT_TRUE(a.value("swad", false));
+  ASSERT_TRUE(b.value("swad", false));
+  EXPECT_EQ(a["swad_start_step"], b["swad_start_step"]);
+  EXPECT_EQ(a["swad_end_step"], b["swad_end_step"]);
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    if (it.key().find("_acc") != std::string::npos) {
+      EXPECT_EQ(it.value(), b[it.key()]) << it.key();
+    }
+    if (it.key().find("_loss") != std::string::npos) {
+      EXPECT_NEAR(it.value().get<double>(), b[it.key()].get<double>(),
+                  1e-4 * it.value().get<double>())
+          << it.key();
+    }
+  }
+}
+
 TEST(DataParallelResumeTest, ResumedJobMatchesUninterrupted) {
   test::TempDir dir;
   std::string out;

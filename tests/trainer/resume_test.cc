@@ -24,7 +24,8 @@ namespace {
 
 std::string Moa() { return test::BinaryDir() + "/moa"; }
 
-// Everything random on: MoA with router noise, Kronecker dropout, the auxiliary loss, prefetch.
+// Everything random on: MoA with router noise, Kronecker dropout, the auxiliary loss, prefetch;
+// and SWAD, whose averages must survive the kill too.
 std::vector<std::string> Args(const std::string& dir) {
   return {"train",
           "--config",
@@ -37,6 +38,7 @@ std::vector<std::string> Args(const std::string& dir) {
           "--data.workers=2",
           "--train.steps=40",
           "--train.checkpoint_freq=4",
+          "--swad.enabled=true",
           "--output.dir=" + dir};
 }
 
@@ -106,7 +108,9 @@ TEST(ResumeTest, KilledRunResumedEqualsUninterrupted) {
     }
     EXPECT_EQ(a["router"].dump(), b["router"].dump()) << "record " << i;
   }
-  for (const char* file : {"selected.safetensors", "state.safetensors"}) {
+  EXPECT_TRUE(nlohmann::json::parse(resumed.back()).value("swad", false))
+      << "the SWAD record is last";
+  for (const char* file : {"selected.safetensors", "state.safetensors", "swad.safetensors"}) {
     MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile x,
                              ReadSafetensors(dir.File(std::string("whole/checkpoints/") + file)));
     MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile y, ReadSafetensors(killed + "/checkpoints/" + file));
@@ -164,6 +168,37 @@ TEST(EvalTest, AdapterCheckpointEvaluatesAsDuringTrainingAndEnsemblesAverage) {
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("shape mismatch"), std::string::npos)
       << refused.status();
+}
+
+TEST(EnsembleTest, LogitsAreTheMeanOfTheMembersAndTheSharedPrefixChangesNothing) {
+  test::TempDir dir;
+  // Two runs with LoRA on the last block only (one backbone, two learning rates): the blocks
+  // before it are shared.
+  std::vector<std::shared_ptr<ClassifierImpl>> models;
+  for (int run : {0, 1}) {
+    RunConfig config = Tiny(dir.File("r" + std::to_string(run)),
+                            {"adapter.blocks=last:1", "train.steps=4", "data.batch_size=4",
+                             run == 0 ? "optim.lr=1e-3" : "optim.lr=5e-3"});
+    MOA_ASSERT_OK(Train(config));
+    MOA_ASSERT_OK_AND_ASSIGN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
+    MOA_ASSERT_OK_AND_ASSIGN(auto model, BuildModel(config, info));
+    MOA_ASSERT_OK(LoadTrainable(
+        *model, dir.File("r" + std::to_string(run) + "/checkpoints/selected.safetensors")));
+    model->eval();
+    models.push_back(model);
+  }
+  auto* vit = dynamic_cast<VisionTransformerImpl*>(models[0].get());
+  ASSERT_NE(vit, nullptr);
+  EXPECT_EQ(vit->FirstAdaptedBlock(), 1);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = torch::rand({5, 1, 28, 28});
+  const torch::Tensor mean = (models[0]->forward(x) + models[1]->forward(x)) / 2.0;
+  ASSERT_FALSE(torch::allclose(models[0]->forward(x), models[1]->forward(x)))
+      << "the members must differ";
+  EXPECT_TRUE(torch::allclose(EnsembleLogits(models, x, /*share_prefix=*/false), mean, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(EnsembleLogits(models, x, /*share_prefix=*/true), mean, 1e-6, 1e-6));
+  EXPECT_TRUE(
+      torch::allclose(EnsembleLogits({models[0]}, x, true), models[0]->forward(x), 1e-6, 1e-6));
 }
 
 TEST(ExportTest, MergedBackboneEqualsTheAdaptedModel) {
