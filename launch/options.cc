@@ -300,6 +300,10 @@ const OptionTable& Table() {
                    "evaluations above the threshold that end the valley", AtLeast<int64_t>(1));
     t.Add<double>(MOA_FIELD(swad, tolerance_ratio), 0.3,
                   "threshold = (1 + ratio) x mean loss at convergence", AtLeast<double>(0.0));
+    t.Add<std::string>(MOA_FIELD(swad, rule), "paper",
+                       "paper (each segment once, steps weighted equally) or reference (the MoA/SWAD "
+                       "code's look-back and segment weighting)",
+                       OneOf({"paper", "reference"}));
     // [output]
     t.Add<std::string>(MOA_FIELD(output, dir), "runs/run", "run directory");
     t.Add<std::string>(MOA_FIELD(output, save), "selected",

@@ -76,6 +76,7 @@ struct SwadConfig {
   int64_t n_converge = 0;
   int64_t n_tolerance = 0;
   double tolerance_ratio = 0;
+  std::string rule;
 };
 
 struct OutputConfig {

@@ -7,12 +7,67 @@
 
 namespace moa::trainer {
 
-LossValley::LossValley(int64_t n_converge, int64_t n_tolerance, double tolerance_ratio)
+LossValley::LossValley(int64_t n_converge, int64_t n_tolerance, double tolerance_ratio,
+                       SwadRule rule)
     : n_converge_(n_converge),
       n_tolerance_(std::max(n_tolerance, n_converge)),
-      ratio_(tolerance_ratio) {}
+      ratio_(tolerance_ratio),
+      rule_(rule) {}
+
+// The reference's LossValley, quirks included (see NOTE [SWAD reference quirks]).
+LossValley::Decision LossValley::AddReference(double loss) {
+  Decision decision;
+  losses_.push_back(loss);
+  const int64_t k = static_cast<int64_t>(losses_.size()) - 1;
+  const int64_t window_start = std::max<int64_t>(0, k - n_tolerance_ + 1);  // its smooth_Q
+  if (dead_) {
+    decision.dead = true;
+    return decision;
+  }
+  if (!converged_) {
+    if (k + 1 < n_converge_) return decision;
+    const int64_t c = k - n_converge_ + 1;
+    const auto first = losses_.begin() + c;
+    if (*std::min_element(first, losses_.end()) < *first) return decision;
+    converged_ = true;
+    converge_segment_ = c;
+    start_ = c;
+    threshold_ = (1.0 + ratio_) * std::accumulate(first, losses_.end(), 0.0) /
+                 static_cast<double>(n_converge_);
+    decision.include.push_back(c);  // the copy the average starts from
+    const int64_t q_size = std::min<int64_t>(n_tolerance_ - n_converge_ + 1, k - window_start + 1);
+    int64_t j = 0;
+    for (int64_t i = q_size - 1; i >= 0; --i) {
+      if (losses_[window_start + i] > threshold_) {
+        j = i + 1;
+        break;
+      }
+    }
+    for (int64_t i = j + 1; i < q_size; ++i) decision.include.push_back(window_start + i);
+    return decision;
+  }
+  if (window_start < converge_segment_) return decision;
+  if (*std::min_element(losses_.begin() + window_start, losses_.end()) > threshold_) {
+    dead_ = true;
+    decision.dead = true;
+    return decision;
+  }
+  decision.include.push_back(window_start);
+  return decision;
+}
+
+std::vector<int64_t> LossValley::FinishReference() const {
+  const int64_t k = static_cast<int64_t>(losses_.size()) - 1;
+  std::vector<int64_t> include;
+  for (int64_t p = std::max<int64_t>(0, k - n_tolerance_ + 1) + 1; p <= k; ++p) {
+    if (*std::min_element(losses_.begin() + p, losses_.end()) > threshold_) break;
+    include.push_back(p);
+  }
+  return include;
+}
 
 LossValley::Decision LossValley::Add(double loss) {
+  if (rule_ == SwadRule::kReference) return AddReference(loss);
   Decision decision;
   losses_.push_back(loss);
   const int64_t k = static_cast<int64_t>(losses_.size()) - 1;
@@ -52,6 +107,7 @@ std::vector<int64_t> LossValley::Finish() const {
   if (losses_.empty()) return include;
   if (!converged_) return {static_cast<int64_t>(losses_.size()) - 1};
   if (dead_) return include;
+  if (rule_ == SwadRule::kReference) return FinishReference();
   for (int64_t p = next_pending_; p < static_cast<int64_t>(losses_.size()); ++p) {
     if (*std::min_element(losses_.begin() + p, losses_.end()) > threshold_) break;
     include.push_back(p);
@@ -60,15 +116,16 @@ std::vector<int64_t> LossValley::Finish() const {
 }
 
 void LossValley::Restore(const std::vector<double>& losses) {
-  *this = LossValley(n_converge_, n_tolerance_, ratio_);
+  *this = LossValley(n_converge_, n_tolerance_, ratio_, rule_);
   for (double l : losses) Add(l);
 }
 
 Swad::Swad(std::vector<std::pair<std::string, torch::Tensor>> params, int64_t n_converge,
-           int64_t n_tolerance, double tolerance_ratio)
+           int64_t n_tolerance, double tolerance_ratio, SwadRule rule)
     : params_(std::move(params)),
-      valley_(n_converge, n_tolerance, tolerance_ratio),
-      n_tolerance_(std::max(n_tolerance, n_converge)) {}
+      valley_(n_converge, n_tolerance, tolerance_ratio, rule),
+      n_tolerance_(std::max(n_tolerance, n_converge)),
+      rule_(rule) {}
 
 void Swad::Step() {
   torch::NoGradGuard no_grad;
@@ -91,16 +148,20 @@ void Swad::Include(int64_t segment) {
   const Segment& s = it->second;
   if (start_step_ < 0 || s.first_step < start_step_) start_step_ = s.first_step;
   end_step_ = std::max(end_step_, s.last_step);
+  // The paper weights every step equally; the reference every segment (its average).
+  const bool by_segment = rule_ == SwadRule::kReference;
   for (const auto& [name, sum] : s.sum) {
+    const torch::Tensor term = by_segment ? sum / static_cast<double>(s.steps) : sum;
     auto f = final_sum_.find(name);
     if (f == final_sum_.end()) {
-      final_sum_[name] = sum.clone();
+      final_sum_[name] = term.clone();
     } else {
-      f->second.add_(sum);
+      f->second.add_(term);
     }
   }
   final_steps_ += s.steps;
-  closed_.erase(it);
+  final_weight_ += by_segment ? 1.0 : static_cast<double>(s.steps);
+  if (!by_segment) closed_.erase(it);  // the reference may add a segment again
 }
 
 bool Swad::CloseSegment(double validation_loss) {
@@ -111,7 +172,9 @@ bool Swad::CloseSegment(double validation_loss) {
   for (int64_t s : decision.include) Include(s);
   // Segments that can no longer enter the average are dropped from memory: before convergence
   // the look-back reaches at most n_tolerance segments back; after it, only undecided ones count.
-  const int64_t keep_from = valley_.converged() ? valley_.next_pending() : index - n_tolerance_;
+  const int64_t keep_from = valley_.converged() && rule_ == SwadRule::kPaper
+                                ? valley_.next_pending()
+                                : index - n_tolerance_;
   for (auto it = closed_.begin(); it != closed_.end();) {
     it = it->first < keep_from ? closed_.erase(it) : std::next(it);
   }
@@ -136,6 +199,9 @@ void Swad::Export(std::vector<std::pair<std::string, torch::Tensor>>* tensors,
     losses += (losses.empty() ? "" : ",") + std::string(text);
   }
   (*metadata)["swad_losses"] = losses;
+  char weight[32];
+  std::snprintf(weight, sizeof(weight), "%.17g", final_weight_);
+  (*metadata)["swad_weight"] = weight;
   (*metadata)["swad_counters"] = std::to_string(final_steps_) + "," + std::to_string(step_) + "," +
                                  std::to_string(start_step_) + "," + std::to_string(end_step_);
 }
@@ -150,6 +216,7 @@ void Swad::Import(const std::vector<std::pair<std::string, torch::Tensor>>& tens
   std::string item;
   std::getline(counters, item, ',');
   final_steps_ = std::stoll(item);
+  final_weight_ = std::stod(metadata.at("swad_weight"));
   std::getline(counters, item, ',');
   step_ = std::stoll(item);
   std::getline(counters, item, ',');
@@ -184,9 +251,8 @@ std::map<std::string, torch::Tensor> Swad::Finish() {
   for (int64_t s : valley_.Finish()) Include(s);
   std::map<std::string, torch::Tensor> averaged;
   for (const auto& [name, p] : params_) {
-    if (final_steps_ > 0) {
-      averaged[name] =
-          (final_sum_.at(name) / static_cast<double>(final_steps_)).to(p.scalar_type());
+    if (final_weight_ > 0) {
+      averaged[name] = (final_sum_.at(name) / final_weight_).to(p.scalar_type());
     } else {
       averaged[name] = p.detach().clone();
     }

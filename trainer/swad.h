@@ -29,13 +29,18 @@ namespace moa::trainer {
 ///   loss is under the threshold; if the run never converged, the last segment alone is used.
 ///
 /// NOTE [SWAD reference quirks]: the reference (moa-method.md section 7, item 11) starts its
-/// average with the convergence segment and then adds Q[j+1:], which counts that segment twice
-/// and skips the earliest eligible older one; when convergence comes before n_tolerance
-/// segments exist it can count later segments twice too. This implements the rule as the paper
-/// states it, each segment once.
+/// average with the convergence segment and then adds Q[j+1:] of the first n_tolerance -
+/// n_converge + 1 entries of its long window, which counts that segment twice and skips the
+/// earliest eligible older one; when convergence comes before n_tolerance segments exist it can
+/// count later segments twice too; and it weights segments, not steps, equally. The paper's rule
+/// is the default (each segment once, every step equally); `swad.rule = reference` reproduces
+/// the reference, since the two can select different weights.
+enum class SwadRule { kPaper, kReference };
+
 class LossValley {
  public:
-  LossValley(int64_t n_converge, int64_t n_tolerance, double tolerance_ratio);
+  LossValley(int64_t n_converge, int64_t n_tolerance, double tolerance_ratio,
+             SwadRule rule = SwadRule::kPaper);
 
   struct Decision {
     std::vector<int64_t> include;  // segments that enter the average now
@@ -55,8 +60,13 @@ class LossValley {
   void Restore(const std::vector<double>& losses);
 
  private:
+  Decision AddReference(double loss);
+  std::vector<int64_t> FinishReference() const;
+
   int64_t n_converge_, n_tolerance_;
   double ratio_;
+  SwadRule rule_;
+  int64_t converge_segment_ = -1;
   std::vector<double> losses_;
   bool converged_ = false;
   bool dead_ = false;
@@ -69,7 +79,7 @@ class LossValley {
 class Swad {
  public:
   Swad(std::vector<std::pair<std::string, torch::Tensor>> params, int64_t n_converge,
-       int64_t n_tolerance, double tolerance_ratio);
+       int64_t n_tolerance, double tolerance_ratio, SwadRule rule = SwadRule::kPaper);
 
   /// After every optimizer step.
   void Step();
@@ -90,6 +100,7 @@ class Swad {
               const std::map<std::string, std::string>& metadata);
 
   const LossValley& valley() const { return valley_; }
+  /// Steps in the average, a segment counted as often as it was added.
   int64_t averaged_steps() const { return final_steps_; }
   int64_t start_step() const { return start_step_; }
   int64_t end_step() const { return end_step_; }
@@ -110,6 +121,8 @@ class Swad {
   std::map<int64_t, Segment> closed_;  // segments not yet decided or dropped
   std::map<std::string, torch::Tensor> final_sum_;
   int64_t final_steps_ = 0;
+  double final_weight_ = 0;  // steps (paper) or segments (reference)
+  SwadRule rule_;
   int64_t step_ = 0;
   int64_t start_step_ = -1, end_step_ = -1;
 };

@@ -265,8 +265,9 @@ class Runner {
     double best_validation = -1;
     int64_t first_step = 0;
     if (config_.swad.enabled) {
-      swad_ = std::make_unique<Swad>(named, config_.swad.n_converge, config_.swad.n_tolerance,
-                                     config_.swad.tolerance_ratio);
+      swad_ = std::make_unique<Swad>(
+          named, config_.swad.n_converge, config_.swad.n_tolerance, config_.swad.tolerance_ratio,
+          config_.swad.rule == "reference" ? SwadRule::kReference : SwadRule::kPaper);
     }
     if (!config_.train.resume.empty()) {
       const std::string state_path = config_.train.resume + "/checkpoints/state.safetensors";

@@ -58,6 +58,39 @@ TEST(LossValleyTest, NeverConvergesUsesTheLastSegment) {
   EXPECT_EQ(valley.Finish(), (std::vector<int64_t>{4}));
 }
 
+TEST(LossValleyTest, ReferenceRuleReproducesItsQuirks) {
+  LossValley valley(3, 6, 0.3, SwadRule::kReference);
+  bool dead;
+  // At convergence (segment 2, threshold 8.45) the reference starts from a copy of segment 2,
+  // then adds Q[j+1:] of Q = the first 4 of its long window (segments 0..3): the newest entry
+  // above the threshold is segment 0, so j = 1 and segments 2 and 3 are added -- segment 2 twice,
+  // the eligible segment 1 skipped, segment 3 early. At the 8th loss its long window starts at
+  // segment 2 again, which is added a third time; the finish drops that entry and adds 3..7.
+  const auto included = Feed(valley, {10, 8, 6, 6.5, 7, 6.2, 6.4, 6.3}, &dead);
+  EXPECT_FALSE(dead);
+  EXPECT_EQ(included, (std::vector<int64_t>{2, 2, 3, 2}));
+  EXPECT_EQ(valley.Finish(), (std::vector<int64_t>{3, 4, 5, 6, 7}));
+}
+
+TEST(SwadTest, ReferenceRuleWeightsSegmentsEqually) {
+  torch::Tensor p = torch::zeros({1});
+  Swad swad({{"w", p}}, 1, 1, 0.0, SwadRule::kReference);
+  // Segment 0: one step at 0; segment 1: three steps at 4. With n_converge = n_tolerance = 1 the
+  // first segment converges at once; the second is under the threshold only if its loss is.
+  p.fill_(0.0);
+  swad.Step();
+  swad.CloseSegment(1.0);
+  for (int i = 0; i < 3; ++i) {
+    p.fill_(4.0);
+    swad.Step();
+  }
+  swad.CloseSegment(1.0);
+  // Segment 0 at convergence (Q = [segment 0] adds nothing more), segment 1 at the next
+  // evaluation: the mean of the segment averages, (0 + 4) / 2 -- steps weighted equally would
+  // give (0 + 3 x 4) / 4 = 3.
+  EXPECT_NEAR(swad.Finish().at("w").item<float>(), 2.0f, 1e-6);
+}
+
 TEST(SwadTest, AverageIsTheMeanOfTheIncludedSteps) {
   torch::manual_seed(0);
   torch::Tensor p = torch::zeros({3, 2});
