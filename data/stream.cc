@@ -1,31 +1,22 @@
 #include "data/stream.h"
 
+#include "common/splitmix.h"
+
 #include <omp.h>
 
 #include <stdexcept>
 
 namespace moa::data {
-namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 KeyedRng::KeyedRng(std::initializer_list<uint64_t> key) : state_(0x6d6f61ULL) {
   for (uint64_t k : key) state_ = SplitMix64(state_ ^ SplitMix64(k));
 }
 
 uint64_t KeyedRng::Next() {
+  // SplitMix64 as a generator: mix the advancing counter.
   state_ += 0x9e3779b97f4a7c15ULL;
-  uint64_t z = state_;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
+  return SplitMix64(state_ - 0x9e3779b97f4a7c15ULL);
 }
 
 uint64_t KeyedRng::Below(uint64_t n) {

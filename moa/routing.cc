@@ -4,17 +4,11 @@
 
 #include <cmath>
 
+#include "common/splitmix.h"
 #include "parallel/autograd_collectives.h"
 
 namespace moa {
 namespace {
-
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 torch::Tensor CoefficientOfVariationSquared(const torch::Tensor& v) {
   return v.var(/*unbiased=*/true) / (v.mean().pow(2) + 1e-10);
@@ -24,7 +18,7 @@ torch::Tensor CoefficientOfVariationSquared(const torch::Tensor& v) {
 
 uint64_t RandomKey(std::initializer_list<int64_t> parts) {
   uint64_t key = 0x4d6f41ULL;
-  for (int64_t p : parts) key = Mix(key ^ Mix(static_cast<uint64_t>(p)));
+  for (int64_t p : parts) key = SplitMix64(key ^ SplitMix64(static_cast<uint64_t>(p)));
   return key;
 }
 

@@ -54,14 +54,7 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
   if (adapters.empty())
     return absl::InvalidArgumentError("moa eval needs --adapters FILE [FILE ...]");
   MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
-  data::LoadOptions load;
-  load.dataset = config.data.dataset;
-  load.data_dir = config.data.data_dir;
-  MOA_ASSIGN_OR_RETURN(load.source, data::ParseIdxSource(config.data.source));
-  load.seed = config.train.seed;
-  load.trial_seed = config.train.trial_seed;
-  load.holdout_fraction = config.data.holdout_fraction;
-  load.max_per_domain = config.data.max_per_domain;
+  MOA_ASSIGN_OR_RETURN(data::LoadOptions load, DatasetOptions(config));
   MOA_ASSIGN_OR_RETURN(data::DomainDataset dataset, data::LoadDataset(load));
   std::vector<std::shared_ptr<ClassifierImpl>> models;
   for (const std::string& path : adapters) {

@@ -118,14 +118,7 @@ class Runner {
     ApplyThreadCount(threads_);
     MOA_ASSIGN_OR_RETURN(info_, data::LookupDataset(config_.data.dataset));
 
-    data::LoadOptions load;
-    load.dataset = config_.data.dataset;
-    load.data_dir = config_.data.data_dir;
-    MOA_ASSIGN_OR_RETURN(load.source, data::ParseIdxSource(config_.data.source));
-    load.seed = config_.train.seed;
-    load.trial_seed = config_.train.trial_seed;
-    load.holdout_fraction = config_.data.holdout_fraction;
-    load.max_per_domain = config_.data.max_per_domain;
+    MOA_ASSIGN_OR_RETURN(data::LoadOptions load, DatasetOptions(config_));
     Stopwatch load_time;
     // Each run seeds itself, so a test environment's run does not depend on runs before it
     // (the reference seeds once for all test environments: section 7, item 12).
@@ -655,6 +648,18 @@ class Runner {
 };
 
 }  // namespace
+
+absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config) {
+  data::LoadOptions load;
+  load.dataset = config.data.dataset;
+  load.data_dir = config.data.data_dir;
+  MOA_ASSIGN_OR_RETURN(load.source, data::ParseIdxSource(config.data.source));
+  load.seed = config.train.seed;
+  load.trial_seed = config.train.trial_seed;
+  load.holdout_fraction = config.data.holdout_fraction;
+  load.max_per_domain = config.data.max_per_domain;
+  return load;
+}
 
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
                                                            const data::DatasetInfo& info) {

@@ -35,6 +35,9 @@ struct SplitScore {
 SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
                          const std::vector<int64_t>& indices, int64_t batch_size);
 
+/// The dataset options a configuration describes.
+absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config);
+
 struct RunSummary {
   std::vector<nlohmann::json> records;
   std::string selection_table;  // empty without a test env
