@@ -2,12 +2,14 @@
 
 #include <functional>
 
+#include "parallel/autograd_collectives.h"
+
 namespace moa {
 
 MoaAdapterImpl::MoaAdapterImpl(int64_t in_features, int64_t out_features, const MoaConfig& config,
                                int64_t layer, std::shared_ptr<RoutingContext> context,
                                std::shared_ptr<KroneckerRulesImpl> rules)
-    : config_(config), layer_(layer), context_(std::move(context)) {
+    : config_(config), layer_(layer), out_features_(out_features), context_(std::move(context)) {
   TORCH_CHECK(!config.ranks.empty(), "moa.ranks is empty");
   TORCH_CHECK(config.top_k >= 1 && config.top_k <= static_cast<int64_t>(config.ranks.size()),
               "moa.top_k must lie in [1, number of experts]");
@@ -79,6 +81,8 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
           apply[e](tokens) * routing.combine.select(1, e).unsqueeze(1);
       y = y.defined() ? y + contribution : contribution;
     }
+  } else if (ep_.group != nullptr && ep_.group->size() > 1) {
+    y = ShardedExperts(tokens, routing, apply);
   } else {
     // Group the kept assignments by expert with one gather, run each expert on its contiguous
     // chunk, weight by the gates and scatter back with one index_add.
@@ -128,6 +132,69 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = y.size(1);
   return y.reshape(shape);
+}
+
+torch::Tensor MoaAdapterImpl::ShardedExperts(
+    const torch::Tensor& tokens, const Routing& routing,
+    const std::vector<std::function<torch::Tensor(const torch::Tensor&)>>& apply) {
+  parallel::Communicator* group = ep_.group;
+  const int ranks = group->size();
+  const int me = group->rank();
+  const int64_t experts = num_experts();
+  TORCH_CHECK(routing.dropped == 0 || config_.capacity_factor == 0,
+              "expert parallelism does not support moa.capacity_factor > 0 yet");
+  // Assignments grouped by holder rank, then by expert: the send order.
+  std::vector<torch::Tensor> ids, slots;
+  std::vector<int64_t> send_rows(ranks, 0), count_rows(ranks, 0), counts;
+  for (int r = 0; r < ranks; ++r) {
+    for (int64_t e = 0; e < experts; ++e) {
+      if (ep_.owner[e] != r) continue;
+      ids.push_back(routing.expert_tokens[e]);
+      slots.push_back(routing.expert_slots[e]);
+      send_rows[r] += routing.expert_tokens[e].numel();
+      counts.push_back(routing.expert_tokens[e].numel());
+      ++count_rows[r];
+    }
+  }
+  // Counts first: each holder learns how many rows of each of its experts every rank sends.
+  std::vector<int64_t> from_rows;
+  auto received = group->AllToAllV(torch::tensor(counts, torch::kInt64).reshape({-1, 1}),
+                                   count_rows, &from_rows);
+  TORCH_CHECK(received.ok(), std::string(received.status().message()));
+  std::vector<int64_t> local;  // my experts, ascending
+  for (int64_t e = 0; e < experts; ++e) {
+    if (ep_.owner[e] == me) local.push_back(e);
+  }
+  const torch::Tensor table = received->reshape({ranks, static_cast<int64_t>(local.size())});
+  std::vector<int64_t> recv_rows(ranks, 0);
+  for (int s = 0; s < ranks; ++s) recv_rows[s] = table[s].sum().item<int64_t>();
+
+  const torch::Tensor order = torch::cat(ids);
+  const torch::Tensor arrived =
+      parallel::DifferentiableAllToAllV(tokens.index_select(0, order), send_rows, recv_rows, group);
+  // Rows from source s come grouped by my experts; collect each expert's rows from all sources.
+  std::vector<std::vector<int64_t>> rows_of(local.size());
+  int64_t row = 0;
+  for (int s = 0; s < ranks; ++s) {
+    for (size_t m = 0; m < local.size(); ++m) {
+      const int64_t n = table[s][static_cast<int64_t>(m)].item<int64_t>();
+      for (int64_t i = 0; i < n; ++i) rows_of[m].push_back(row++);
+    }
+  }
+  std::vector<torch::Tensor> outputs, positions;
+  for (size_t m = 0; m < local.size(); ++m) {
+    const torch::Tensor at = torch::tensor(rows_of[m], torch::kInt64);
+    outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
+    positions.push_back(at);
+  }
+  torch::Tensor computed = torch::zeros({row, out_features_}, tokens.options());
+  if (row > 0) computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs));
+  // The inverse exchange brings every token's expert output home, in the send order.
+  const torch::Tensor returned =
+      parallel::DifferentiableAllToAllV(computed, recv_rows, send_rows, group);
+  const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
+  return torch::zeros({tokens.size(0), out_features_}, tokens.options())
+      .index_add(0, order, returned * gates);
 }
 
 }  // namespace moa

@@ -9,6 +9,7 @@
 // coefficient applied inside) and routing statistics.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +49,14 @@ struct RouterStats {
   int64_t forwards = 0;
 };
 
+/// Expert parallelism for one layer: the expert-parallel group and the rank of it that holds
+/// each expert (PartitionExperts). Every rank keeps every expert's parameters, but only the
+/// holder computes (and gets gradients for) its experts; tokens travel with all_to_all_v.
+struct ExpertParallel {
+  parallel::Communicator* group = nullptr;
+  std::vector<int> owner;
+};
+
 class MoaAdapterImpl : public AdapterImpl {
  public:
   /// `layer` keys this layer's noise and dropout; `rules` is the model's shared Kronecker rule
@@ -62,6 +71,9 @@ class MoaAdapterImpl : public AdapterImpl {
   const torch::Tensor& aux_loss() const { return aux_loss_; }
   const RouterStats& stats() const { return stats_; }
   void ResetStats();
+  /// Shards the experts over `ep.group` (routed dispatch; capacity must be 0 for now).
+  void set_expert_parallel(ExpertParallel ep) { ep_ = std::move(ep); }
+  const ExpertParallel& expert_parallel() const { return ep_; }
   int64_t layer() const { return layer_; }
   int64_t num_experts() const { return static_cast<int64_t>(experts_.size()); }
   /// The routing of the last forward (for tests and statistics).
@@ -71,8 +83,17 @@ class MoaAdapterImpl : public AdapterImpl {
   torch::Tensor bias;  // Kronecker experts' layer bias adapter
 
  private:
+  /// Runs the experts where they live: tokens grouped by the rank holding their expert go there
+  /// with all_to_all_v (counts first), the holder runs its experts, the outputs come back with
+  /// the inverse exchange and are combined with the gates, which never leave the token's rank.
+  torch::Tensor ShardedExperts(
+      const torch::Tensor& tokens, const Routing& routing,
+      const std::vector<std::function<torch::Tensor(const torch::Tensor&)>>& apply);
+
   MoaConfig config_;
   int64_t layer_;
+  int64_t out_features_;
+  ExpertParallel ep_;
   std::shared_ptr<RoutingContext> context_;
   std::vector<std::shared_ptr<AdapterImpl>> experts_;
   torch::Tensor aux_loss_;

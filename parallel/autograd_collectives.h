@@ -13,3 +13,14 @@ namespace moa::parallel {
 torch::Tensor DifferentiableAllReduceSum(const torch::Tensor& tensor, Communicator* group);
 
 }  // namespace moa::parallel
+
+namespace moa::parallel {
+
+/// all_to_all_v that autograd can differentiate through: rows [offset_j, offset_j + send_rows[j])
+/// go to rank j; `recv_rows` must be what the peers send (exchanged beforehand). The backward
+/// runs the transposed exchange (recv_rows back to send_rows).
+torch::Tensor DifferentiableAllToAllV(const torch::Tensor& input,
+                                      const std::vector<int64_t>& send_rows,
+                                      const std::vector<int64_t>& recv_rows, Communicator* group);
+
+}  // namespace moa::parallel
