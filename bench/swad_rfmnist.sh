@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SWAD on the small RotatedFashionMNIST LoRA configuration, three seeds: the held-out (75-degree)
+# SWAD on the small RotatedFashionMNIST LoRA configuration (601 steps, an evaluation every 50),
+# three seeds: the held-out (75-degree)
 # accuracy of the SWAD average beside the same run's training-domain-validation selection (the
 # run without SWAD: SWAD only averages weights, it does not change training unless the valley
 # dies early, which is then reported). Needs runs/demo/pretrain/backbone.safetensors (the demo's
@@ -10,7 +11,7 @@ set -euo pipefail
 seeds=${*:-"0 1 2"}
 out=${MOA_SWAD_OUT:-runs/swad_rfmnist}
 for seed in $seeds; do
-  build/moa train --config configs/rfmnist_lora.ini --swad.enabled=true --train.checkpoint_freq=50 \
+  build/moa train --config configs/rfmnist_lora.ini --swad.enabled=true --train.steps=601 --train.checkpoint_freq=50 \
     --train.seed="$seed" --train.trial_seed="$seed" --train.log_every=0 --output.dir="$out/seed$seed" \
     >"$out.seed$seed.log" 2>&1 || { echo "seed $seed failed: see $out.seed$seed.log"; exit 1; }
 done
