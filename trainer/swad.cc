@@ -14,6 +14,19 @@ LossValley::LossValley(int64_t n_converge, int64_t n_tolerance, double tolerance
       ratio_(tolerance_ratio),
       rule_(rule) {}
 
+bool LossValley::DetectConvergence() {
+  const int64_t k = static_cast<int64_t>(losses_.size()) - 1;
+  if (k + 1 < n_converge_) return false;
+  const int64_t c = k - n_converge_ + 1;
+  const auto first = losses_.begin() + c;
+  if (*std::min_element(first, losses_.end()) < *first) return false;
+  converged_ = true;
+  converge_segment_ = start_ = c;
+  threshold_ = (1.0 + ratio_) * std::accumulate(first, losses_.end(), 0.0) /
+               static_cast<double>(n_converge_);
+  return true;
+}
+
 // The reference's LossValley, quirks included (see NOTE [SWAD reference quirks]).
 LossValley::Decision LossValley::AddReference(double loss) {
   Decision decision;
@@ -25,15 +38,8 @@ LossValley::Decision LossValley::AddReference(double loss) {
     return decision;
   }
   if (!converged_) {
-    if (k + 1 < n_converge_) return decision;
-    const int64_t c = k - n_converge_ + 1;
-    const auto first = losses_.begin() + c;
-    if (*std::min_element(first, losses_.end()) < *first) return decision;
-    converged_ = true;
-    converge_segment_ = c;
-    start_ = c;
-    threshold_ = (1.0 + ratio_) * std::accumulate(first, losses_.end(), 0.0) /
-                 static_cast<double>(n_converge_);
+    if (!DetectConvergence()) return decision;
+    const int64_t c = converge_segment_;
     decision.include.push_back(c);  // the copy the average starts from
     const int64_t q_size = std::min<int64_t>(n_tolerance_ - n_converge_ + 1, k - window_start + 1);
     int64_t j = 0;
@@ -76,14 +82,8 @@ LossValley::Decision LossValley::Add(double loss) {
     return decision;
   }
   if (!converged_) {
-    if (k + 1 < n_converge_) return decision;
-    const int64_t c = k - n_converge_ + 1;
-    const auto first = losses_.begin() + c;
-    if (*std::min_element(first, losses_.end()) < *first) return decision;
-    converged_ = true;
-    threshold_ = (1.0 + ratio_) * std::accumulate(first, losses_.end(), 0.0) /
-                 static_cast<double>(n_converge_);
-    start_ = c;
+    if (!DetectConvergence()) return decision;
+    const int64_t c = converge_segment_;
     const int64_t earliest = std::max<int64_t>(0, c - (n_tolerance_ - n_converge_));
     while (start_ - 1 >= earliest && losses_[start_ - 1] <= threshold_) --start_;
     for (int64_t s = start_; s <= c; ++s) decision.include.push_back(s);

@@ -60,6 +60,9 @@ class LossValley {
   void Restore(const std::vector<double>& losses);
 
  private:
+  /// Whether the last n_converge losses start with their minimum; if so marks the convergence
+  /// segment and sets the threshold.
+  bool DetectConvergence();
   Decision AddReference(double loss);
   std::vector<int64_t> FinishReference() const;
 
