@@ -28,15 +28,10 @@ bool LossValley::DetectConvergence() {
 }
 
 // The reference's LossValley, quirks included (see NOTE [SWAD reference quirks]).
-LossValley::Decision LossValley::AddReference(double loss) {
+LossValley::Decision LossValley::AddReference() {
   Decision decision;
-  losses_.push_back(loss);
   const int64_t k = static_cast<int64_t>(losses_.size()) - 1;
   const int64_t window_start = std::max<int64_t>(0, k - n_tolerance_ + 1);  // its smooth_Q
-  if (dead_) {
-    decision.dead = true;
-    return decision;
-  }
   if (!converged_) {
     if (!DetectConvergence()) return decision;
     const int64_t c = converge_segment_;
@@ -73,14 +68,14 @@ std::vector<int64_t> LossValley::FinishReference() const {
 }
 
 LossValley::Decision LossValley::Add(double loss) {
-  if (rule_ == SwadRule::kReference) return AddReference(loss);
   Decision decision;
   losses_.push_back(loss);
-  const int64_t k = static_cast<int64_t>(losses_.size()) - 1;
   if (dead_) {
     decision.dead = true;
     return decision;
   }
+  if (rule_ == SwadRule::kReference) return AddReference();
+  const int64_t k = static_cast<int64_t>(losses_.size()) - 1;
   if (!converged_) {
     if (!DetectConvergence()) return decision;
     const int64_t c = converge_segment_;

@@ -63,7 +63,8 @@ class LossValley {
   /// Whether the last n_converge losses start with their minimum; if so marks the convergence
   /// segment and sets the threshold.
   bool DetectConvergence();
-  Decision AddReference(double loss);
+  /// The reference's decision once the newest loss is recorded and the valley is alive.
+  Decision AddReference();
   std::vector<int64_t> FinishReference() const;
 
   int64_t n_converge_, n_tolerance_;
