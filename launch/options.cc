@@ -287,6 +287,12 @@ const OptionTable& Table() {
     t.Add<int64_t>(MOA_FIELD(parallel, ep), 1, "expert-parallel ranks", AtLeast<int64_t>(1));
     t.Add<std::string>(MOA_FIELD(parallel, expert_mode), "auto", "auto, sharded or replicated",
                        OneOf({"auto", "sharded", "replicated"}));
+    t.Add<double>(MOA_FIELD(parallel, link_gb_per_s), 0.0,
+                  "link rate (GB/s) the expert-mode planner assumes (0: measure at start-up)",
+                  AtLeast<double>(0.0));
+    t.Add<double>(MOA_FIELD(parallel, gflops), 0.0,
+                  "compute rate (GFLOP/s) the expert-mode planner assumes (0: measure at start-up)",
+                  AtLeast<double>(0.0));
     t.Add<std::string>(MOA_FIELD(parallel, device), "auto", "auto, cpu or cuda",
                        OneOf({"auto", "cpu", "cuda"}));
     t.Add<double>(MOA_FIELD(parallel, bucket_mb), 4.0,
@@ -300,10 +306,11 @@ const OptionTable& Table() {
                    "evaluations above the threshold that end the valley", AtLeast<int64_t>(1));
     t.Add<double>(MOA_FIELD(swad, tolerance_ratio), 0.3,
                   "threshold = (1 + ratio) x mean loss at convergence", AtLeast<double>(0.0));
-    t.Add<std::string>(MOA_FIELD(swad, rule), "paper",
-                       "paper (each segment once, steps weighted equally) or reference (the MoA/SWAD "
-                       "code's look-back and segment weighting)",
-                       OneOf({"paper", "reference"}));
+    t.Add<std::string>(
+        MOA_FIELD(swad, rule), "paper",
+        "paper (each segment once, steps weighted equally) or reference (the MoA/SWAD "
+        "code's look-back and segment weighting)",
+        OneOf({"paper", "reference"}));
     // [output]
     t.Add<std::string>(MOA_FIELD(output, dir), "runs/run", "run directory");
     t.Add<std::string>(MOA_FIELD(output, save), "selected",
@@ -361,6 +368,15 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
   if (c.moa.top_k > static_cast<int64_t>(c.moa.ranks.size())) {
     return bad("moa.top_k", "= " + std::to_string(c.moa.top_k) + " exceeds the " +
                                 std::to_string(c.moa.ranks.size()) + " experts of moa.ranks");
+  }
+  if (c.parallel.ep > 1 && c.adapter.method != "moa") {
+    return bad("parallel.ep", "= " + std::to_string(c.parallel.ep) +
+                                  " shards MoA experts over ranks; it needs adapter.method = moa");
+  }
+  if (c.parallel.ep > static_cast<int64_t>(c.moa.ranks.size())) {
+    return bad("parallel.ep", "= " + std::to_string(c.parallel.ep) + " exceeds the " +
+                                  std::to_string(c.moa.ranks.size()) +
+                                  " experts of moa.ranks (every rank must hold one)");
   }
   if (!c.train.resume.empty() &&
       !std::filesystem::exists(c.train.resume + "/checkpoints/state.safetensors")) {

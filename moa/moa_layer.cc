@@ -9,7 +9,11 @@ namespace moa {
 MoaAdapterImpl::MoaAdapterImpl(int64_t in_features, int64_t out_features, const MoaConfig& config,
                                int64_t layer, std::shared_ptr<RoutingContext> context,
                                std::shared_ptr<KroneckerRulesImpl> rules)
-    : config_(config), layer_(layer), out_features_(out_features), context_(std::move(context)) {
+    : config_(config),
+      layer_(layer),
+      in_features_(in_features),
+      out_features_(out_features),
+      context_(std::move(context)) {
   TORCH_CHECK(!config.ranks.empty(), "moa.ranks is empty");
   TORCH_CHECK(config.top_k >= 1 && config.top_k <= static_cast<int64_t>(config.ranks.size()),
               "moa.top_k must lie in [1, number of experts]");
@@ -45,7 +49,6 @@ void MoaAdapterImpl::ResetStats() {
 
 torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   const bool training = is_training();
-  const int64_t out_features = bias.defined() ? bias.size(0) : -1;
   const int64_t in_features = x.size(-1);
   const torch::Tensor tokens = x.reshape({-1, in_features});
   const int64_t tokens_per_sample = x.dim() == 3 ? x.size(1) : 1;
@@ -64,9 +67,10 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   std::vector<std::function<torch::Tensor(const torch::Tensor&)>> apply(experts);
   for (int64_t e = 0; e < experts; ++e) {
     if (auto kron = std::dynamic_pointer_cast<KroneckerImpl>(experts_[e])) {
-      const torch::Tensor h =
-          kron->UpdateMatrix(training, RandomKey({context_->seed, context_->step, layer_, e}));
-      apply[e] = [h](const torch::Tensor& in) { return torch::matmul(in, h); };
+      const uint64_t key = RandomKey({context_->seed, context_->step, layer_, e});
+      apply[e] = [kron, training, key](const torch::Tensor& in) {
+        return torch::matmul(in, kron->UpdateMatrix(training, key));
+      };
     } else {
       AdapterImpl* expert = experts_[e].get();
       apply[e] = [expert](const torch::Tensor& in) { return expert->Delta(in); };
@@ -81,7 +85,7 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
           apply[e](tokens) * routing.combine.select(1, e).unsqueeze(1);
       y = y.defined() ? y + contribution : contribution;
     }
-  } else if (ep_.group != nullptr && ep_.group->size() > 1) {
+  } else if (training && ep_.group != nullptr && ep_.group->size() > 1) {
     y = ShardedExperts(tokens, routing, apply);
   } else {
     // Group the kept assignments by expert with one gather, run each expert on its contiguous
@@ -102,9 +106,7 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
     }
     if (outputs.empty()) {
       // Every assignment was dropped: the adapters add nothing.
-      const int64_t width =
-          out_features > 0 ? out_features : apply[0](tokens.narrow(0, 0, 1)).size(1);
-      y = torch::zeros({tokens.size(0), width}, tokens.options());
+      y = torch::zeros({tokens.size(0), out_features_}, tokens.options());
     } else {
       const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
       const torch::Tensor weighted = torch::cat(outputs) * gates;
@@ -141,8 +143,6 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   const int ranks = group->size();
   const int me = group->rank();
   const int64_t experts = num_experts();
-  TORCH_CHECK(routing.dropped == 0 || config_.capacity_factor == 0,
-              "expert parallelism does not support moa.capacity_factor > 0 yet");
   // Assignments grouped by holder rank, then by expert: the send order.
   std::vector<torch::Tensor> ids, slots;
   std::vector<int64_t> send_rows(ranks, 0), count_rows(ranks, 0), counts;
@@ -183,12 +183,24 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   }
   std::vector<torch::Tensor> outputs, positions;
   for (size_t m = 0; m < local.size(); ++m) {
+    if (rows_of[m].empty()) continue;  // no rank sent this expert a token
     const torch::Tensor at = torch::tensor(rows_of[m], torch::kInt64);
     outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
     positions.push_back(at);
   }
   torch::Tensor computed = torch::zeros({row, out_features_}, tokens.options());
-  if (row > 0) computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs));
+  if (!outputs.empty()) {
+    computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs));
+  } else if (torch::GradMode::is_enabled()) {
+    // No token reached this rank's experts, but both exchanges must still run backward here, as
+    // on every rank: the empty result is made to depend on what arrived (nothing) or, where that
+    // needs no gradient, to want one itself.
+    if (arrived.requires_grad()) {
+      computed = computed + arrived.sum();
+    } else {
+      computed.requires_grad_(true);
+    }
+  }
   // The inverse exchange brings every token's expert output home, in the send order.
   const torch::Tensor returned =
       parallel::DifferentiableAllToAllV(computed, recv_rows, send_rows, group);

@@ -50,8 +50,10 @@ struct RouterStats {
 };
 
 /// Expert parallelism for one layer: the expert-parallel group and the rank of it that holds
-/// each expert (PartitionExperts). Every rank keeps every expert's parameters, but only the
-/// holder computes (and gets gradients for) its experts; tokens travel with all_to_all_v.
+/// each expert (PartitionExperts). In training only the holder computes (and gets gradients
+/// for) its experts, tokens travelling with all_to_all_v; every rank keeps a copy of every
+/// expert, which the trainer refreshes from the holders before evaluating or saving, and
+/// evaluation runs the experts locally.
 struct ExpertParallel {
   parallel::Communicator* group = nullptr;
   std::vector<int> owner;
@@ -71,11 +73,15 @@ class MoaAdapterImpl : public AdapterImpl {
   const torch::Tensor& aux_loss() const { return aux_loss_; }
   const RouterStats& stats() const { return stats_; }
   void ResetStats();
-  /// Shards the experts over `ep.group` (routed dispatch; capacity must be 0 for now).
+  /// Shards the experts over `ep.group` (routed dispatch).
   void set_expert_parallel(ExpertParallel ep) { ep_ = std::move(ep); }
   const ExpertParallel& expert_parallel() const { return ep_; }
   int64_t layer() const { return layer_; }
   int64_t num_experts() const { return static_cast<int64_t>(experts_.size()); }
+  const std::shared_ptr<AdapterImpl>& expert(int64_t e) const { return experts_.at(e); }
+  const MoaConfig& config() const { return config_; }
+  int64_t in_features() const { return in_features_; }
+  int64_t out_features() const { return out_features_; }
   /// The routing of the last forward (for tests and statistics).
   const Routing& last_routing() const { return last_routing_; }
 
@@ -92,6 +98,7 @@ class MoaAdapterImpl : public AdapterImpl {
 
   MoaConfig config_;
   int64_t layer_;
+  int64_t in_features_;
   int64_t out_features_;
   ExpertParallel ep_;
   std::shared_ptr<RoutingContext> context_;

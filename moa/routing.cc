@@ -2,7 +2,9 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "common/splitmix.h"
 #include "parallel/autograd_collectives.h"
@@ -12,6 +14,58 @@ namespace {
 
 torch::Tensor CoefficientOfVariationSquared(const torch::Tensor& v) {
   return v.var(/*unbiased=*/true) / (v.mean().pow(2) + 1e-10);
+}
+
+// Capacity: each expert keeps its first ceil(factor * T * k / E) assignments of the global batch,
+// in global token order (a token's slots in order). Over a data-parallel group every rank learns
+// all ranks' choices and their rows in the global batch, so it keeps exactly what one process
+// holding the whole batch would keep. Evaluation (each rank its own shard) applies it per batch.
+torch::Tensor KeepWithinCapacity(const torch::Tensor& local_chosen, double capacity_factor,
+                                 int64_t experts, const RoutingContext& context,
+                                 int64_t tokens_per_sample) {
+  const torch::Tensor chosen = local_chosen.contiguous();
+  const int64_t tokens = chosen.size(0), k = chosen.size(1);
+  const int64_t samples = tokens / tokens_per_sample;
+  parallel::Communicator* group = context.dp_group;
+  const int ranks = group != nullptr ? group->size() : 1;
+  torch::Tensor rows =
+      context.global_rows.empty()
+          ? torch::arange(samples, torch::kInt64) + (group != nullptr ? group->rank() : 0) * samples
+          : torch::tensor(context.global_rows, torch::kInt64);
+  torch::Tensor all_chosen = chosen.unsqueeze(0), all_rows = rows.unsqueeze(0);
+  if (ranks > 1) {
+    auto gathered_chosen = group->AllGather(chosen);
+    TORCH_CHECK(gathered_chosen.ok(), std::string(gathered_chosen.status().message()));
+    auto gathered_rows = group->AllGather(rows);
+    TORCH_CHECK(gathered_rows.ok(), std::string(gathered_rows.status().message()));
+    all_chosen = *gathered_chosen;
+    all_rows = *gathered_rows;
+  }
+  const int64_t capacity =
+      static_cast<int64_t>(std::ceil(capacity_factor * tokens * ranks * k / experts));
+  // Every (rank, local sample) in global row order.
+  std::vector<std::pair<int64_t, int64_t>> order;
+  const int64_t* row = all_rows.data_ptr<int64_t>();
+  for (int64_t i = 0; i < all_rows.numel(); ++i) order.emplace_back(row[i], i);
+  std::sort(order.begin(), order.end());
+  const int64_t* id = all_chosen.data_ptr<int64_t>();
+  const int me = ranks > 1 ? group->rank() : 0;
+  std::vector<int64_t> used(experts, 0);
+  torch::Tensor kept = torch::zeros({tokens, k}, torch::kBool);
+  bool* kept_ptr = kept.data_ptr<bool>();
+  for (const auto& [global_row, flat] : order) {
+    const int64_t rank = flat / samples, sample = flat % samples;
+    for (int64_t p = 0; p < tokens_per_sample; ++p) {
+      const int64_t t = sample * tokens_per_sample + p;
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t e = id[(rank * tokens + t) * k + j];
+        const bool keep = used[e] < capacity;
+        if (keep) ++used[e];
+        if (rank == me) kept_ptr[t * k + j] = keep;
+      }
+    }
+  }
+  return kept;
 }
 
 }  // namespace
@@ -79,26 +133,23 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
   r.experts = top_indices;
   r.gates = options.renormalize ? top_values / top_values.sum(1, true) : top_values;
 
-  // Capacity: each expert keeps its first `capacity` assignments in token order.
   const torch::Tensor assignment_ids = r.experts.cpu();
   const int64_t* ids = assignment_ids.data_ptr<int64_t>();
-  const int64_t capacity =
+  const torch::Tensor kept =
       options.capacity_factor > 0
-          ? static_cast<int64_t>(std::ceil(options.capacity_factor * tokens * k / experts))
-          : INT64_MAX;
+          ? KeepWithinCapacity(assignment_ids, options.capacity_factor, experts,
+                               training ? context : RoutingContext(), tokens_per_sample)
+          : torch::ones({tokens, k}, torch::kBool);
+  const bool* kept_ptr = kept.data_ptr<bool>();
   std::vector<std::vector<int64_t>> token_lists(experts), slot_lists(experts);
-  torch::Tensor kept = torch::ones({tokens, k}, torch::kBool);
-  bool* kept_ptr = kept.data_ptr<bool>();
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t j = 0; j < k; ++j) {
-      const int64_t e = ids[t * k + j];
-      if (static_cast<int64_t>(token_lists[e].size()) >= capacity) {
-        kept_ptr[t * k + j] = false;
+      if (!kept_ptr[t * k + j]) {
         ++r.dropped;
         continue;
       }
-      token_lists[e].push_back(t);
-      slot_lists[e].push_back(j);
+      token_lists[ids[t * k + j]].push_back(t);
+      slot_lists[ids[t * k + j]].push_back(j);
     }
   }
   r.kept = kept.to(clean_logits.device());

@@ -68,9 +68,11 @@ TORCH_MODULE(Router);
 
 struct RouteOptions {
   int64_t top_k = 1;
-  bool noise = true;           // Gaussian noise of std 1/E on the logits, in training only
-  bool renormalize = false;    // gates = top-k probabilities / their sum (else the raw ones)
-  double capacity_factor = 0;  // 0: never drop; else capacity = ceil(factor * T * k / E)
+  bool noise = true;         // Gaussian noise of std 1/E on the logits, in training only
+  bool renormalize = false;  // gates = top-k probabilities / their sum (else the raw ones)
+  /// 0: never drop; else each expert keeps its first ceil(factor * T * k / E) assignments, T the
+  /// tokens of the global batch (over RoutingContext::dp_group), in global token order.
+  double capacity_factor = 0;
 };
 
 /// The outcome of routing T tokens over E experts.

@@ -112,7 +112,9 @@ class MpiCommunicator : public Communicator {
     MOA_RETURN_IF_ERROR(Call(
         "all_to_all_v (counts)",
         MPI_Alltoall(send_rows.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, comm_)));
-    const int64_t row = input.dim() > 1 ? input.numel() / std::max<int64_t>(1, input.size(0)) : 1;
+    // Elements per row from the trailing shape (an input with no rows still has a row width).
+    int64_t row = 1;
+    for (int64_t d = 1; d < input.dim(); ++d) row *= input.size(d);
     std::vector<int> send_counts(size_), send_displs(size_), recv_counts(size_), recv_displs(size_);
     int64_t send_offset = 0, recv_offset = 0;
     for (int j = 0; j < size_; ++j) {

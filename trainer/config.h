@@ -67,6 +67,8 @@ struct ParallelConfig {
   int64_t dp = 0;
   int64_t ep = 0;
   std::string expert_mode;
+  double link_gb_per_s = 0;  // the planner's link rate (0: measured at start-up)
+  double gflops = 0;         // the planner's compute rate (0: measured at start-up)
   std::string device;
   double bucket_mb = 0;
 };

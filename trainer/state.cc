@@ -129,4 +129,37 @@ absl::StatusOr<TrainState> LoadTrainState(
   return state;
 }
 
+absl::Status BroadcastParameters(const std::vector<torch::Tensor>& params,
+                                 torch::optim::Optimizer* optimizer, parallel::Communicator& group,
+                                 int root) {
+  torch::NoGradGuard no_grad;
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(optimizer) != nullptr;
+  for (const torch::Tensor& p : params) {
+    torch::Tensor value = p.detach();
+    MOA_RETURN_IF_ERROR(group.Broadcast(value, root));
+    if (optimizer == nullptr) continue;
+    // The holder's step count (0: no state yet, nothing to copy).
+    AdamFields f;
+    auto it = optimizer->state().find(KeyOf(p));
+    if (group.rank() == root && it != optimizer->state().end() && !ReadFields(*it->second, &f)) {
+      return absl::UnimplementedError("expert parallelism's checkpoints support Adam and AdamW");
+    }
+    torch::Tensor step = torch::tensor({f.step}, torch::kInt64);
+    MOA_RETURN_IF_ERROR(group.Broadcast(step, root));
+    f.step = step.item<int64_t>();
+    if (f.step == 0) continue;
+    if (group.rank() != root) {
+      f.exp_avg = torch::zeros_like(value);
+      f.exp_avg_sq = torch::zeros_like(value);
+    }
+    MOA_RETURN_IF_ERROR(group.Broadcast(f.exp_avg, root));
+    MOA_RETURN_IF_ERROR(group.Broadcast(f.exp_avg_sq, root));
+    if (group.rank() != root) {
+      optimizer->state()[KeyOf(p)] = adamw ? MakeState<torch::optim::AdamWParamState>(f)
+                                           : MakeState<torch::optim::AdamParamState>(f);
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moa::trainer

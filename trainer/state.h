@@ -11,6 +11,8 @@
 #include <absl/status/statusor.h>
 #include <torch/torch.h>
 
+#include "parallel/communicator.h"
+
 namespace moa::trainer {
 
 struct TrainState {
@@ -32,5 +34,12 @@ absl::Status SaveTrainState(const std::string& path,
 absl::StatusOr<TrainState> LoadTrainState(
     const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& named,
     torch::optim::Optimizer& optimizer);
+
+/// Copies `params` and, with `optimizer`, their Adam/AdamW state from rank `root` of `group` to its
+/// other ranks (every rank calls it): how the holder of sharded experts refreshes the copies the
+/// other ranks keep for evaluation and checkpoints.
+absl::Status BroadcastParameters(const std::vector<torch::Tensor>& params,
+                                 torch::optim::Optimizer* optimizer, parallel::Communicator& group,
+                                 int root);
 
 }  // namespace moa::trainer

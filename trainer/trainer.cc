@@ -24,6 +24,7 @@
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_communicator.h"
+#include "trainer/expert_sharding.h"
 #include "trainer/selection.h"
 #include "trainer/state.h"
 #include "trainer/swad.h"
@@ -108,8 +109,15 @@ class Runner {
           "the launcher reports " + std::to_string(mesh.world_size) + " processes but MPI has " +
           std::to_string(world_.size()) + "; start moa with mpirun or srun --mpi=pmix");
     }
-    if (mesh.ep > 1) {
-      return absl::UnimplementedError("parallel.ep > 1 (expert parallelism) is not supported yet");
+    if (mesh.ep > 1 && config_.adapter.method != "moa") {
+      return absl::InvalidArgumentError("parallel.ep = " + std::to_string(mesh.ep) +
+                                        " shards MoA experts; it needs adapter.method = moa");
+    }
+    if (config_.data.batch_size % mesh.world_size != 0) {
+      return absl::InvalidArgumentError(
+          "data.batch_size = " + std::to_string(config_.data.batch_size) +
+          " does not divide among the " + std::to_string(mesh.world_size) +
+          " ranks (every rank takes an equal slice of each domain's minibatch)");
     }
     mesh_ = mesh;
     lead_ = world_.rank() == 0;
@@ -251,8 +259,9 @@ class Runner {
     stream_options.train_domains = train_envs_;
     stream_options.batch_size = config_.data.batch_size;
     stream_options.seed = config_.train.seed;
-    stream_options.dp_rank = mesh_.dp_rank();
-    stream_options.dp_size = mesh_.dp;
+    // Every rank, data- or expert-parallel, takes its own slice of the global batch.
+    stream_options.dp_rank = world_.rank();
+    stream_options.dp_size = world_.size();
     stream_options.prefetch = std::max<int64_t>(2, config_.data.workers * 2);
     const std::vector<std::pair<std::string, torch::Tensor>> named = TrainableParameters(*model_);
     double best_validation = -1;
@@ -275,22 +284,50 @@ class Runner {
     data::DomainStream stream(dataset_, stream_options);
     // Keyed router noise: this rank's samples are rows of the global batch (domain-major, each
     // rank holding a contiguous slice of every domain's minibatch).
-    const int64_t per_rank = config_.data.batch_size / mesh_.dp;
+    const int64_t per_rank = config_.data.batch_size / world_.size();
     model_->routing_context->global_batch =
         config_.data.batch_size * static_cast<int64_t>(train_envs_.size());
     model_->routing_context->global_rows.clear();
     for (size_t k = 0; k < train_envs_.size(); ++k) {
       for (int64_t j = 0; j < per_rank; ++j) {
         model_->routing_context->global_rows.push_back(
-            static_cast<int64_t>(k) * config_.data.batch_size + mesh_.dp_rank() * per_rank + j);
+            static_cast<int64_t>(k) * config_.data.batch_size + world_.rank() * per_rank + j);
       }
     }
     model_->routing_context->dp_group = &world_;
+    if (mesh_.ep > 1) {
+      ExpertShardingOptions options;
+      options.mode = config_.parallel.expert_mode;
+      options.tokens_per_rank =
+          per_rank * static_cast<int64_t>(train_envs_.size()) * TokensPerSample();
+      options.link_gb_per_s = config_.parallel.link_gb_per_s;
+      options.gflops = config_.parallel.gflops;
+      MOA_ASSIGN_OR_RETURN(sharding_, ExpertSharding::Create(moa_layers_, mesh_, world_, options));
+    }
+    // Gradients: shared parameters (and replicated experts) are averaged over all ranks; a
+    // sharded expert's gradient, which its holder summed over the tokens of its expert-parallel
+    // group, is averaged over the expert's replicas (the ranks with the same ep rank) and divided
+    // by ep. Copies of experts held elsewhere get no gradient and no update.
+    std::vector<torch::Tensor> shared_params, held_params;
+    for (const torch::Tensor& p : params) {
+      if (!sharding_ || !sharding_->IsShardedExpert(p)) {
+        shared_params.push_back(p);
+      } else if (sharding_->Holds(p)) {
+        held_params.push_back(p);
+      }
+    }
+    const int64_t bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20));
     MOA_ASSIGN_OR_RETURN(std::unique_ptr<parallel::Communicator> sync_group,
                          world_.Split(0, world_.rank()));
-    parallel::GradientSynchronizer sync(
-        std::move(sync_group), params,
-        static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20)));
+    parallel::GradientSynchronizer sync(std::move(sync_group), shared_params, bucket_bytes);
+    std::unique_ptr<parallel::GradientSynchronizer> expert_sync;
+    if (!held_params.empty()) {
+      MOA_ASSIGN_OR_RETURN(
+          std::unique_ptr<parallel::Communicator> replicas,
+          world_.Split(static_cast<int>(mesh_.ep_rank()), static_cast<int>(mesh_.dp_rank())));
+      expert_sync = std::make_unique<parallel::GradientSynchronizer>(std::move(replicas),
+                                                                     held_params, bucket_bytes);
+    }
 
     int64_t min_in = INT64_MAX;
     for (int64_t e : train_envs_) min_in = std::min<int64_t>(min_in, dataset_.domains[e].in.size());
@@ -313,6 +350,12 @@ class Runner {
       loss.backward();
       MOA_RETURN_IF_ERROR(sync.Finish());
       sync_seconds_ += sync.last_wait_seconds();
+      if (expert_sync) {
+        MOA_RETURN_IF_ERROR(expert_sync->Finish());
+        sync_seconds_ += expert_sync->last_wait_seconds();
+        torch::NoGradGuard no_grad;
+        for (torch::Tensor& p : held_params) p.mutable_grad().div_(static_cast<double>(mesh_.ep));
+      }
       // The global batch's loss: every rank sees the same value, so all stop together on NaN.
       torch::Tensor global_loss = loss.detach().reshape({1}).to(torch::kFloat64).clone();
       MOA_RETURN_IF_ERROR(world_.AllReduce(global_loss, parallel::ReduceOp::kAverage));
@@ -322,13 +365,18 @@ class Runner {
                                    std::to_string(step) + "; lower optim.lr or check the data");
       }
       optimizer->step();
+      // SWAD averages every rank's copy of every expert each step, and the replica check compares
+      // them: both need the holders' current experts.
+      if (sharding_ && (swad_ || config_.train.check_replicas)) {
+        MOA_RETURN_IF_ERROR(sharding_->Refresh(nullptr));
+      }
       if (config_.train.check_replicas) MOA_RETURN_IF_ERROR(CheckReplicas(params, step));
       if (swad_) swad_->Step();
       loss_sum += loss_value;
       step_time_sum += step_clock.Seconds();
       train_seconds_ += step_clock.Seconds();
       ++interval_steps;
-      interval_images += batch.images.size(0) * mesh_.dp;  // the global batch
+      interval_images += batch.images.size(0) * world_.size();  // the global batch
 
       const bool checkpoint = step % freq == 0 || step == steps - 1;
       const bool log_now = config_.train.log_every > 0 && step % config_.train.log_every == 0;
@@ -352,6 +400,8 @@ class Runner {
       record["step_time"] = step_time_sum / interval_steps;
       record["images_per_s"] = images_per_s;
       Stopwatch eval_clock;
+      // Evaluation and checkpoints see every expert as its holder trained it.
+      if (sharding_) MOA_RETURN_IF_ERROR(sharding_->Refresh(optimizer.get()));
       Evaluate(record);
       eval_seconds_ += eval_clock.Seconds();
       ++evals_done_;
@@ -489,6 +539,13 @@ class Runner {
       }
     }
     return absl::OkStatus();
+  }
+
+  // Tokens a sample carries through an adapted layer: the ViT's patches plus its class token.
+  int64_t TokensPerSample() const {
+    if (config_.model.arch != "vit") return 1;
+    const int64_t side = config_.model.img_size / config_.model.patch_size;
+    return side * side + 1;
   }
 
   // This rank's contiguous share of an evaluation split.
@@ -640,6 +697,7 @@ class Runner {
   std::vector<nlohmann::json> records_;
   std::string run_dir_;
   std::vector<std::shared_ptr<MoaAdapterImpl>> moa_layers_;
+  std::unique_ptr<ExpertSharding> sharding_;
   std::unique_ptr<Swad> swad_;
   nlohmann::json swad_record_;
   double train_seconds_ = 0;

@@ -74,6 +74,16 @@ void AllToAllVCases(Communicator& comm) {
       torch::Tensor got,
       comm.AllToAllV(torch::full({4, 2}, static_cast<double>(r), torch::kFloat64), to_zero, &recv));
   EXPECT_EQ(got.size(0), r == 0 ? 4 * n : 0);
+  // Rank 0 has nothing to send (an input with no rows) but still receives a row from each other.
+  const torch::Tensor nothing_or_one_each =
+      r == 0 ? torch::zeros({0, 2}) : torch::full({n, 2}, static_cast<float>(r));
+  MOA_ASSERT_OK_AND_ASSIGN(
+      torch::Tensor from_others,
+      comm.AllToAllV(nothing_or_one_each, std::vector<int64_t>(n, r == 0 ? 0 : 1), &recv));
+  ASSERT_EQ(from_others.size(0), n - 1);
+  for (int src = 1; src < n; ++src) {
+    EXPECT_TRUE(torch::equal(from_others[src - 1], torch::full({2}, static_cast<float>(src))));
+  }
   // A table that does not match the input is refused without communicating.
   EXPECT_FALSE(comm.AllToAllV(torch::zeros({3, 2}), std::vector<int64_t>(n, 0), nullptr).ok());
 }

@@ -1,0 +1,181 @@
+#include "moa/expert_planner.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+
+#include <torch/torch.h>
+
+#include "common/timer.h"
+
+namespace moa {
+namespace {
+
+constexpr double kFloatBytes = 4;
+// Forward plus backward (input and weight gradients) cost three forwards.
+constexpr double kTrainingPasses = 3;
+
+// A ring all-reduce of `bytes` over `ranks` ranks.
+double AllReduceSeconds(double bytes, int64_t ranks, const MachineRates& rates) {
+  if (ranks <= 1 || bytes <= 0) return 0;
+  return 2.0 * static_cast<double>(ranks - 1) / static_cast<double>(ranks) * bytes /
+             rates.link_bytes_per_s +
+         rates.latency_s;
+}
+
+}  // namespace
+
+std::string ExpertModeEstimate::Describe() const {
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "%s: sharded %.3g ms (experts %.3g, all-to-all %.3g for %.3g MB, gradients %.3g "
+                "for %.3g MB, update %.3g) vs replicated %.3g ms (experts %.3g, gradients %.3g "
+                "for %.3g MB, update %.3g)",
+                choose_sharded() ? "sharded" : "replicated", sharded_s() * 1e3,
+                sharded_compute_s * 1e3, sharded_exchange_s * 1e3, exchange_bytes / 1e6,
+                sharded_gradient_s * 1e3, sharded_gradient_bytes / 1e6, sharded_update_s * 1e3,
+                replicated_s() * 1e3, replicated_compute_s * 1e3, replicated_gradient_s * 1e3,
+                replicated_gradient_bytes / 1e6, replicated_update_s * 1e3);
+  return line;
+}
+
+ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp, int64_t ep,
+                                       const std::vector<int>& owner, const MachineRates& rates) {
+  ExpertModeEstimate e;
+  const int64_t experts = static_cast<int64_t>(shape.expert_parameters.size());
+  const int64_t world = dp * ep;
+  // Evenly spread routing: each expert sees tokens * k / E of every rank's tokens.
+  const double per_expert_tokens =
+      static_cast<double>(shape.tokens_per_rank * shape.top_k) / static_cast<double>(experts);
+  const double all_parameters = static_cast<double>(
+      std::accumulate(shape.expert_parameters.begin(), shape.expert_parameters.end(), int64_t{0}));
+
+  double own_flops = 0;
+  for (int64_t x = 0; x < experts; ++x)
+    own_flops += per_expert_tokens * shape.expert_flops_per_token[x];
+  e.replicated_compute_s = kTrainingPasses * own_flops / rates.flops_per_s;
+  e.replicated_gradient_bytes = all_parameters * kFloatBytes;
+  e.replicated_gradient_s = AllReduceSeconds(e.replicated_gradient_bytes, world, rates);
+  e.replicated_update_s = all_parameters * rates.update_s_per_parameter;
+
+  // The busiest holder: its experts' tokens from all ep ranks, its parameters.
+  std::vector<double> holder_flops(ep, 0), holder_parameters(ep, 0);
+  for (int64_t x = 0; x < experts; ++x) {
+    holder_flops[owner[x]] +=
+        static_cast<double>(ep) * per_expert_tokens * shape.expert_flops_per_token[x];
+    holder_parameters[owner[x]] += static_cast<double>(shape.expert_parameters[x]);
+  }
+  const double busiest_flops = *std::max_element(holder_flops.begin(), holder_flops.end());
+  const double busiest_parameters =
+      *std::max_element(holder_parameters.begin(), holder_parameters.end());
+  e.sharded_compute_s = kTrainingPasses * busiest_flops / rates.flops_per_s;
+  // Tokens whose expert lives on another rank: (ep - 1) / ep of them, each crossing with its
+  // input features and coming back with its output features, twice (forward and backward).
+  const double remote = static_cast<double>(shape.tokens_per_rank * shape.top_k) *
+                        static_cast<double>(ep - 1) / static_cast<double>(ep);
+  e.exchange_bytes =
+      2.0 * remote * static_cast<double>(shape.in_features + shape.out_features) * kFloatBytes;
+  // Four payload exchanges, each preceded by its counts.
+  e.sharded_exchange_s =
+      ep > 1 ? e.exchange_bytes / rates.all_to_all_bytes_per_s + 8 * rates.latency_s : 0;
+  e.sharded_gradient_bytes = busiest_parameters * kFloatBytes;
+  e.sharded_gradient_s = AllReduceSeconds(e.sharded_gradient_bytes, dp, rates);
+  e.sharded_update_s = busiest_parameters * rates.update_s_per_parameter;
+  return e;
+}
+
+double ExpertFlopsPerToken(const MoaAdapterImpl& layer, int64_t e) {
+  const double in = static_cast<double>(layer.in_features());
+  const double out = static_cast<double>(layer.out_features());
+  if (layer.config().expert == "kronecker") return 2.0 * in * out;
+  return 2.0 * static_cast<double>(layer.config().ranks.at(e)) * (in + out);
+}
+
+ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank) {
+  ExpertLayerShape shape;
+  shape.in_features = layer.in_features();
+  shape.out_features = layer.out_features();
+  shape.tokens_per_rank = tokens_per_rank;
+  shape.top_k = layer.config().top_k;
+  for (int64_t e = 0; e < layer.num_experts(); ++e) {
+    int64_t count = 0;
+    for (const torch::Tensor& p : layer.expert(e)->parameters()) count += p.numel();
+    shape.expert_parameters.push_back(count);
+    shape.expert_flops_per_token.push_back(ExpertFlopsPerToken(layer, e));
+  }
+  return shape;
+}
+
+namespace {
+
+// The median of `repeats` timings of `work` (after one warm-up call).
+template <typename Work>
+double MedianSeconds(int repeats, Work work) {
+  work();
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    Stopwatch clock;
+    work();
+    times.push_back(clock.Seconds());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+void ThrowIfError(const absl::Status& status) {
+  TORCH_CHECK(status.ok(), std::string(status.message()));
+}
+
+}  // namespace
+
+MachineRates MeasureMachineRates(parallel::Communicator& world) {
+  torch::NoGradGuard no_grad;
+  MachineRates rates;
+  const int64_t n = 384;
+  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  torch::Tensor product = torch::empty({n, n});
+  rates.flops_per_s = 2.0 * n * n * n / MedianSeconds(5, [&] { torch::mm_out(product, a, b); });
+  const int64_t count = 1 << 20;
+  torch::Tensor weight = torch::zeros({count}).requires_grad_(true);
+  weight.mutable_grad() = torch::randn({count});
+  torch::optim::Adam adam({weight}, torch::optim::AdamOptions(1e-3));
+  rates.update_s_per_parameter = MedianSeconds(5, [&] { adam.step(); }) / count;
+  const int ranks = world.size();
+  if (ranks == 1) return rates;
+  // Every rank must time the same collectives: barriers keep the starts together.
+  const int64_t floats = 1 << 20;  // 4 MiB
+  torch::Tensor buffer = torch::ones({floats});
+  const double reduce_s = MedianSeconds(5, [&] {
+    ThrowIfError(world.Barrier());
+    ThrowIfError(world.AllReduce(buffer, parallel::ReduceOp::kSum));
+  });
+  torch::Tensor one = torch::ones({1});
+  rates.latency_s = MedianSeconds(9, [&] {
+    ThrowIfError(world.Barrier());
+    ThrowIfError(world.AllReduce(one, parallel::ReduceOp::kSum));
+  });
+  rates.link_bytes_per_s =
+      2.0 * (ranks - 1) / ranks * floats * 4.0 / std::max(1e-9, reduce_s - rates.latency_s);
+  const torch::Tensor rows = torch::ones({floats / 256, 256});
+  const std::vector<int64_t> send(ranks, rows.size(0) / ranks);
+  const double exchange_s = MedianSeconds(5, [&] {
+    ThrowIfError(world.Barrier());
+    ThrowIfError(world.AllToAllV(rows, send, nullptr).status());
+  });
+  rates.all_to_all_bytes_per_s = static_cast<double>(ranks - 1) / ranks * floats * 4.0 /
+                                 std::max(1e-9, exchange_s - rates.latency_s);
+  // Every rank decides with the same numbers: the world's average.
+  torch::Tensor shared =
+      torch::tensor({rates.flops_per_s, rates.update_s_per_parameter, rates.latency_s,
+                     rates.link_bytes_per_s, rates.all_to_all_bytes_per_s},
+                    torch::kFloat64);
+  ThrowIfError(world.AllReduce(shared, parallel::ReduceOp::kAverage));
+  rates.flops_per_s = shared[0].item<double>();
+  rates.update_s_per_parameter = shared[1].item<double>();
+  rates.latency_s = shared[2].item<double>();
+  rates.link_bytes_per_s = shared[3].item<double>();
+  rates.all_to_all_bytes_per_s = shared[4].item<double>();
+  return rates;
+}
+
+}  // namespace moa

@@ -1,0 +1,77 @@
+// Chooses, per MoA layer, between sharding the experts over the expert-parallel group and
+// replicating them on every rank (parallel.expert_mode = auto), from a cost model of one training
+// step: token all-to-all bytes and the holders' expert FLOPs against gradient all-reduce bytes and
+// optimizer updates, priced with link and compute rates measured at start-up or configured.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moa/moa_layer.h"
+#include "parallel/communicator.h"
+
+namespace moa {
+
+/// What one step of a layer looks like from one rank.
+struct ExpertLayerShape {
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  int64_t tokens_per_rank = 0;  // tokens entering the layer on each rank per step
+  int64_t top_k = 1;
+  std::vector<int64_t> expert_parameters;      // trainable numbers per expert
+  std::vector<double> expert_flops_per_token;  // forward multiply-adds x 2 per routed token
+};
+
+/// Machine rates the estimate is priced with.
+struct MachineRates {
+  double link_bytes_per_s = 0;  // all-reduce bus bandwidth
+  double all_to_all_bytes_per_s = 0;
+  double latency_s = 0;               // one collective's fixed cost
+  double flops_per_s = 0;             // dense matrix products
+  double update_s_per_parameter = 0;  // one optimizer update of one parameter (Adam)
+};
+
+/// The estimate behind one layer's choice, in seconds per step on the busiest rank.
+struct ExpertModeEstimate {
+  // Replicated: every rank runs its own tokens through every expert, then all-reduces all expert
+  // gradients over the world and updates every expert.
+  double replicated_compute_s = 0, replicated_gradient_s = 0, replicated_update_s = 0;
+  // Sharded: four all-to-alls move the routed tokens (forward there and back, backward the same),
+  // the holder runs its experts for the whole group, all-reduces its experts' gradients over their
+  // replicas (dp ranks) and updates only them.
+  double sharded_compute_s = 0, sharded_exchange_s = 0, sharded_gradient_s = 0,
+         sharded_update_s = 0;
+  double exchange_bytes = 0;             // all-to-all bytes a rank sends per step (sharded)
+  double replicated_gradient_bytes = 0;  // gradient bytes a rank all-reduces (replicated)
+  double sharded_gradient_bytes = 0;
+  double replicated_s() const {
+    return replicated_compute_s + replicated_gradient_s + replicated_update_s;
+  }
+  double sharded_s() const {
+    return sharded_compute_s + sharded_exchange_s + sharded_gradient_s + sharded_update_s;
+  }
+  bool choose_sharded() const { return sharded_s() < replicated_s(); }
+  /// One line: the choice and the terms behind it.
+  std::string Describe() const;
+};
+
+/// Prices both modes for a dp x ep mesh with the experts placed by `owner` (expert -> rank of
+/// the expert-parallel group), assuming routing spreads each rank's tokens evenly over experts
+/// (what the load-balancing loss aims for).
+ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp, int64_t ep,
+                                       const std::vector<int>& owner, const MachineRates& rates);
+
+/// Forward FLOPs per routed token of expert `e`: 2 r (in + out) for a rank-r LoRA expert, 2 in out
+/// for a Kronecker expert (its update matrix is applied whole). The placement cost of an expert.
+double ExpertFlopsPerToken(const MoaAdapterImpl& layer, int64_t e);
+
+/// The layer's shape for EstimateExpertModes, with `tokens_per_rank` tokens per rank and step.
+ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank);
+
+/// Measures the rates on this machine: a matrix product, Adam updates, and (over `world`, every
+/// rank calling) an all-reduce and an all-to-all of a few MiB plus a one-number all-reduce for
+/// latency. With one rank the link rates are left at 0.
+MachineRates MeasureMachineRates(parallel::Communicator& world);
+
+}  // namespace moa

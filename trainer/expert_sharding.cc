@@ -1,0 +1,80 @@
+#include "trainer/expert_sharding.h"
+
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "moa/expert_placement.h"
+#include "trainer/state.h"
+
+namespace moa::trainer {
+
+absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
+    const std::vector<std::shared_ptr<MoaAdapterImpl>>& layers, const parallel::Mesh& mesh,
+    parallel::Communicator& world, const ExpertShardingOptions& options) {
+  auto sharding = std::unique_ptr<ExpertSharding>(new ExpertSharding());
+  sharding->layers_ = layers;
+  MOA_ASSIGN_OR_RETURN(sharding->ep_group_, world.Split(static_cast<int>(mesh.dp_rank()),
+                                                        static_cast<int>(mesh.ep_rank())));
+  if (options.mode == "auto") {
+    sharding->rates_ = MeasureMachineRates(world);
+    if (options.gflops > 0) sharding->rates_.flops_per_s = options.gflops * 1e9;
+    if (options.link_gb_per_s > 0) {
+      sharding->rates_.link_bytes_per_s = sharding->rates_.all_to_all_bytes_per_s =
+          options.link_gb_per_s * 1e9;
+    }
+  }
+  const bool lead = world.rank() == 0;
+  for (const auto& layer : layers) {
+    ExpertLayerPlan plan;
+    std::vector<int64_t> costs;
+    for (int64_t e = 0; e < layer->num_experts(); ++e) {
+      costs.push_back(static_cast<int64_t>(ExpertFlopsPerToken(*layer, e)));
+    }
+    auto owner = PartitionExperts(costs, static_cast<int>(mesh.ep));
+    if (!owner.ok()) {
+      return absl::InvalidArgumentError(
+          "parallel.ep = " + std::to_string(mesh.ep) + " cannot shard MoA layer " +
+          std::to_string(layer->layer()) + ": " + std::string(owner.status().message()));
+    }
+    plan.owner = *owner;
+    if (options.mode == "auto") {
+      plan.estimate = EstimateExpertModes(ShapeOf(*layer, options.tokens_per_rank), mesh.dp,
+                                          mesh.ep, plan.owner, sharding->rates_);
+      plan.sharded = plan.estimate.choose_sharded();
+    } else {
+      plan.sharded = options.mode == "sharded";
+    }
+    if (plan.sharded) {
+      layer->set_expert_parallel({sharding->ep_group_.get(), plan.owner});
+      for (int64_t e = 0; e < layer->num_experts(); ++e) {
+        for (const torch::Tensor& p : layer->expert(e)->parameters()) {
+          sharding->sharded_.insert(Key(p));
+          if (plan.owner[e] == mesh.ep_rank()) sharding->held_.insert(Key(p));
+        }
+      }
+    }
+    if (lead) {
+      std::string placement;
+      for (int o : plan.owner) placement += (placement.empty() ? "" : ",") + std::to_string(o);
+      Log(LogLevel::kInfo) << "MoA layer " << layer->layer() << " (" << layer->in_features()
+                           << " -> " << layer->out_features() << ", experts on ep ranks "
+                           << placement << "): "
+                           << (options.mode == "auto" ? plan.estimate.Describe()
+                                                      : options.mode + " (parallel.expert_mode)");
+    }
+    sharding->plans_.push_back(std::move(plan));
+  }
+  return sharding;
+}
+
+absl::Status ExpertSharding::Refresh(torch::optim::Optimizer* optimizer) {
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    if (!plans_[l].sharded) continue;
+    for (int64_t e = 0; e < layers_[l]->num_experts(); ++e) {
+      MOA_RETURN_IF_ERROR(BroadcastParameters(layers_[l]->expert(e)->parameters(), optimizer,
+                                              *ep_group_, plans_[l].owner[e]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moa::trainer

@@ -1,0 +1,67 @@
+// Expert parallelism in the training loop (DESIGN.md section 3, steps 2 and 4): the
+// expert-parallel group, each MoA layer's mode (sharded or replicated, by parallel.expert_mode and
+// the planner's estimate) and expert placement, which expert parameters this rank updates, and the
+// refresh that copies sharded experts from their holders to every rank before evaluation and
+// checkpoints, so checkpoints have the same layout at any ep.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <absl/status/statusor.h>
+#include <torch/torch.h>
+
+#include "moa/expert_planner.h"
+#include "moa/moa_layer.h"
+#include "parallel/communicator.h"
+#include "parallel/mesh.h"
+
+namespace moa::trainer {
+
+struct ExpertShardingOptions {
+  std::string mode = "auto";  // auto, sharded, replicated
+  int64_t tokens_per_rank = 0;
+  /// Configured rates (0: measure at start-up).
+  double link_gb_per_s = 0;
+  double gflops = 0;
+};
+
+/// One MoA layer's plan.
+struct ExpertLayerPlan {
+  bool sharded = false;
+  std::vector<int> owner;  // expert -> rank of the expert-parallel group
+  ExpertModeEstimate estimate;
+};
+
+class ExpertSharding {
+ public:
+  /// Plans every layer for `mesh` (ep > 1) and hands the sharded ones their group. Every rank of
+  /// `world` calls it (the rates are measured together).
+  static absl::StatusOr<std::unique_ptr<ExpertSharding>> Create(
+      const std::vector<std::shared_ptr<MoaAdapterImpl>>& layers, const parallel::Mesh& mesh,
+      parallel::Communicator& world, const ExpertShardingOptions& options);
+
+  /// True for an expert parameter of a sharded layer (held here or elsewhere).
+  bool IsShardedExpert(const torch::Tensor& p) const { return sharded_.count(Key(p)) > 0; }
+  /// True for an expert parameter of a sharded layer that this rank holds and updates.
+  bool Holds(const torch::Tensor& p) const { return held_.count(Key(p)) > 0; }
+  /// Copies every sharded expert, and with `optimizer` its optimizer state, from its holder to
+  /// the other ranks of the expert-parallel group.
+  absl::Status Refresh(torch::optim::Optimizer* optimizer);
+  const std::vector<ExpertLayerPlan>& plans() const { return plans_; }
+  const MachineRates& rates() const { return rates_; }
+
+ private:
+  static const void* Key(const torch::Tensor& p) { return p.unsafeGetTensorImpl(); }
+
+  std::unique_ptr<parallel::Communicator> ep_group_;
+  std::vector<std::shared_ptr<MoaAdapterImpl>> layers_;
+  std::vector<ExpertLayerPlan> plans_;
+  std::set<const void*> sharded_, held_;
+  MachineRates rates_;
+};
+
+}  // namespace moa::trainer
