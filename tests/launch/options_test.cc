@@ -76,6 +76,13 @@ TEST_F(OptionsTest, CrossKeyRules) {
   EXPECT_NE(m.find("adapter.method"), std::string::npos) << m;
   m = Error("[data]\ntest_envs = 0,1,2,3,4,5\n");
   EXPECT_NE(m.find("no training environment"), std::string::npos) << m;
+  // Expert parallelism shards MoA experts: it needs MoA, and an expert for every rank.
+  m = Error("[adapter]\nmethod = lora\n[parallel]\nep = 2\n");
+  EXPECT_NE(m.find("parallel.ep"), std::string::npos) << m;
+  EXPECT_NE(m.find("adapter.method = moa"), std::string::npos) << m;
+  m = Error("[adapter]\nmethod = moa\n[moa]\nranks = 1,2,4\n[parallel]\nep = 4\n");
+  EXPECT_NE(m.find("parallel.ep = 4 exceeds the 3 experts"), std::string::npos) << m;
+  EXPECT_TRUE(LoadConfig("", {"adapter.method=moa", "moa.ranks=1,2,4", "parallel.ep=3"}).ok());
 }
 
 TEST_F(OptionsTest, MissingFileIsNamed) {

@@ -1,7 +1,9 @@
 // Expert parallelism under mpirun (2 and 4 ranks): a sharded MoA layer on each rank's slice of
 // the global batch gives the outputs, input gradients, router gradients (summed over ranks) and
-// expert gradients (on the expert's holder) of the same layer on the whole batch in one process,
-// with router noise, top-k = 2, the auxiliary loss, and Kronecker dropout.
+// expert gradients (on the expert's holder, summed over its replicas) of the same layer on the
+// whole batch in one process: with router noise, top-k = 2, the auxiliary loss and Kronecker
+// dropout; with a capacity that drops assignments; with routing that sends every token to one
+// expert (the other holders get no token); and with the world split into dp x ep groups.
 #include <gtest/gtest.h>
 
 #include "moa/expert_placement.h"
@@ -12,15 +14,29 @@
 namespace moa {
 namespace {
 
-class ShardedLayerTest : public ::testing::TestWithParam<std::string> {};
+struct Case {
+  std::string name;
+  std::string expert = "lora";
+  int64_t top_k = 2;
+  double capacity_factor = 0;
+  bool all_to_one = false;  // the router prefers expert 2 for every token, no noise
+  int ep = 0;               // 0: the whole world; else dp = world / ep groups
+};
+
+class ShardedLayerTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
+  const Case c = GetParam();
   auto world = parallel::MakeWorldCommunicator();
   const int ranks = world->size(), me = world->rank();
   ASSERT_GT(ranks, 1) << "run under mpirun";
+  const int ep = c.ep > 0 ? c.ep : ranks;
+  if (ep > 4 || ranks % ep != 0) GTEST_SKIP() << ranks << " ranks do not make this mesh";
   MoaConfig config;
-  config.expert = GetParam();
-  config.top_k = 2;
+  config.expert = c.expert;
+  config.top_k = c.top_k;
+  config.capacity_factor = c.capacity_factor;
+  config.noise = !c.all_to_one;
   config.phm_dim = 8;
   config.aux_loss = true;
   config.proj_dim = 8;
@@ -37,16 +53,26 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
     for (auto& p : layer->named_parameters()) {
       if (p.key().find(".B") != std::string::npos) p.value().normal_(0, 0.3);
     }
+    if (c.all_to_one) {
+      // A linear router whose bias puts expert 2 far ahead of the others.
+      layer->router->proj->weight.zero_();
+      layer->router->proj->bias.copy_(torch::tensor({0.0f, 1.0f, 50.0f, 2.0f}));
+    }
     layer->train();
     return layer;
   };
+  if (c.all_to_one) config.router = "linear";
   auto whole = build();
   auto sharded = build();
   std::vector<int64_t> costs;
   for (int64_t r : config.ranks) costs.push_back(r);
-  MOA_ASSERT_OK_AND_ASSIGN(std::vector<int> owner, PartitionExperts(costs, std::min(ranks, 4)));
-  if (ranks > 4) GTEST_SKIP() << "more ranks than experts";
-  sharded->set_expert_parallel({world.get(), owner});
+  MOA_ASSERT_OK_AND_ASSIGN(std::vector<int> owner, PartitionExperts(costs, ep));
+  // dp-major ranks: rank = dp_rank * ep + ep_rank.
+  MOA_ASSERT_OK_AND_ASSIGN(std::unique_ptr<parallel::Communicator> ep_group,
+                           world->Split(me / ep, me % ep));
+  MOA_ASSERT_OK_AND_ASSIGN(std::unique_ptr<parallel::Communicator> replicas,
+                           world->Split(me % ep, me / ep));
+  sharded->set_expert_parallel({ep_group.get(), owner});
 
   torch::manual_seed(5);
   const torch::Tensor x = torch::randn({samples, tokens, dim});
@@ -55,7 +81,13 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
   const torch::Tensor xw = x.clone().requires_grad_(true);
   const torch::Tensor yw = whole->Delta(xw);
   ((yw * w).sum() + whole->aux_loss()).backward();
-  // This rank's slice, with noise rows and aux sums of the global batch.
+  if (c.capacity_factor > 0) {
+    ASSERT_GT(whole->last_routing().dropped, 0) << "the capacity must drop assignments";
+  }
+  if (c.all_to_one) {
+    ASSERT_EQ(whole->last_routing().expert_tokens[2].numel(), samples * tokens);
+  }
+  // This rank's slice, with noise rows, capacity and aux sums of the global batch.
   const int64_t per = samples / ranks;
   context->global_batch = samples;
   context->global_rows.clear();
@@ -78,17 +110,30 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
       EXPECT_TRUE(torch::allclose(summed, expected, 1e-4, 1e-6)) << name;
     } else if (name.rfind("experts.", 0) == 0) {
       const int e = std::stoi(name.substr(8, name.find('.', 8) - 8));
-      if (owner[e] == me) {
-        ASSERT_TRUE(p.value().grad().defined()) << name;
-        EXPECT_TRUE(torch::allclose(p.value().grad(), expected, 1e-4, 1e-6)) << name;
-      } else {
+      if (owner[e] != me % ep) {
         EXPECT_FALSE(p.value().grad().defined()) << name << " is computed elsewhere";
+        continue;
       }
+      // The holder of each ep group has its group's tokens; summed over the replicas, the
+      // whole batch's. An expert no token chose has no gradient anywhere.
+      torch::Tensor summed =
+          p.value().grad().defined() ? p.value().grad().clone() : torch::zeros_like(p.value());
+      MOA_ASSERT_OK(replicas->AllReduce(summed, parallel::ReduceOp::kSum));
+      const torch::Tensor want = expected.defined() ? expected : torch::zeros_like(p.value());
+      EXPECT_TRUE(torch::allclose(summed, want, 1e-4, 1e-6)) << name;
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Experts, ShardedLayerTest, ::testing::Values("lora", "kronecker"));
+INSTANTIATE_TEST_SUITE_P(Cases, ShardedLayerTest,
+                         ::testing::Values(Case{"lora_top2"}, Case{"kronecker_top2", "kronecker"},
+                                           Case{"lora_capacity", "lora", 2, 0.5},
+                                           Case{"kronecker_capacity", "kronecker", 1, 0.7},
+                                           Case{"all_to_one_expert", "lora", 1, 0, true},
+                                           Case{"dp2_ep2", "kronecker", 2, 0.6, false, 2}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.name;
+                         });
 
 }  // namespace
 }  // namespace moa
