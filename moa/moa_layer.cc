@@ -2,6 +2,7 @@
 
 #include <functional>
 
+#include "common/timer.h"
 #include "parallel/autograd_collectives.h"
 
 namespace moa {
@@ -53,6 +54,7 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   const torch::Tensor tokens = x.reshape({-1, in_features});
   const int64_t tokens_per_sample = x.dim() == 3 ? x.size(1) : 1;
 
+  Stopwatch clock;
   RouteOptions route;
   route.top_k = config_.top_k;
   route.noise = config_.noise;
@@ -60,6 +62,8 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   route.capacity_factor = config_.capacity_factor;
   Routing routing =
       Route(router->Logits(tokens), route, *context_, layer_, tokens_per_sample, training);
+  timings_.route_s += clock.Seconds();
+  ++timings_.forwards;
 
   // Each expert's computation for this forward; Kronecker experts build H once (with the step's
   // dropout mask keyed by (seed, step, layer, expert)).
@@ -95,8 +99,11 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
       ids.push_back(routing.expert_tokens[e]);
       slots.push_back(routing.expert_slots[e]);
     }
+    clock.Reset();
     const torch::Tensor order = torch::cat(ids);
     const torch::Tensor gathered = tokens.index_select(0, order);
+    timings_.dispatch_s += clock.Seconds();
+    clock.Reset();
     std::vector<torch::Tensor> outputs;
     int64_t offset = 0;
     for (int64_t e = 0; e < experts; ++e) {
@@ -104,6 +111,8 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
       if (count > 0) outputs.push_back(apply[e](gathered.narrow(0, offset, count)));
       offset += count;
     }
+    timings_.experts_s += clock.Seconds();
+    clock.Reset();
     if (outputs.empty()) {
       // Every assignment was dropped: the adapters add nothing.
       y = torch::zeros({tokens.size(0), out_features_}, tokens.options());
@@ -113,6 +122,7 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
       y = torch::zeros({tokens.size(0), weighted.size(1)}, weighted.options())
               .index_add(0, order, weighted);
     }
+    timings_.combine_s += clock.Seconds();
   }
   if (bias.defined()) y = y + bias;
 
@@ -143,6 +153,7 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   const int ranks = group->size();
   const int me = group->rank();
   const int64_t experts = num_experts();
+  Stopwatch clock;
   // Assignments grouped by holder rank, then by expert: the send order.
   std::vector<torch::Tensor> ids, slots;
   std::vector<int64_t> send_rows(ranks, 0), count_rows(ranks, 0), counts;
@@ -172,6 +183,13 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   const torch::Tensor order = torch::cat(ids);
   const torch::Tensor arrived =
       parallel::DifferentiableAllToAllV(tokens.index_select(0, order), send_rows, recv_rows, group);
+  timings_.dispatch_s += clock.Seconds();
+  clock.Reset();
+  for (int r = 0; r < ranks; ++r) {
+    if (r == me) continue;
+    timings_.bytes_sent += (send_rows[r] * tokens.size(1) + recv_rows[r] * out_features_) *
+                           static_cast<int64_t>(tokens.element_size());
+  }
   // Rows from source s come grouped by my experts; collect each expert's rows from all sources.
   std::vector<std::vector<int64_t>> rows_of(local.size());
   int64_t row = 0;
@@ -201,12 +219,16 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
       computed.requires_grad_(true);
     }
   }
+  timings_.experts_s += clock.Seconds();
+  clock.Reset();
   // The inverse exchange brings every token's expert output home, in the send order.
   const torch::Tensor returned =
       parallel::DifferentiableAllToAllV(computed, recv_rows, send_rows, group);
   const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
-  return torch::zeros({tokens.size(0), out_features_}, tokens.options())
-      .index_add(0, order, returned * gates);
+  torch::Tensor y = torch::zeros({tokens.size(0), out_features_}, tokens.options())
+                        .index_add(0, order, returned * gates);
+  timings_.combine_s += clock.Seconds();
+  return y;
 }
 
 }  // namespace moa

@@ -49,6 +49,16 @@ struct RouterStats {
   int64_t forwards = 0;
 };
 
+/// Where a layer's forward time goes (accumulated until ResetTimings): routing, dispatch (the
+/// gather, or the counts and token all-to-alls), the experts, and combine (the return all-to-all
+/// and the gate-weighted scatter), plus the token bytes this rank sent to other ranks. The
+/// backward pass moves the same bytes again in the other direction.
+struct DispatchTimings {
+  double route_s = 0, dispatch_s = 0, experts_s = 0, combine_s = 0;
+  int64_t bytes_sent = 0;
+  int64_t forwards = 0;
+};
+
 /// Expert parallelism for one layer: the expert-parallel group and the rank of it that holds
 /// each expert (PartitionExperts). In training only the holder computes (and gets gradients
 /// for) its experts, tokens travelling with all_to_all_v; every rank keeps a copy of every
@@ -73,6 +83,8 @@ class MoaAdapterImpl : public AdapterImpl {
   const torch::Tensor& aux_loss() const { return aux_loss_; }
   const RouterStats& stats() const { return stats_; }
   void ResetStats();
+  const DispatchTimings& timings() const { return timings_; }
+  void ResetTimings() { timings_ = DispatchTimings(); }
   /// Shards the experts over `ep.group` (routed dispatch).
   void set_expert_parallel(ExpertParallel ep) { ep_ = std::move(ep); }
   const ExpertParallel& expert_parallel() const { return ep_; }
@@ -105,6 +117,7 @@ class MoaAdapterImpl : public AdapterImpl {
   std::vector<std::shared_ptr<AdapterImpl>> experts_;
   torch::Tensor aux_loss_;
   RouterStats stats_;
+  DispatchTimings timings_;
   Routing last_routing_;
 };
 
