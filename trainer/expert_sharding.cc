@@ -12,6 +12,7 @@ absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
     parallel::Communicator& world, const ExpertShardingOptions& options) {
   auto sharding = std::unique_ptr<ExpertSharding>(new ExpertSharding());
   sharding->layers_ = layers;
+  sharding->ep_rank_ = static_cast<int>(mesh.ep_rank());
   MOA_ASSIGN_OR_RETURN(sharding->ep_group_, world.Split(static_cast<int>(mesh.dp_rank()),
                                                         static_cast<int>(mesh.ep_rank())));
   if (options.mode == "auto") {
@@ -75,6 +76,18 @@ absl::Status ExpertSharding::Refresh(torch::optim::Optimizer* optimizer) {
     }
   }
   return absl::OkStatus();
+}
+
+void ExpertSharding::ForgetForeignState(torch::optim::Optimizer& optimizer) const {
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    if (!plans_[l].sharded) continue;
+    for (int64_t e = 0; e < layers_[l]->num_experts(); ++e) {
+      if (plans_[l].owner[e] == ep_rank_) continue;
+      for (const torch::Tensor& p : layers_[l]->expert(e)->parameters()) {
+        optimizer.state().erase(OptimizerStateKey(p));
+      }
+    }
+  }
 }
 
 }  // namespace moa::trainer

@@ -51,6 +51,9 @@ class ExpertSharding {
   /// Copies every sharded expert, and with `optimizer` its optimizer state, from its holder to
   /// the other ranks of the expert-parallel group.
   absl::Status Refresh(torch::optim::Optimizer* optimizer);
+  /// Drops the optimizer state Refresh copied for experts held elsewhere (once the checkpoint is
+  /// written), so a rank keeps optimizer state only for what it updates.
+  void ForgetForeignState(torch::optim::Optimizer& optimizer) const;
   const std::vector<ExpertLayerPlan>& plans() const { return plans_; }
   const MachineRates& rates() const { return rates_; }
 
@@ -61,6 +64,7 @@ class ExpertSharding {
   std::vector<std::shared_ptr<MoaAdapterImpl>> layers_;
   std::vector<ExpertLayerPlan> plans_;
   std::set<const void*> sharded_, held_;
+  int ep_rank_ = 0;
   MachineRates rates_;
 };
 

@@ -12,8 +12,6 @@
 namespace moa::trainer {
 namespace {
 
-std::string KeyOf(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
-
 // The fields Adam and AdamW keep per parameter.
 struct AdamFields {
   int64_t step = 0;
@@ -44,13 +42,17 @@ std::unique_ptr<torch::optim::OptimizerParamState> MakeState(const AdamFields& f
 
 }  // namespace
 
+std::string OptimizerStateKey(const torch::Tensor& p) {
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+}
+
 absl::Status SaveTrainState(const std::string& path,
                             const std::vector<std::pair<std::string, torch::Tensor>>& named,
                             torch::optim::Optimizer& optimizer, const TrainState& state) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& [name, p] : named) {
     tensors.emplace_back("param/" + name, p.detach());
-    auto it = optimizer.state().find(KeyOf(p));
+    auto it = optimizer.state().find(OptimizerStateKey(p));
     if (it == optimizer.state().end()) continue;
     AdamFields f;
     if (!ReadFields(*it->second, &f))
@@ -108,8 +110,8 @@ absl::StatusOr<TrainState> LoadTrainState(
     f.exp_avg_sq = file.tensors.at("optim/exp_avg_sq/" + name).clone();
     auto max = file.tensors.find("optim/max_exp_avg_sq/" + name);
     if (max != file.tensors.end()) f.max_exp_avg_sq = max->second.clone();
-    optimizer.state()[KeyOf(p)] = adamw ? MakeState<torch::optim::AdamWParamState>(f)
-                                        : MakeState<torch::optim::AdamParamState>(f);
+    optimizer.state()[OptimizerStateKey(p)] = adamw ? MakeState<torch::optim::AdamWParamState>(f)
+                                                    : MakeState<torch::optim::AdamParamState>(f);
   }
   auto rng = file.tensors.find("rng/torch_cpu");
   if (rng != file.tensors.end()) {
@@ -140,7 +142,7 @@ absl::Status BroadcastParameters(const std::vector<torch::Tensor>& params,
     if (optimizer == nullptr) continue;
     // The holder's step count (0: no state yet, nothing to copy).
     AdamFields f;
-    auto it = optimizer->state().find(KeyOf(p));
+    auto it = optimizer->state().find(OptimizerStateKey(p));
     if (group.rank() == root && it != optimizer->state().end() && !ReadFields(*it->second, &f)) {
       return absl::UnimplementedError("expert parallelism's checkpoints support Adam and AdamW");
     }
@@ -155,8 +157,8 @@ absl::Status BroadcastParameters(const std::vector<torch::Tensor>& params,
     MOA_RETURN_IF_ERROR(group.Broadcast(f.exp_avg, root));
     MOA_RETURN_IF_ERROR(group.Broadcast(f.exp_avg_sq, root));
     if (group.rank() != root) {
-      optimizer->state()[KeyOf(p)] = adamw ? MakeState<torch::optim::AdamWParamState>(f)
-                                           : MakeState<torch::optim::AdamParamState>(f);
+      optimizer->state()[OptimizerStateKey(p)] = adamw ? MakeState<torch::optim::AdamWParamState>(f)
+                                                       : MakeState<torch::optim::AdamParamState>(f);
     }
   }
   return absl::OkStatus();

@@ -23,6 +23,9 @@ struct TrainState {
   std::map<std::string, std::string> extra_metadata;
 };
 
+/// Where torch::optim keeps a parameter's state: optimizer.state()[OptimizerStateKey(p)].
+std::string OptimizerStateKey(const torch::Tensor& p);
+
 /// Writes `named` (the trainable parameters by name), the optimizer's per-parameter state, the
 /// global CPU generator state and `state` to `path`.
 absl::Status SaveTrainState(const std::string& path,

@@ -442,6 +442,7 @@ class Runner {
         MOA_RETURN_IF_ERROR(
             SaveTrainState(run_dir_ + "/checkpoints/state.safetensors", named, *optimizer, state));
       }
+      if (sharding_) sharding_->ForgetForeignState(*optimizer);
       if (lead_ && config_.output.save == "all") {
         MOA_RETURN_IF_ERROR(SaveCheckpoint("step" + std::to_string(step), step, -1));
       }
