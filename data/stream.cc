@@ -1,33 +1,10 @@
 #include "data/stream.h"
 
-#include "common/splitmix.h"
-
 #include <omp.h>
 
 #include <stdexcept>
 
 namespace moa::data {
-namespace {}  // namespace
-
-KeyedRng::KeyedRng(std::initializer_list<uint64_t> key) : state_(0x6d6f61ULL) {
-  for (uint64_t k : key) state_ = SplitMix64(state_ ^ SplitMix64(k));
-}
-
-uint64_t KeyedRng::Next() {
-  // SplitMix64 as a generator: mix the advancing counter.
-  state_ += 0x9e3779b97f4a7c15ULL;
-  return SplitMix64(state_ - 0x9e3779b97f4a7c15ULL);
-}
-
-uint64_t KeyedRng::Below(uint64_t n) {
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  uint64_t value;
-  do {
-    value = Next();
-  } while (value >= limit);
-  return value % n;
-}
-
 std::vector<int64_t> DrawIndices(int64_t seed, int64_t domain, int64_t step, int64_t in_size,
                                  int64_t batch_size) {
   KeyedRng rng(

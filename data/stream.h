@@ -15,20 +15,9 @@
 #include <torch/torch.h>
 
 #include "data/dataset.h"
+#include "data/keyed_rng.h"
 
 namespace moa::data {
-
-/// A counter-based generator: the same key always gives the same sequence (splitmix64).
-class KeyedRng {
- public:
-  explicit KeyedRng(std::initializer_list<uint64_t> key);
-  uint64_t Next();
-  /// Uniform integer in [0, n), unbiased (rejection sampling).
-  uint64_t Below(uint64_t n);
-
- private:
-  uint64_t state_;
-};
 
 /// The concatenation of one minibatch per training domain, in domain order.
 struct Batch {
