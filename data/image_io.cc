@@ -1,8 +1,10 @@
 #include "data/image_io.h"
 
+#include <cerrno>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 
 #include <jerror.h>
 #include <jpeglib.h>
@@ -246,10 +248,21 @@ absl::StatusOr<RgbImage> DecodeImageFile(const std::string& path) {
   return DecodeImage(*bytes, path);
 }
 
-absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& path) {
-  const absl::StatusOr<std::string> file = ReadFile(path);
-  if (!file.ok()) return file.status();
-  const std::string& bytes = *file;
+namespace {
+
+// The first `limit` bytes of a file (all of it when shorter); errors name the path.
+absl::StatusOr<std::string> ReadPrefix(const std::string& path, size_t limit, bool* whole) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError("cannot open " + path + ": " + std::strerror(errno));
+  std::string bytes(limit, '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(limit));
+  if (in.bad()) return absl::DataLossError("cannot read " + path);
+  bytes.resize(static_cast<size_t>(in.gcount()));
+  *whole = bytes.size() < limit || in.peek() == std::ifstream::traits_type::eof();
+  return bytes;
+}
+
+absl::StatusOr<ImageHeader> ParseHeader(const std::string& bytes, const std::string& path) {
   switch (SniffFormat(bytes)) {
     case ImageFormat::kJpeg:
       return ReadJpegHeader(bytes, path);
@@ -262,6 +275,21 @@ absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& path) {
       break;
   }
   return UnknownFormat(path, bytes);
+}
+
+}  // namespace
+
+absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& path) {
+  // Headers fit in the first 64 KiB unless large metadata (EXIF thumbnails, ICC profiles) comes
+  // first; then the whole file is read.
+  bool whole = false;
+  const absl::StatusOr<std::string> prefix = ReadPrefix(path, 64 << 10, &whole);
+  if (!prefix.ok()) return prefix.status();
+  absl::StatusOr<ImageHeader> header = ParseHeader(*prefix, path);
+  if (header.ok() || whole) return header;
+  const absl::StatusOr<std::string> file = ReadFile(path);
+  if (!file.ok()) return file.status();
+  return ParseHeader(*file, path);
 }
 
 absl::StatusOr<std::string> EncodeJpeg(const RawImage& image, int quality) {

@@ -28,6 +28,7 @@ void DecodeInto(const std::string& path, bool augment, std::initializer_list<uin
 }
 
 }  // namespace
+
 std::vector<int64_t> DrawIndices(int64_t seed, int64_t domain, int64_t step, int64_t in_size,
                                  int64_t batch_size) {
   KeyedRng rng(

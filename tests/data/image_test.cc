@@ -123,6 +123,26 @@ TEST(ImageDecodeTest, CorruptFilesGiveErrorsNamingThem) {
   EXPECT_FALSE(ReadImageHeader(dir.File("text.jpg")).ok());
 }
 
+TEST(ImageDecodeTest, HeaderBehindLargeMetadataIsRead) {
+  moa::test::TempDir dir;
+  MOA_ASSERT_OK_AND_ASSIGN(std::string jpeg, EncodeJpeg(Pattern(30, 20, 3, 3), 90));
+  // Two 60000-byte comment segments right after SOI push the frame header past 64 KiB.
+  std::string comments;
+  for (int i = 0; i < 2; ++i) {
+    const int length = 60002;  // the length field counts itself
+    comments += std::string("\xFF\xFE", 2) + static_cast<char>(length >> 8) +
+                static_cast<char>(length & 0xFF) + std::string(60000, 'x');
+  }
+  MOA_ASSERT_OK(
+      WriteFileAtomically(dir.File("meta.jpg"), jpeg.substr(0, 2) + comments + jpeg.substr(2)));
+  MOA_ASSERT_OK_AND_ASSIGN(ImageHeader header, ReadImageHeader(dir.File("meta.jpg")));
+  EXPECT_EQ(header.width, 30);
+  EXPECT_EQ(header.height, 20);
+  MOA_ASSERT_OK_AND_ASSIGN(RgbImage image, DecodeImageFile(dir.File("meta.jpg")));
+  MOA_ASSERT_OK_AND_ASSIGN(RgbImage plain, DecodeImage(jpeg, "plain"));
+  EXPECT_EQ(image.pixels, plain.pixels);
+}
+
 // Geometry within 2 levels of 255 (the bound); the implementation follows Pillow's
 // fixed-point arithmetic, so in practice the bytes agree.
 constexpr int64_t kGeometryLevels = 2;
