@@ -2,8 +2,10 @@
 
 #include <filesystem>
 
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "data/idx.h"
+#include "data/image_folder.h"
 #include "data/rotate.h"
 #include "data/splits.h"
 
@@ -12,27 +14,37 @@ namespace {
 
 const std::vector<DatasetInfo>& Registry() {
   static const std::vector<DatasetInfo> registry = {
-      {"RotatedMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28, 5001, 100},
-      {"RotatedFashionMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28, 5001, 100},
-      {"MNIST", {"upright"}, 10, 1, 28, 5001, 100},
-      {"FashionMNIST", {"upright"}, 10, 1, 28, 5001, 100},
-      {"PACS", {"art_painting", "cartoon", "photo", "sketch"}, 7, 3, 224, 5001, 200},
-      {"VLCS", {"Caltech101", "LabelMe", "SUN09", "VOC2007"}, 5, 3, 224, 5001, 200},
-      {"OfficeHome", {"Art", "Clipart", "Product", "Real World"}, 65, 3, 224, 5001, 200},
+      {"RotatedMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28, 5001, 100, ""},
+      {"RotatedFashionMNIST", {"0", "15", "30", "45", "60", "75"}, 10, 1, 28, 5001, 100, ""},
+      {"MNIST", {"upright"}, 10, 1, 28, 5001, 100, ""},
+      {"FashionMNIST", {"upright"}, 10, 1, 28, 5001, 100, ""},
+      {"PACS", {"art_painting", "cartoon", "photo", "sketch"}, 7, 3, 224, 5001, 200, "PACS"},
+      {"VLCS", {"Caltech101", "LabelMe", "SUN09", "VOC2007"}, 5, 3, 224, 5001, 200, "VLCS"},
+      {"OfficeHome",
+       {"Art", "Clipart", "Product", "Real World"},
+       65,
+       3,
+       224,
+       5001,
+       200,
+       "office_home"},
       {"TerraIncognita",
        {"location_100", "location_38", "location_43", "location_46"},
        10,
        3,
        224,
        5001,
-       200},
+       200,
+       "terra_incognita"},
       {"DomainNet",
        {"clipart", "infograph", "painting", "quickdraw", "real", "sketch"},
        345,
        3,
        224,
        15001,
-       1000},
+       1000,
+       "domain_net"},
+      {"ImageFolder", {}, 0, 3, 224, 5001, 200, ""},
   };
   return registry;
 }
@@ -69,7 +81,95 @@ absl::StatusOr<IdxPair> ReadIdxPair(const std::string& dir, const std::string& p
   return IdxPair{images, labels.to(torch::kInt64)};
 }
 
+// DomainBed's split of every domain: out = the first floor(n * holdout) of a shuffle seeded by
+// seed_hash(trial_seed, environment index).
+void SplitDomains(const LoadOptions& options, DomainDataset* dataset) {
+  for (size_t i = 0; i < dataset->domains.size(); ++i) {
+    Domain& domain = dataset->domains[i];
+    InOutSplit split = SplitInOut(domain.size(), options.holdout_fraction,
+                                  SeedHash(options.trial_seed, static_cast<int64_t>(i)));
+    domain.in = std::move(split.in);
+    domain.out = std::move(split.out);
+  }
+}
+
+// Scans, checks and (with skip_corrupt) filters an image-folder dataset into its domains.
+absl::StatusOr<DomainDataset> LoadImageFolder(const LoadOptions& options, const DatasetInfo& info) {
+  if (options.data_dir.empty()) {
+    return absl::InvalidArgumentError("data.data_dir must name the folder that holds " +
+                                      (info.folder.empty()
+                                           ? std::string("the dataset's environment folders")
+                                           : info.folder + "/ (DomainBed's download layout)"));
+  }
+  MOA_ASSIGN_OR_RETURN(ImageCheck check, ParseImageCheck(options.check));
+  const std::string root = ImageFolderRoot(info, options.data_dir);
+  MOA_ASSIGN_OR_RETURN(FolderLayout layout,
+                       ScanImageFolder(root, info.environments, info.num_classes));
+  DomainDataset dataset;
+  dataset.name = options.dataset;
+  dataset.classes = layout.classes;
+  dataset.num_classes = static_cast<int64_t>(layout.classes.size());
+  dataset.channels = 3;
+  dataset.height = dataset.width = info.image_size;
+  std::vector<CheckReport> reports;
+  CheckReport all;
+  for (FolderEnvironment& env : layout.environments) {
+    if (options.max_per_domain > 0 &&
+        static_cast<int64_t>(env.files.size()) > options.max_per_domain) {
+      env.files.resize(options.max_per_domain);
+      env.labels.resize(options.max_per_domain);
+    }
+    reports.push_back(CheckImages(env.files, check, options.workers));
+    all.checked += reports.back().checked;
+    all.failures.insert(all.failures.end(), reports.back().failures.begin(),
+                        reports.back().failures.end());
+  }
+  if (!all.failures.empty() && !options.skip_corrupt) {
+    return absl::DataLossError(root + ": " + DescribeFailures(all) +
+                               "\n(data.skip_corrupt = true leaves such images out)");
+  }
+  if (!all.failures.empty()) {
+    Log(LogLevel::kWarning) << root << ": skipped " << all.failures.size() << " of " << all.checked
+                            << " images that cannot be read (data.skip_corrupt)";
+  }
+  for (size_t e = 0; e < layout.environments.size(); ++e) {
+    FolderEnvironment& env = layout.environments[e];
+    const std::vector<CheckFailure>& failures = reports[e].failures;
+    Domain domain;
+    domain.name = env.name;
+    std::vector<int64_t> labels;
+    size_t failure = 0;
+    for (size_t i = 0; i < env.files.size(); ++i) {
+      if (failure < failures.size() && failures[failure].path == env.files[i]) {
+        ++failure;
+        continue;
+      }
+      domain.files.push_back(std::move(env.files[i]));
+      labels.push_back(env.labels[i]);
+    }
+    if (domain.files.empty()) {
+      return absl::DataLossError(root + "/" + env.name + " has no readable image");
+    }
+    domain.labels = torch::tensor(labels, torch::kInt64);
+    dataset.domains.push_back(std::move(domain));
+  }
+  return dataset;
+}
+
 }  // namespace
+
+std::string ImageFolderRoot(const DatasetInfo& info, const std::string& data_dir) {
+  if (info.folder.empty()) return data_dir;
+  const std::string nested = data_dir + "/" + info.folder;
+  std::error_code error;
+  if (std::filesystem::is_directory(nested, error)) return nested;
+  // data_dir may already be the dataset folder: it then holds the first environment.
+  if (!info.environments.empty() &&
+      std::filesystem::is_directory(data_dir + "/" + info.environments[0], error)) {
+    return data_dir;
+  }
+  return nested;
+}
 
 absl::StatusOr<DatasetInfo> LookupDataset(const std::string& name) {
   for (const DatasetInfo& info : Registry()) {
@@ -84,6 +184,23 @@ std::vector<std::string> KnownDatasets() {
   std::vector<std::string> names;
   for (const DatasetInfo& info : Registry()) names.push_back(info.name);
   return names;
+}
+
+absl::Status CompleteInfo(const DomainDataset& dataset, const std::vector<int64_t>& test_envs,
+                          DatasetInfo* info) {
+  if (info->num_classes == 0) info->num_classes = dataset.num_classes;
+  if (info->environments.empty()) {
+    for (const Domain& domain : dataset.domains) info->environments.push_back(domain.name);
+  }
+  const int64_t n_env = static_cast<int64_t>(dataset.domains.size());
+  for (int64_t t : test_envs) {
+    if (t < 0 || t >= n_env) {
+      return absl::InvalidArgumentError("data.test_envs names environment " + std::to_string(t) +
+                                        ", but " + dataset.name + " has environments 0 to " +
+                                        std::to_string(n_env - 1));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<IdxSource> ParseIdxSource(const std::string& text) {
@@ -119,9 +236,11 @@ std::vector<Domain> BuildRotatedDomains(const torch::Tensor& images, const torch
 
 absl::StatusOr<DomainDataset> LoadDataset(const LoadOptions& options) {
   MOA_ASSIGN_OR_RETURN(DatasetInfo info, LookupDataset(options.dataset));
-  if (info.channels != 1) {
-    return absl::UnimplementedError("dataset " + options.dataset +
-                                    ": image-folder datasets are not supported yet");
+  DomainDataset dataset;
+  if (info.channels == 3) {
+    MOA_ASSIGN_OR_RETURN(dataset, LoadImageFolder(options, info));
+    SplitDomains(options, &dataset);
+    return dataset;
   }
   std::string dir = options.data_dir;
   if (dir.empty()) {
@@ -143,7 +262,6 @@ absl::StatusOr<DomainDataset> LoadDataset(const LoadOptions& options) {
     labels = labels.defined() ? torch::cat({labels, test.labels}) : test.labels;
   }
 
-  DomainDataset dataset;
   dataset.name = options.dataset;
   dataset.num_classes = info.num_classes;
   dataset.channels = 1;
@@ -160,17 +278,13 @@ absl::StatusOr<DomainDataset> LoadDataset(const LoadOptions& options) {
     for (const std::string& env : info.environments) angles.push_back(std::stod(env));
     dataset.domains = BuildRotatedDomains(images, labels, angles, options.seed);
   }
-  for (size_t i = 0; i < dataset.domains.size(); ++i) {
-    Domain& domain = dataset.domains[i];
+  for (Domain& domain : dataset.domains) {
     if (options.max_per_domain > 0 && domain.images.size(0) > options.max_per_domain) {
       domain.images = domain.images.narrow(0, 0, options.max_per_domain).contiguous();
       domain.labels = domain.labels.narrow(0, 0, options.max_per_domain).contiguous();
     }
-    InOutSplit split = SplitInOut(domain.images.size(0), options.holdout_fraction,
-                                  SeedHash(options.trial_seed, static_cast<int64_t>(i)));
-    domain.in = std::move(split.in);
-    domain.out = std::move(split.out);
   }
+  SplitDomains(options, &dataset);
   return dataset;
 }
 

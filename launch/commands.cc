@@ -3,9 +3,11 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <thread>
 
 #include "common/logging.h"
 #include "data/dataset.h"
+#include "data/image_folder.h"
 #include "launch/options.h"
 #include "moa/peft.h"
 #include "parallel/mpi_communicator.h"
@@ -26,6 +28,8 @@ constexpr const char* kUsage =
     "  eval       evaluate adapter checkpoints on every domain: --adapters A [B ...] (an\n"
     "             ensemble's logits are averaged)\n"
     "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone\n"
+    "  data check --dataset NAME --data_dir DIR [--workers N]: list an image-folder dataset's\n"
+    "             environments, classes and counts, and decode every image\n"
     "\n"
     "Options are INI keys: a file given with --config, overridden by --section.key=value.\n"
     "`moa <command> --help` lists every option with its default.\n";
@@ -153,6 +157,71 @@ int TrainOrPretrain(trainer::RunConfig config, bool pretrain) {
   return 0;
 }
 
+// `moa data check`: the layout and counts of an image-folder dataset, then a full decode of
+// every image, naming each one that fails. Returns 0 when every image decodes.
+int DataCheck(const std::vector<std::string>& args) {
+  std::string dataset = "ImageFolder", data_dir;
+  int workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool has_value = i + 1 < args.size();
+    if (a == "--dataset" && has_value) {
+      dataset = args[++i];
+    } else if (a == "--data_dir" && has_value) {
+      data_dir = args[++i];
+    } else if (a == "--workers" && has_value) {
+      workers = std::max(1, std::atoi(args[++i].c_str()));
+    } else {
+      std::cerr << "moa data check: unexpected argument '" << a
+                << "' (--dataset NAME --data_dir DIR [--workers N])\n";
+      return 2;
+    }
+  }
+  auto info = data::LookupDataset(dataset);
+  if (!info.ok() || info->channels != 3 || data_dir.empty()) {
+    std::cerr << "moa data check: "
+              << (!info.ok()         ? std::string(info.status().message())
+                  : data_dir.empty() ? std::string("--data_dir is required")
+                                     : dataset + " is not an image-folder dataset")
+              << "\n";
+    return 2;
+  }
+  const std::string root = data::ImageFolderRoot(*info, data_dir);
+  auto layout = data::ScanImageFolder(root, info->environments, info->num_classes);
+  if (!layout.ok()) {
+    std::cerr << "moa data check: " << layout.status().message() << "\n";
+    return 1;
+  }
+  std::printf("%s at %s: %zu environments, %zu classes\n", dataset.c_str(), root.c_str(),
+              layout->environments.size(), layout->classes.size());
+  std::vector<std::string> files;
+  for (size_t e = 0; e < layout->environments.size(); ++e) {
+    const data::FolderEnvironment& env = layout->environments[e];
+    std::vector<int64_t> per_class(layout->classes.size(), 0);
+    for (int64_t label : env.labels) ++per_class[label];
+    std::printf("env%zu %-16s %8zu images:", e, env.name.c_str(), env.files.size());
+    for (size_t c = 0; c < per_class.size(); ++c) {
+      std::printf("%s %s %lld", c == 0 ? "" : ",", layout->classes[c].c_str(),
+                  static_cast<long long>(per_class[c]));
+    }
+    std::printf("\n");
+    files.insert(files.end(), env.files.begin(), env.files.end());
+  }
+  std::printf("decoding %zu images on %d threads\n", files.size(), workers);
+  std::fflush(stdout);
+  const data::CheckReport report = data::CheckImages(files, data::ImageCheck::kFull, workers);
+  for (const data::CheckFailure& failure : report.failures) {
+    std::printf("cannot decode: %s\n", failure.message.c_str());
+  }
+  if (report.failures.empty()) {
+    std::printf("all %lld images decode\n", static_cast<long long>(report.checked));
+    return 0;
+  }
+  std::printf("%zu of %lld images do not decode\n", report.failures.size(),
+              static_cast<long long>(report.checked));
+  return 1;
+}
+
 }  // namespace
 
 int RunCommand(const std::vector<std::string>& args) {
@@ -161,6 +230,13 @@ int RunCommand(const std::vector<std::string>& args) {
     return args.empty() ? 2 : 0;
   }
   const std::string command = args[0];
+  if (command == "data") {
+    if (args.size() < 2 || args[1] != "check") {
+      std::cerr << "moa data: the subcommand is `check`\n\n" << kUsage;
+      return 2;
+    }
+    return DataCheck(std::vector<std::string>(args.begin() + 2, args.end()));
+  }
   if (command != "train" && command != "pretrain" && command != "info" && command != "eval" &&
       command != "export") {
     std::cerr << "moa: unknown command '" << command << "'\n\n" << kUsage;

@@ -175,6 +175,13 @@ const OptionTable& Table() {
                    AtLeast<int64_t>(0));
     t.Add<int64_t>(MOA_FIELD(data, workers), 2, "data preparation threads per rank",
                    AtLeast<int64_t>(0));
+    t.Add<std::string>(MOA_FIELD(data, check), "header",
+                       "image folders: how much of every image is verified before training: "
+                       "none, header (format and size), full (decode every image)",
+                       OneOf({"none", "header", "full"}));
+    t.Add<bool>(MOA_FIELD(data, skip_corrupt), false,
+                "image folders: leave out images that fail the check (counted in the log) "
+                "instead of stopping with their names");
     // [model]
     t.Add<std::string>(MOA_FIELD(model, arch), "vit", "backbone: vit or mnist_cnn",
                        OneOf({"vit", "mnist_cnn"}));
@@ -333,8 +340,9 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
   const int64_t n_env = static_cast<int64_t>(info.environments.size());
   if (c.train.steps == -1) c.train.steps = info.default_steps;
   if (c.train.checkpoint_freq == -1) c.train.checkpoint_freq = info.default_checkpoint_freq;
+  // ImageFolder's environments are known once its folder is scanned (the trainer checks then).
   for (int64_t t : c.data.test_envs) {
-    if (t < 0 || t >= n_env) {
+    if (t < 0 || (n_env > 0 && t >= n_env)) {
       return bad("data.test_envs", "names environment " + std::to_string(t) + ", but " + info.name +
                                        " has environments 0 to " + std::to_string(n_env - 1));
     }

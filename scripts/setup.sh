@@ -8,7 +8,7 @@ debian_packages=(
   libtorch-dev libopenblas0-openmp
   libopenmpi-dev openmpi-bin
   libabsl-dev libboost-program-options-dev libgtest-dev libgmock-dev
-  zlib1g-dev nlohmann-json3-dev
+  zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev
   dataset-fashion-mnist
   python3-torch python3-torchvision python3-numpy python3-venv python3-pil
 )

@@ -21,6 +21,8 @@ struct DataConfig {
   int64_t batch_size = 0;
   int64_t max_per_domain = 0;
   int64_t workers = 0;
+  std::string check;
+  bool skip_corrupt = false;
 };
 
 struct ModelConfig {

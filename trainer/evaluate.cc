@@ -5,6 +5,7 @@
 
 #include "common/status_macros.h"
 #include "data/dataset.h"
+#include "data/stream.h"
 #include "moa/peft.h"
 #include "moa/safetensors.h"
 #include "moa/weights.h"
@@ -56,6 +57,7 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
   MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
   MOA_ASSIGN_OR_RETURN(data::LoadOptions load, DatasetOptions(config));
   MOA_ASSIGN_OR_RETURN(data::DomainDataset dataset, data::LoadDataset(load));
+  MOA_RETURN_IF_ERROR(data::CompleteInfo(dataset, {}, &info));
   std::vector<std::shared_ptr<ClassifierImpl>> models;
   for (const std::string& path : adapters) {
     MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, path));
@@ -70,15 +72,13 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
     for (const char* split : {"in", "out"}) {
       const std::vector<int64_t>& indices = split[0] == 'i' ? domain.in : domain.out;
       DomainScore score{domain.name, split, 0, 0};
-      const torch::Tensor all = torch::tensor(indices, torch::kInt64);
-      for (int64_t begin = 0; begin < all.size(0); begin += config.eval.batch_size) {
-        const torch::Tensor ids =
-            all.narrow(0, begin, std::min(config.eval.batch_size, all.size(0) - begin));
-        const torch::Tensor images = domain.images.index_select(0, ids);
+      data::SplitLoader loader(domain, indices, config.eval.batch_size, config.data.workers,
+                               config.model.img_size);
+      torch::Tensor images, labels;
+      while (loader.Next(&images, &labels)) {
         const torch::Tensor logits = EnsembleLogits(models, images, frozen_backbone);
-        score.correct +=
-            logits.argmax(1).eq(domain.labels.index_select(0, ids)).sum().item<int64_t>();
-        score.total += ids.size(0);
+        score.correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+        score.total += labels.size(0);
       }
       scores.push_back(score);
     }

@@ -132,6 +132,7 @@ class Runner {
     // (the reference seeds once for all test environments: section 7, item 12).
     torch::manual_seed(static_cast<uint64_t>(config_.train.seed));
     MOA_ASSIGN_OR_RETURN(dataset_, data::LoadDataset(load));
+    MOA_RETURN_IF_ERROR(data::CompleteInfo(dataset_, config_.data.test_envs, &info_));
     MOA_ASSIGN_OR_RETURN(model_, BuildModel(config_, info_));
     Log(LogLevel::kInfo) << "loaded " << dataset_.name << ": " << DescribeDomains() << " in "
                          << FormatDuration(load_time.Seconds());
@@ -263,6 +264,8 @@ class Runner {
     stream_options.dp_rank = world_.rank();
     stream_options.dp_size = world_.size();
     stream_options.prefetch = std::max<int64_t>(2, config_.data.workers * 2);
+    stream_options.workers = config_.data.workers;
+    stream_options.image_size = config_.model.img_size;
     const std::vector<std::pair<std::string, torch::Tensor>> named = TrainableParameters(*model_);
     double best_validation = -1;
     int64_t first_step = 0;
@@ -568,7 +571,8 @@ class Runner {
         if (in && fast && training) continue;
         const std::vector<int64_t>& indices = in ? domain.in : domain.out;
         if (indices.empty()) continue;
-        SplitScore score = EvaluateSplit(*model_, domain, Shard(indices), config_.eval.batch_size);
+        SplitScore score = EvaluateSplit(*model_, domain, Shard(indices), config_.eval.batch_size,
+                                         config_.data.workers, config_.model.img_size);
         // The coordinator's sums: correct counts and totals exactly, loss sums in float64.
         torch::Tensor counts = torch::tensor({score.correct, score.total}, torch::kInt64);
         torch::Tensor loss = torch::tensor({score.loss_sum}, torch::kFloat64);
@@ -717,6 +721,9 @@ absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config) {
   load.trial_seed = config.train.trial_seed;
   load.holdout_fraction = config.data.holdout_fraction;
   load.max_per_domain = config.data.max_per_domain;
+  load.check = config.data.check;
+  load.skip_corrupt = config.data.skip_corrupt;
+  load.workers = static_cast<int>(std::max<int64_t>(1, config.data.workers));
   return load;
 }
 
@@ -755,21 +762,21 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& conf
 }
 
 SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
-                         const std::vector<int64_t>& indices, int64_t batch_size) {
+                         const std::vector<int64_t>& indices, int64_t batch_size, int64_t workers,
+                         int64_t image_size) {
   torch::NoGradGuard no_grad;
   model.eval();
   SplitScore score;
-  const torch::Tensor all = torch::tensor(indices, torch::kInt64);
-  for (int64_t begin = 0; begin < all.size(0); begin += batch_size) {
-    const torch::Tensor ids = all.narrow(0, begin, std::min(batch_size, all.size(0) - begin));
-    const torch::Tensor logits = model.forward(domain.images.index_select(0, ids));
-    const torch::Tensor labels = domain.labels.index_select(0, ids);
+  data::SplitLoader loader(domain, indices, batch_size, workers, image_size);
+  torch::Tensor images, labels;
+  while (loader.Next(&images, &labels)) {
+    const torch::Tensor logits = model.forward(images);
     score.correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
     score.loss_sum +=
         torch::nn::functional::cross_entropy(
             logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
             .item<double>();
-    score.total += ids.size(0);
+    score.total += labels.size(0);
   }
   return score;
 }

@@ -33,7 +33,8 @@ struct SplitScore {
   double loss_sum = 0;
 };
 SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
-                         const std::vector<int64_t>& indices, int64_t batch_size);
+                         const std::vector<int64_t>& indices, int64_t batch_size,
+                         int64_t workers = 1, int64_t image_size = 224);
 
 /// The dataset options a configuration describes.
 absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config);
