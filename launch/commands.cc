@@ -6,7 +6,9 @@
 
 #include "common/logging.h"
 #include "data/dataset.h"
+#include "launch/collect.h"
 #include "launch/options.h"
+#include "launch/sweep.h"
 #include "moa/peft.h"
 #include "parallel/mpi_communicator.h"
 #include "trainer/evaluate.h"
@@ -26,6 +28,8 @@ constexpr const char* kUsage =
     "  eval       evaluate adapter checkpoints on every domain: --adapters A [B ...] (an\n"
     "             ensemble's logits are averaged)\n"
     "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone\n"
+    "  sweep      launch|list|delete_incomplete a hyper-parameter sweep (local, mpirun, slurm)\n"
+    "  collect    --input_dir DIR: DomainBed's model-selection tables of a sweep\n"
     "\n"
     "Options are INI keys: a file given with --config, overridden by --section.key=value.\n"
     "`moa <command> --help` lists every option with its default.\n";
@@ -161,6 +165,8 @@ int RunCommand(const std::vector<std::string>& args) {
     return args.empty() ? 2 : 0;
   }
   const std::string command = args[0];
+  if (command == "sweep") return RunSweepCommand({args.begin() + 1, args.end()});
+  if (command == "collect") return RunCollectCommand({args.begin() + 1, args.end()});
   if (command != "train" && command != "pretrain" && command != "info" && command != "eval" &&
       command != "export") {
     std::cerr << "moa: unknown command '" << command << "'\n\n" << kUsage;
