@@ -232,6 +232,21 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
   return s;
 }
 
+std::string QueuedSlurmTask(const std::string& run_dir) {
+  auto recorded = ReadFile(run_dir + "/slurm_task");
+  if (!recorded.ok()) return "";
+  std::string task = *recorded;
+  while (!task.empty() && (task.back() == '\n' || task.back() == ' ')) task.pop_back();
+  if (!IsPlainWord(task)) return "";
+  FILE* pipe = popen(("squeue -h -o %i -j " + task + " 2>/dev/null").c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string listed;
+  char buffer[256];
+  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) listed += buffer;
+  pclose(pipe);
+  return listed.find_first_not_of(" \n") == std::string::npos ? "" : task;
+}
+
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
                                           const SweepOptions& options,
                                           const trainer::SlurmConfig& slurm) {
@@ -265,6 +280,11 @@ absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
                                        : ""));
   }
   std::printf("moa sweep: submitted Slurm job %s\n", output.c_str());
+  const std::string job_id = output.substr(0, output.find(';'));  // "ID;CLUSTER" on federations
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    MOA_RETURN_IF_ERROR(
+        WriteFileAtomically(jobs[i].dir + "/slurm_task", job_id + "_" + std::to_string(i) + "\n"));
+  }
   return path;
 }
 

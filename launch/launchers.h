@@ -31,9 +31,14 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
                                         const trainer::SlurmConfig& slurm);
 
 /// Writes the script to output_dir/slurm/sweep-<time>.sbatch and, unless options.dry_run, submits
-/// it with `sbatch --parsable`; returns the script's path and prints the Slurm job id.
+/// it with `sbatch --parsable`, prints the Slurm job id and records each run's array task
+/// (JOBID_INDEX) in its run directory's slurm_task file; returns the script's path.
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
                                           const SweepOptions& options,
                                           const trainer::SlurmConfig& slurm);
+
+/// The Slurm array task recorded in `run_dir`/slurm_task when squeue still lists it (pending or
+/// running), else "" (no record, no squeue, or the task has ended).
+std::string QueuedSlurmTask(const std::string& run_dir);
 
 }  // namespace moa::launch

@@ -203,15 +203,25 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
   PrintCounts(jobs);
   ReportForeign(options.output_dir, jobs);
   std::vector<SweepJob> pending;
-  int incomplete = 0;
+  int incomplete = 0, queued = 0;
   for (const SweepJob& job : jobs) {
     const JobState state = StateOf(job);
     if (state == JobState::kDone) continue;
-    if (state == JobState::kIncomplete) ++incomplete;
+    if (state == JobState::kIncomplete) {
+      const std::string task = QueuedSlurmTask(job.dir);
+      if (!task.empty()) {
+        std::printf("moa sweep: %s is still queued or running as Slurm job %s; not relaunched\n",
+                    job.id.c_str(), task.c_str());
+        ++queued;
+        continue;
+      }
+      ++incomplete;
+    }
     pending.push_back(job);
   }
   if (pending.empty()) {
-    std::printf("moa sweep: nothing to launch: every job is done\n");
+    std::printf("moa sweep: nothing to launch: every job is %s\n",
+                queued > 0 ? "done or queued in Slurm" : "done");
     return 0;
   }
   if (incomplete > 0) {

@@ -2,8 +2,9 @@
 // in a temporary folder (tests/slurm/local_cluster.sh), submits a sweep of the tiny configuration
 // (2 draws x 1 trial x 2 test environments) with `moa sweep launch --launcher slurm`, waits for
 // it, checks every run and `moa collect`'s oracle table against the runs' own records, checks
-// that relaunching submits nothing, then kills one training task mid-run, requeues it and checks
-// that it resumed from its checkpoint; the daemons are stopped at the end.
+// that relaunching submits nothing (also while a task is queued or running), then kills one
+// training task mid-run, requeues it and checks that it resumed from its checkpoint; the daemons
+// are stopped at the end.
 #include <signal.h>
 
 #include <chrono>
@@ -154,8 +155,9 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
     const int64_t draw = args["hparams_seed"];
     seen.insert({env, draw});
     EXPECT_EQ(args["output_dir"], run);
-    if (draw == 0) EXPECT_DOUBLE_EQ(records[2]["hparams"]["lr"].get<double>(), 1e-3);
-    if (draw == 1) EXPECT_NE(records[2]["hparams"]["lr"].get<double>(), 1e-3);
+    // Draw 0 keeps tiny.ini's lr; draw 1 draws its own.
+    const double lr = records[2]["hparams"]["lr"].get<double>();
+    EXPECT_EQ(lr == 1e-3, draw == 0) << run << " lr " << lr;
     EXPECT_NE(ReadAll(run + "/env.json").find("\"size\": 1"), std::string::npos);
     const std::string e = "env" + std::to_string(env);
     const double validation = records[2][e + "_out_acc"], test = records[2][e + "_in_acc"];
@@ -197,16 +199,18 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
 
   // Requeue: a longer run, killed after a few checkpoints, requeued, resumed.
   const std::string long_dir = dir.File("long");
-  ASSERT_EQ(
-      test::RunShell(cluster.With(Moa() + " sweep launch --config " + Tiny() +
-                                  " --test_envs 0 --n_hparams 1 --n_trials 1"
-                                  " --launcher slurm --output_dir " +
-                                  long_dir + " --train.steps=1500 --train.checkpoint_freq=25"),
-                     &out),
-      0)
-      << out;
+  const std::string long_launch =
+      cluster.With(Moa() + " sweep launch --config " + Tiny() +
+                   " --test_envs 0 --n_hparams 1 --n_trials 1 --launcher slurm --output_dir " +
+                   long_dir + " --train.steps=1500 --train.checkpoint_freq=25");
+  ASSERT_EQ(test::RunShell(long_launch, &out), 0) << out;
   const std::string long_job = SubmittedJob(out);
   ASSERT_FALSE(long_job.empty()) << out;
+  // While its task is queued or running, launching the sweep again leaves it alone.
+  ASSERT_EQ(test::RunShell(long_launch, &out), 0) << out;
+  EXPECT_NE(out.find("still queued or running as Slurm job " + long_job + "_0"), std::string::npos)
+      << out;
+  EXPECT_EQ(SubmittedJob(out), "") << out;
   ASSERT_TRUE(WaitFor([&] { return RunDirs(long_dir).size() == 1; }, 10));
   const std::string run = RunDirs(long_dir)[0];
   ASSERT_TRUE(WaitFor([&] { return Records(run).size() >= 2; }, 120)) << cluster.Logs();
