@@ -3,11 +3,13 @@
 #include <absl/strings/match.h>
 #include <absl/strings/str_join.h>
 #include <absl/strings/str_split.h>
+#include <absl/strings/strip.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstddef>
@@ -71,6 +73,41 @@ std::string NowStamp() {
   char text[32];
   std::strftime(text, sizeof(text), "%Y%m%d-%H%M%S", &local);
   return text;
+}
+
+// Runs a shell command and returns what it printed, without trailing blanks; `status` gets its
+// wait status (-1 when it could not start).
+std::string CommandOutput(const std::string& command, int* status) {
+  std::string output;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    *status = -1;
+    return output;
+  }
+  char buffer[512];
+  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+  *status = pclose(pipe);
+  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
+  return output;
+}
+
+// The MPI plugins `srun --mpi=list` names (pmix, pmix_v4, pmi2, none, ...); empty when srun is
+// missing.
+std::vector<std::string> SrunMpiPlugins() {
+  int status = 0;
+  const std::string listing = CommandOutput("srun --mpi=list 2>&1", &status);
+  std::vector<std::string> plugins;
+  if (status != 0) return plugins;
+  for (absl::string_view line : absl::StrSplit(listing, '\n')) {
+    if (absl::StartsWith(line, "\t")) plugins.emplace_back(absl::StripAsciiWhitespace(line));
+    const size_t colon = line.find("versions available:");
+    if (colon == absl::string_view::npos) continue;
+    for (absl::string_view v :
+         absl::StrSplit(line.substr(colon + 19), ',', absl::SkipWhitespace())) {
+      plugins.emplace_back(absl::StripAsciiWhitespace(v));
+    }
+  }
+  return plugins;
 }
 
 // A value for an #SBATCH line: sbatch reads these lines itself, without a shell, so only plain
@@ -238,13 +275,9 @@ std::string QueuedSlurmTask(const std::string& run_dir) {
   std::string task = *recorded;
   while (!task.empty() && (task.back() == '\n' || task.back() == ' ')) task.pop_back();
   if (!IsPlainWord(task)) return "";
-  FILE* pipe = popen(("squeue -h -o %i -j " + task + " 2>/dev/null").c_str(), "r");
-  if (pipe == nullptr) return "";
-  std::string listed;
-  char buffer[256];
-  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) listed += buffer;
-  pclose(pipe);
-  return listed.find_first_not_of(" \n") == std::string::npos ? "" : task;
+  int status = 0;
+  const std::string listed = CommandOutput("squeue -h -o %i -j " + task + " 2>/dev/null", &status);
+  return status == 0 && !listed.empty() ? task : "";
 }
 
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
@@ -264,14 +297,16 @@ absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
                 ShellQuote(path).c_str());
     return path;
   }
-  const std::string command = "sbatch --parsable " + ShellQuote(path) + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return absl::UnavailableError("cannot run sbatch");
-  std::string output;
-  char buffer[512];
-  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
-  const int status = pclose(pipe);
-  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
+  const std::vector<std::string> plugins = SrunMpiPlugins();
+  if (!plugins.empty() && std::find(plugins.begin(), plugins.end(), slurm.mpi) == plugins.end()) {
+    return absl::InvalidArgumentError(
+        "slurm.mpi = " + slurm.mpi +
+        " is not an MPI plugin of this Slurm (srun --mpi=list: " + absl::StrJoin(plugins, ", ") +
+        "); set --slurm.mpi=... and launch again (" + path + " was written, not submitted)");
+  }
+  int status = 0;
+  const std::string output =
+      CommandOutput("sbatch --parsable " + ShellQuote(path) + " 2>&1", &status);
   if (status != 0) {
     return absl::UnavailableError("sbatch " + path + " failed (" + ExitDescription(status) +
                                   "): " + output +

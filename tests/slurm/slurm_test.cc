@@ -197,6 +197,19 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
   }
   EXPECT_EQ(scripts, 1);
 
+  // An MPI plugin this Slurm lacks is refused before anything is submitted.
+  EXPECT_EQ(test::RunShell(cluster.With(Moa() + " sweep launch --config " + Tiny() +
+                                        " --test_envs 0 --n_hparams 1 --n_trials 1 --launcher "
+                                        "slurm --slurm.mpi=pmix_v99 --output_dir " +
+                                        dir.File("bad_mpi")),
+                           &out),
+            1);
+  EXPECT_NE(out.find("slurm.mpi = pmix_v99 is not an MPI plugin of this Slurm (srun --mpi=list: "),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("pmix"), std::string::npos) << out;
+  EXPECT_EQ(SubmittedJob(out), "");
+
   // Requeue: a longer run, killed after a few checkpoints, requeued, resumed.
   const std::string long_dir = dir.File("long");
   const std::string long_launch =
