@@ -103,7 +103,7 @@ Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicato
   ep_group = std::move(*split);
   // Parameters this rank updates, and the gradients it all-reduces over the world (sharded
   // experts need none: with dp = 1 each expert has one replica).
-  std::vector<torch::Tensor> updated, reduced;
+  std::vector<torch::Tensor> updated, reduced, held;
   for (const auto& layer : layers) {
     std::vector<int64_t> costs;
     for (int64_t e = 0; e < layer->num_experts(); ++e) {
@@ -120,6 +120,7 @@ Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicato
       for (const auto& p : layer->expert(e)->parameters()) {
         if (!sharded) reduced.push_back(p);
         if (!sharded || (*owner)[e] == me) updated.push_back(p);
+        if (sharded && (*owner)[e] == me) held.push_back(p);
       }
     }
   }
@@ -143,9 +144,10 @@ Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicato
     adam.zero_grad();
     loss.backward();
     Check(sync.Finish());
-    if (sharded) {
+    {
+      // A holder's expert gradient sums the whole group's tokens: the batch mean divides by ep.
       torch::NoGradGuard no_grad;
-      for (const torch::Tensor& p : updated) {
+      for (const torch::Tensor& p : held) {
         if (p.grad().defined()) p.mutable_grad().div_(static_cast<double>(ranks));
       }
     }

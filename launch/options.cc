@@ -370,10 +370,16 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
   if (n_env > 1 && static_cast<int64_t>(c.data.test_envs.size()) >= n_env) {
     return bad("data.test_envs", "leaves no training environment");
   }
-  if (c.parallel.dp > 0 && c.data.batch_size % c.parallel.dp != 0) {
+  if (c.parallel.dp > 0 && c.data.batch_size % (c.parallel.dp * c.parallel.ep) != 0) {
     return bad("data.batch_size", "= " + std::to_string(c.data.batch_size) +
-                                      " does not divide among parallel.dp = " +
-                                      std::to_string(c.parallel.dp) + " ranks");
+                                      " does not divide among parallel.dp x parallel.ep = " +
+                                      std::to_string(c.parallel.dp * c.parallel.ep) +
+                                      " ranks (each takes a slice of every domain's minibatch)");
+  }
+  if (c.parallel.dp == 0 && c.data.batch_size % c.parallel.ep != 0) {
+    return bad("data.batch_size", "= " + std::to_string(c.data.batch_size) +
+                                      " does not divide among the parallel.ep = " +
+                                      std::to_string(c.parallel.ep) + " expert-parallel ranks");
   }
   if (c.model.arch == "vit") {
     if (c.model.dim % c.model.heads != 0) {
@@ -400,6 +406,11 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
   if (c.parallel.ep > 1 && c.adapter.method != "moa") {
     return bad("parallel.ep", "= " + std::to_string(c.parallel.ep) +
                                   " shards MoA experts over ranks; it needs adapter.method = moa");
+  }
+  if (c.parallel.ep > 1 && c.moa.dispatch == "dense") {
+    return bad("parallel.ep", "= " + std::to_string(c.parallel.ep) +
+                                  " shards experts, but moa.dispatch = dense runs every expert on "
+                                  "every rank's tokens; use moa.dispatch = routed");
   }
   if (c.parallel.ep > static_cast<int64_t>(c.moa.ranks.size())) {
     return bad("parallel.ep", "= " + std::to_string(c.parallel.ep) + " exceeds the " +

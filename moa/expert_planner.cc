@@ -28,14 +28,16 @@ double AllReduceSeconds(double bytes, int64_t ranks, const MachineRates& rates) 
 std::string ExpertModeEstimate::Describe() const {
   char line[512];
   std::snprintf(line, sizeof(line),
-                "%s: sharded %.3g ms (experts %.3g, all-to-all %.3g for %.3g MB, gradients %.3g "
+                "%s: sharded %.3g ms (experts %.3g, all-to-all %.3g for %.3g MB, refresh %.3g, "
+                "gradients %.3g "
                 "for %.3g MB, update %.3g) vs replicated %.3g ms (experts %.3g, gradients %.3g "
                 "for %.3g MB, update %.3g)",
                 choose_sharded() ? "sharded" : "replicated", sharded_s() * 1e3,
                 sharded_compute_s * 1e3, sharded_exchange_s * 1e3, exchange_bytes / 1e6,
-                sharded_gradient_s * 1e3, sharded_gradient_bytes / 1e6, sharded_update_s * 1e3,
-                replicated_s() * 1e3, replicated_compute_s * 1e3, replicated_gradient_s * 1e3,
-                replicated_gradient_bytes / 1e6, replicated_update_s * 1e3);
+                sharded_refresh_s * 1e3, sharded_gradient_s * 1e3, sharded_gradient_bytes / 1e6,
+                sharded_update_s * 1e3, replicated_s() * 1e3, replicated_compute_s * 1e3,
+                replicated_gradient_s * 1e3, replicated_gradient_bytes / 1e6,
+                replicated_update_s * 1e3);
   return line;
 }
 
@@ -69,10 +71,14 @@ ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp
   const double busiest_parameters =
       *std::max_element(holder_parameters.begin(), holder_parameters.end());
   e.sharded_compute_s = kTrainingPasses * busiest_flops / rates.flops_per_s;
-  // Tokens whose expert lives on another rank: (ep - 1) / ep of them, each crossing with its
-  // input features and coming back with its output features, twice (forward and backward).
+  // Tokens whose expert lives on another rank, for the rank that holds the fewest experts: each
+  // crosses with its input features and comes back with its output features, twice (forward
+  // and backward).
+  std::vector<int64_t> held(ep, 0);
+  for (int64_t x = 0; x < experts; ++x) ++held[owner[x]];
+  const double fewest = static_cast<double>(*std::min_element(held.begin(), held.end()));
   const double remote = static_cast<double>(shape.tokens_per_rank * shape.top_k) *
-                        static_cast<double>(ep - 1) / static_cast<double>(ep);
+                        (1.0 - fewest / static_cast<double>(experts));
   e.exchange_bytes =
       2.0 * remote * static_cast<double>(shape.in_features + shape.out_features) * kFloatBytes;
   // Four payload exchanges, each preceded by its counts.
@@ -81,6 +87,12 @@ ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp
   e.sharded_gradient_bytes = busiest_parameters * kFloatBytes;
   e.sharded_gradient_s = AllReduceSeconds(e.sharded_gradient_bytes, dp, rates);
   e.sharded_update_s = busiest_parameters * rates.update_s_per_parameter;
+  // Every rank receives the experts it does not hold.
+  if (shape.refresh_every_step && ep > 1) {
+    e.sharded_refresh_s =
+        (all_parameters - busiest_parameters) * kFloatBytes / rates.link_bytes_per_s +
+        static_cast<double>(experts) * rates.latency_s;
+  }
   return e;
 }
 
@@ -128,7 +140,7 @@ void ThrowIfError(const absl::Status& status) {
 
 }  // namespace
 
-MachineRates MeasureMachineRates(parallel::Communicator& world) {
+MachineRates MeasureMachineRates(parallel::Communicator& world, bool links) {
   torch::NoGradGuard no_grad;
   MachineRates rates;
   const int64_t n = 384;
@@ -141,29 +153,35 @@ MachineRates MeasureMachineRates(parallel::Communicator& world) {
   torch::optim::Adam adam({weight}, torch::optim::AdamOptions(1e-3));
   rates.update_s_per_parameter = MedianSeconds(5, [&] { adam.step(); }) / count;
   const int ranks = world.size();
+  if (ranks > 1 && links) {
+    // Every rank must time the same collectives: barriers keep the starts together, and the
+    // barrier's own time is taken off.
+    const double barrier_s = MedianSeconds(9, [&] { ThrowIfError(world.Barrier()); });
+    torch::Tensor one = torch::ones({1});
+    rates.latency_s = std::max(0.0, MedianSeconds(9, [&] {
+                                      ThrowIfError(world.Barrier());
+                                      ThrowIfError(world.AllReduce(one, parallel::ReduceOp::kSum));
+                                    }) - barrier_s);
+    const int64_t floats = 1 << 20;  // 4 MiB
+    torch::Tensor buffer = torch::ones({floats});
+    const double reduce_s = MedianSeconds(5, [&] {
+      ThrowIfError(world.Barrier());
+      ThrowIfError(world.AllReduce(buffer, parallel::ReduceOp::kSum));
+    });
+    rates.link_bytes_per_s = 2.0 * (ranks - 1) / ranks * floats * 4.0 /
+                             std::max(1e-9, reduce_s - barrier_s - rates.latency_s);
+    // An equal number of 1 KiB rows to every rank.
+    const int64_t per_rank = floats / 256 / ranks;
+    const torch::Tensor rows = torch::ones({per_rank * ranks, 256});
+    const std::vector<int64_t> send(ranks, per_rank);
+    const double exchange_s = MedianSeconds(5, [&] {
+      ThrowIfError(world.Barrier());
+      ThrowIfError(world.AllToAllV(rows, send, nullptr).status());
+    });
+    rates.all_to_all_bytes_per_s = static_cast<double>(ranks - 1) * per_rank * 256 * 4.0 /
+                                   std::max(1e-9, exchange_s - barrier_s - rates.latency_s);
+  }
   if (ranks == 1) return rates;
-  // Every rank must time the same collectives: barriers keep the starts together.
-  const int64_t floats = 1 << 20;  // 4 MiB
-  torch::Tensor buffer = torch::ones({floats});
-  const double reduce_s = MedianSeconds(5, [&] {
-    ThrowIfError(world.Barrier());
-    ThrowIfError(world.AllReduce(buffer, parallel::ReduceOp::kSum));
-  });
-  torch::Tensor one = torch::ones({1});
-  rates.latency_s = MedianSeconds(9, [&] {
-    ThrowIfError(world.Barrier());
-    ThrowIfError(world.AllReduce(one, parallel::ReduceOp::kSum));
-  });
-  rates.link_bytes_per_s =
-      2.0 * (ranks - 1) / ranks * floats * 4.0 / std::max(1e-9, reduce_s - rates.latency_s);
-  const torch::Tensor rows = torch::ones({floats / 256, 256});
-  const std::vector<int64_t> send(ranks, rows.size(0) / ranks);
-  const double exchange_s = MedianSeconds(5, [&] {
-    ThrowIfError(world.Barrier());
-    ThrowIfError(world.AllToAllV(rows, send, nullptr).status());
-  });
-  rates.all_to_all_bytes_per_s = static_cast<double>(ranks - 1) / ranks * floats * 4.0 /
-                                 std::max(1e-9, exchange_s - rates.latency_s);
   // Every rank decides with the same numbers: the world's average.
   torch::Tensor shared =
       torch::tensor({rates.flops_per_s, rates.update_s_per_parameter, rates.latency_s,

@@ -21,6 +21,9 @@ struct ExpertLayerShape {
   int64_t top_k = 1;
   std::vector<int64_t> expert_parameters;      // trainable numbers per expert
   std::vector<double> expert_flops_per_token;  // forward multiply-adds x 2 per routed token
+  /// Sharded experts copied from their holders to every rank after each step (SWAD averages
+  /// every rank's copies).
+  bool refresh_every_step = false;
 };
 
 /// Machine rates the estimate is priced with.
@@ -41,7 +44,7 @@ struct ExpertModeEstimate {
   // the holder runs its experts for the whole group, all-reduces its experts' gradients over their
   // replicas (dp ranks) and updates only them.
   double sharded_compute_s = 0, sharded_exchange_s = 0, sharded_gradient_s = 0,
-         sharded_update_s = 0;
+         sharded_update_s = 0, sharded_refresh_s = 0;
   double exchange_bytes = 0;             // all-to-all bytes a rank sends per step (sharded)
   double replicated_gradient_bytes = 0;  // gradient bytes a rank all-reduces (replicated)
   double sharded_gradient_bytes = 0;
@@ -49,7 +52,8 @@ struct ExpertModeEstimate {
     return replicated_compute_s + replicated_gradient_s + replicated_update_s;
   }
   double sharded_s() const {
-    return sharded_compute_s + sharded_exchange_s + sharded_gradient_s + sharded_update_s;
+    return sharded_compute_s + sharded_exchange_s + sharded_gradient_s + sharded_update_s +
+           sharded_refresh_s;
   }
   bool choose_sharded() const { return sharded_s() < replicated_s(); }
   /// One line: the choice and the terms behind it.
@@ -58,7 +62,9 @@ struct ExpertModeEstimate {
 
 /// Prices both modes for a dp x ep mesh with the experts placed by `owner` (expert -> rank of
 /// the expert-parallel group), assuming routing spreads each rank's tokens evenly over experts
-/// (what the load-balancing loss aims for).
+/// (what the load-balancing loss aims for). The busiest rank computes the most expert FLOPs,
+/// sends the largest share of its tokens away (the rank holding the fewest experts), and
+/// all-reduces and updates the most expert parameters.
 ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp, int64_t ep,
                                        const std::vector<int>& owner, const MachineRates& rates);
 
@@ -69,9 +75,10 @@ double ExpertFlopsPerToken(const MoaAdapterImpl& layer, int64_t e);
 /// The layer's shape for EstimateExpertModes, with `tokens_per_rank` tokens per rank and step.
 ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank);
 
-/// Measures the rates on this machine: a matrix product, Adam updates, and (over `world`, every
-/// rank calling) an all-reduce and an all-to-all of a few MiB plus a one-number all-reduce for
-/// latency. With one rank the link rates are left at 0.
-MachineRates MeasureMachineRates(parallel::Communicator& world);
+/// Measures the rates on this machine: a matrix product, Adam updates, and, with `links`, (over
+/// `world`, every rank calling) an all-reduce and an all-to-all of a few MiB plus a one-number
+/// all-reduce for latency. With one rank or without `links` the link rates are left at 0. Every
+/// rank gets the world's average.
+MachineRates MeasureMachineRates(parallel::Communicator& world, bool links = true);
 
 }  // namespace moa

@@ -86,7 +86,10 @@ class MoaAdapterImpl : public AdapterImpl {
   const DispatchTimings& timings() const { return timings_; }
   void ResetTimings() { timings_ = DispatchTimings(); }
   /// Shards the experts over `ep.group` (routed dispatch).
-  void set_expert_parallel(ExpertParallel ep) { ep_ = std::move(ep); }
+  void set_expert_parallel(ExpertParallel ep) {
+    TORCH_CHECK(config_.dispatch == "routed", "expert parallelism needs moa.dispatch = routed");
+    ep_ = std::move(ep);
+  }
   const ExpertParallel& expert_parallel() const { return ep_; }
   int64_t layer() const { return layer_; }
   int64_t num_experts() const { return static_cast<int64_t>(experts_.size()); }

@@ -19,7 +19,7 @@ torch::Tensor CoefficientOfVariationSquared(const torch::Tensor& v) {
 // Capacity: each expert keeps its first ceil(factor * T * k / E) assignments of the global batch,
 // in global token order (a token's slots in order). Over a data-parallel group every rank learns
 // all ranks' choices and their rows in the global batch, so it keeps exactly what one process
-// holding the whole batch would keep. Evaluation (each rank its own shard) applies it per batch.
+// holding the whole batch would keep.
 torch::Tensor KeepWithinCapacity(const torch::Tensor& local_chosen, double capacity_factor,
                                  int64_t experts, const RoutingContext& context,
                                  int64_t tokens_per_sample) {
@@ -32,6 +32,8 @@ torch::Tensor KeepWithinCapacity(const torch::Tensor& local_chosen, double capac
       context.global_rows.empty()
           ? torch::arange(samples, torch::kInt64) + (group != nullptr ? group->rank() : 0) * samples
           : torch::tensor(context.global_rows, torch::kInt64);
+  TORCH_CHECK(rows.numel() == samples, "routing: the step context names ", rows.numel(),
+              " rows of the global batch but the layer sees ", samples, " samples");
   torch::Tensor all_chosen = chosen.unsqueeze(0), all_rows = rows.unsqueeze(0);
   if (ranks > 1) {
     auto gathered_chosen = group->AllGather(chosen);
@@ -135,11 +137,10 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
 
   const torch::Tensor assignment_ids = r.experts.cpu();
   const int64_t* ids = assignment_ids.data_ptr<int64_t>();
-  const torch::Tensor kept =
-      options.capacity_factor > 0
-          ? KeepWithinCapacity(assignment_ids, options.capacity_factor, experts,
-                               training ? context : RoutingContext(), tokens_per_sample)
-          : torch::ones({tokens, k}, torch::kBool);
+  const torch::Tensor kept = training && options.capacity_factor > 0
+                                 ? KeepWithinCapacity(assignment_ids, options.capacity_factor,
+                                                      experts, context, tokens_per_sample)
+                                 : torch::ones({tokens, k}, torch::kBool);
   const bool* kept_ptr = kept.data_ptr<bool>();
   std::vector<std::vector<int64_t>> token_lists(experts), slot_lists(experts);
   for (int64_t t = 0; t < tokens; ++t) {

@@ -16,14 +16,18 @@ absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
   MOA_ASSIGN_OR_RETURN(sharding->ep_group_, world.Split(static_cast<int>(mesh.dp_rank()),
                                                         static_cast<int>(mesh.ep_rank())));
   if (options.mode == "auto") {
-    sharding->rates_ = MeasureMachineRates(world);
+    // A configured link rate replaces the collective measurements (latency then 20 us).
+    sharding->rates_ = MeasureMachineRates(world, /*links=*/options.link_gb_per_s <= 0);
     if (options.gflops > 0) sharding->rates_.flops_per_s = options.gflops * 1e9;
     if (options.link_gb_per_s > 0) {
       sharding->rates_.link_bytes_per_s = sharding->rates_.all_to_all_bytes_per_s =
           options.link_gb_per_s * 1e9;
+      sharding->rates_.latency_s = 20e-6;
     }
   }
-  const bool lead = world.rank() == 0;
+  // Every layer's placement and estimate; rank 0's choices are everyone's.
+  std::vector<ExpertLayerPlan> plans;
+  std::vector<int64_t> choices;
   for (const auto& layer : layers) {
     ExpertLayerPlan plan;
     std::vector<int64_t> costs;
@@ -38,12 +42,22 @@ absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
     }
     plan.owner = *owner;
     if (options.mode == "auto") {
-      plan.estimate = EstimateExpertModes(ShapeOf(*layer, options.tokens_per_rank), mesh.dp,
-                                          mesh.ep, plan.owner, sharding->rates_);
-      plan.sharded = plan.estimate.choose_sharded();
+      ExpertLayerShape shape = ShapeOf(*layer, options.tokens_per_rank);
+      shape.refresh_every_step = options.refresh_every_step;
+      plan.estimate = EstimateExpertModes(shape, mesh.dp, mesh.ep, plan.owner, sharding->rates_);
+      choices.push_back(plan.estimate.choose_sharded() ? 1 : 0);
     } else {
-      plan.sharded = options.mode == "sharded";
+      choices.push_back(options.mode == "sharded" ? 1 : 0);
     }
+    plans.push_back(std::move(plan));
+  }
+  torch::Tensor chosen = torch::tensor(choices, torch::kInt64);
+  MOA_RETURN_IF_ERROR(world.Broadcast(chosen, 0));
+  const bool lead = world.rank() == 0;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const auto& layer = layers[l];
+    ExpertLayerPlan& plan = plans[l];
+    plan.sharded = chosen[static_cast<int64_t>(l)].item<int64_t>() == 1;
     if (plan.sharded) {
       layer->set_expert_parallel({sharding->ep_group_.get(), plan.owner});
       for (int64_t e = 0; e < layer->num_experts(); ++e) {
@@ -62,8 +76,8 @@ absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
                            << (options.mode == "auto" ? plan.estimate.Describe()
                                                       : options.mode + " (parallel.expert_mode)");
     }
-    sharding->plans_.push_back(std::move(plan));
   }
+  sharding->plans_ = std::move(plans);
   return sharding;
 }
 

@@ -27,6 +27,8 @@ struct ExpertShardingOptions {
   /// Configured rates (0: measure at start-up).
   double link_gb_per_s = 0;
   double gflops = 0;
+  /// Sharded experts are refreshed on every rank after each step (SWAD, replica checks).
+  bool refresh_every_step = false;
 };
 
 /// One MoA layer's plan.

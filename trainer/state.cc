@@ -140,15 +140,19 @@ absl::Status BroadcastParameters(const std::vector<torch::Tensor>& params,
     torch::Tensor value = p.detach();
     MOA_RETURN_IF_ERROR(group.Broadcast(value, root));
     if (optimizer == nullptr) continue;
-    // The holder's step count (0: no state yet, nothing to copy).
+    // The holder's step count (0: no state yet, nothing to copy; -1: an optimizer whose state
+    // cannot be copied, which every rank must learn to fail together).
     AdamFields f;
     auto it = optimizer->state().find(OptimizerStateKey(p));
     if (group.rank() == root && it != optimizer->state().end() && !ReadFields(*it->second, &f)) {
-      return absl::UnimplementedError("expert parallelism's checkpoints support Adam and AdamW");
+      f.step = -1;
     }
     torch::Tensor step = torch::tensor({f.step}, torch::kInt64);
     MOA_RETURN_IF_ERROR(group.Broadcast(step, root));
     f.step = step.item<int64_t>();
+    if (f.step < 0) {
+      return absl::UnimplementedError("expert parallelism's checkpoints support Adam and AdamW");
+    }
     if (f.step == 0) continue;
     if (group.rank() != root) {
       f.exp_avg = torch::zeros_like(value);

@@ -305,6 +305,7 @@ class Runner {
           per_rank * static_cast<int64_t>(train_envs_.size()) * TokensPerSample();
       options.link_gb_per_s = config_.parallel.link_gb_per_s;
       options.gflops = config_.parallel.gflops;
+      options.refresh_every_step = config_.swad.enabled || config_.train.check_replicas;
       MOA_ASSIGN_OR_RETURN(sharding_, ExpertSharding::Create(moa_layers_, mesh_, world_, options));
     }
     // Gradients: shared parameters (and replicated experts) are averaged over all ranks; a

@@ -82,7 +82,13 @@ TEST_F(OptionsTest, CrossKeyRules) {
   EXPECT_NE(m.find("adapter.method = moa"), std::string::npos) << m;
   m = Error("[adapter]\nmethod = moa\n[moa]\nranks = 1,2,4\n[parallel]\nep = 4\n");
   EXPECT_NE(m.find("parallel.ep = 4 exceeds the 3 experts"), std::string::npos) << m;
-  EXPECT_TRUE(LoadConfig("", {"adapter.method=moa", "moa.ranks=1,2,4", "parallel.ep=3"}).ok());
+  m = Error("[adapter]\nmethod = moa\n[moa]\ndispatch = dense\n[parallel]\nep = 2\n");
+  EXPECT_NE(m.find("moa.dispatch = dense"), std::string::npos) << m;
+  m = Error("[adapter]\nmethod = moa\n[data]\nbatch_size = 30\n[parallel]\nep = 4\n");
+  EXPECT_NE(m.find("parallel.ep = 4 expert-parallel ranks"), std::string::npos) << m;
+  EXPECT_TRUE(LoadConfig("", {"adapter.method=moa", "moa.ranks=1,2,4", "parallel.ep=3",
+                              "data.batch_size=30"})
+                  .ok());
 }
 
 TEST_F(OptionsTest, MissingFileIsNamed) {

@@ -114,6 +114,10 @@ TEST(RouteTest, CapacityDropsLateTokensAndCountsThem) {
   EXPECT_TRUE(torch::equal(r.expert_tokens[0], torch::tensor({0, 1, 2}, torch::kInt64)));
   EXPECT_EQ(r.expert_tokens[1].numel(), 0);
   EXPECT_EQ(r.combine.narrow(0, 3, 7).abs().sum().item<float>(), 0.0f);
+  // Evaluation keeps every assignment: its scores must not depend on how batches are cut.
+  const Routing evaluated = Route(clean, options, RoutingContext(), 0, 1, /*training=*/false);
+  EXPECT_EQ(evaluated.dropped, 0);
+  EXPECT_EQ(evaluated.expert_tokens[0].numel(), 10);
 }
 
 // Two layers with identical parameters, one routed and one dense.

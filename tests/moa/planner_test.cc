@@ -78,6 +78,28 @@ TEST(ExpertPlannerTest, FewTokensAndLargeExpertsAreSharded) {
   EXPECT_NEAR(e.sharded_s(), 3.4932e-3, 1e-12);
   EXPECT_TRUE(e.choose_sharded());
   EXPECT_EQ(e.Describe().rfind("sharded:", 0), 0u) << e.Describe();
+  // With SWAD every rank copies the 200 000 parameters it does not hold after each step:
+  // 800 000 bytes plus a latency per expert, 0.84 ms, still cheaper than replication.
+  shape.refresh_every_step = true;
+  const ExpertModeEstimate refreshed = EstimateExpertModes(shape, 2, 2, {0, 1, 0, 1}, RoundRates());
+  EXPECT_CLOSE(refreshed.sharded_refresh_s, 8e5 / 1e9 + 4 * 1e-5);
+  EXPECT_NEAR(refreshed.sharded_s(), 3.4932e-3 + 8.4e-4, 1e-12);
+  EXPECT_TRUE(refreshed.choose_sharded());
+}
+
+// The rank holding the fewest experts sends the largest share of its tokens away: with experts
+// placed {0, 0, 0, 1} that rank keeps 1 in 4, so 3/4 of its 100 tokens cross.
+TEST(ExpertPlannerTest, ExchangeCountsTheRankWithFewestExperts) {
+  ExpertLayerShape shape;
+  shape.in_features = 10;
+  shape.out_features = 20;
+  shape.tokens_per_rank = 100;
+  shape.top_k = 2;
+  shape.expert_parameters = {30, 30, 30, 90};
+  shape.expert_flops_per_token = {60, 60, 60, 180};
+  const ExpertModeEstimate e = EstimateExpertModes(shape, 1, 2, {0, 0, 0, 1}, RoundRates());
+  // 100 tokens x 2 choices x 3/4 remote, there and back twice: 2 x 150 x 30 features x 4 bytes.
+  EXPECT_CLOSE(e.exchange_bytes, 36000);
 }
 
 TEST(ExpertPlannerTest, LayerShapesAndCosts) {

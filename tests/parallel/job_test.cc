@@ -90,14 +90,11 @@ TEST_P(DataParallelTest, EqualsOneProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Ranks, DataParallelTest, ::testing::Values(2, 4));
 
-TEST(DataParallelSwadTest, TwoRanksEqualOneProcess) {
-  test::TempDir dir;
-  std::string out;
-  const std::string args = " --swad.enabled=true --train.steps=40 --train.checkpoint_freq=4";
-  ASSERT_EQ(test::RunShell(Moa() + TinyMoa(dir.File("one")) + args, &out), 0) << out;
-  ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + TinyMoa(dir.File("two")) + args, &out), 0) << out;
-  const nlohmann::json a = Records(dir.File("one/results.jsonl")).back();
-  const nlohmann::json b = Records(dir.File("two/results.jsonl")).back();
+// The SWAD records (the last line of results.jsonl) of two runs: the same valley, accuracies
+// exactly, losses to 1e-4 relative.
+void ExpectSameSwadRecord(const std::string& one_dir, const std::string& many_dir) {
+  const nlohmann::json a = Records(one_dir + "/results.jsonl").back();
+  const nlohmann::json b = Records(many_dir + "/results.jsonl").back();
   ASSERT_TRUE(a.value("swad", false));
   ASSERT_TRUE(b.value("swad", false));
   EXPECT_EQ(a["swad_start_step"], b["swad_start_step"]);
@@ -112,6 +109,15 @@ TEST(DataParallelSwadTest, TwoRanksEqualOneProcess) {
           << it.key();
     }
   }
+}
+
+TEST(DataParallelSwadTest, TwoRanksEqualOneProcess) {
+  test::TempDir dir;
+  std::string out;
+  const std::string args = " --swad.enabled=true --train.steps=40 --train.checkpoint_freq=4";
+  ASSERT_EQ(test::RunShell(Moa() + TinyMoa(dir.File("one")) + args, &out), 0) << out;
+  ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + TinyMoa(dir.File("two")) + args, &out), 0) << out;
+  ExpectSameSwadRecord(dir.File("one"), dir.File("two"));
 }
 
 // Evaluations of a resumed run after step 10 (steps 10, 15 and 19) depend only on the parameters:
@@ -160,12 +166,12 @@ TEST(DataParallelResumeTest, ResumedJobMatchesUninterrupted) {
 // capacity factor is one where no routing decision of these 12 steps is a near-tie: where two
 // experts' probabilities differ by float noise, reduction order may pick either, and with every
 // expert at capacity the drop counts would not show the flip (0.6 has one at step 9).
-std::string TinyShardedMoa(const std::string& dir, int ep) {
+std::string TinyShardedMoa(const std::string& dir, int ep, const std::string& mode = "sharded") {
   return " train --config " + test::SourceDir() +
          "/configs/tiny.ini --adapter.method=moa --moa.expert=kronecker --moa.phm_dim=8 "
          "--moa.top_k=2 --moa.noise=true --moa.kron_dropout=0.5 --moa.aux_loss=true "
          "--moa.proj_dim=16 --moa.capacity_factor=0.8 --train.threads=1 --parallel.ep=" +
-         std::to_string(ep) + " --parallel.expert_mode=sharded --output.dir=" + dir;
+         std::to_string(ep) + " --parallel.expert_mode=" + mode + " --output.dir=" + dir;
 }
 
 struct Layout {
@@ -198,6 +204,37 @@ INSTANTIATE_TEST_SUITE_P(Layouts, ExpertParallelTest,
                            return "dp" + std::to_string(info.param.np / info.param.ep) + "_ep" +
                                   std::to_string(info.param.ep);
                          });
+
+// SWAD (which averages every rank's copy of every expert each step) and AdamW (whose state the
+// holders copy for checkpoints) with sharded experts.
+TEST(ExpertParallelSwadTest, SwadWithAdamwEqualsOneProcess) {
+  test::TempDir dir;
+  std::string out;
+  const std::string args =
+      " --swad.enabled=true --train.steps=40 --train.checkpoint_freq=4 --optim.optimizer=adamw";
+  ASSERT_EQ(test::RunShell(Moa() + TinyShardedMoa(dir.File("one"), 1) + args, &out), 0) << out;
+  ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + TinyShardedMoa(dir.File("two"), 2) + args, &out), 0)
+      << out;
+  ExpectSameSwadRecord(dir.File("one"), dir.File("two"));
+}
+
+// parallel.expert_mode = auto on three ranks (a world that does not divide the planner's
+// measurement buffers evenly): the job measures the machine, prints each layer's estimate and
+// choice, and still equals one process.
+TEST(ExpertParallelAutoTest, ThreeRanksPlanAndEqualOneProcess) {
+  test::TempDir dir;
+  std::string out;
+  const std::string args = " --data.batch_size=6";
+  ASSERT_EQ(test::RunShell(Moa() + TinyShardedMoa(dir.File("one"), 1, "auto") + args, &out), 0)
+      << out;
+  ASSERT_EQ(
+      test::RunShell(Mpirun(3) + Moa() + TinyShardedMoa(dir.File("three"), 3, "auto") + args, &out),
+      0)
+      << out;
+  EXPECT_NE(out.find("MoA layer 0 (32 -> 96, experts on ep ranks"), std::string::npos) << out;
+  EXPECT_NE(out.find(" ms (experts "), std::string::npos) << "no estimate printed: " << out;
+  ExpectSameRun(dir.File("one"), dir.File("three"));
+}
 
 // A run saved with ep = 2 resumes with ep = 1 and with ep = 4: the checkpoint's experts have the
 // same layout at any ep.
