@@ -62,10 +62,17 @@ double SumOverRanks(Communicator& world, double value) {
   return t.item<double>();
 }
 
+// One MoA layer's forward per step (slowest rank) and the token bytes its all-to-alls move.
+struct LayerMeasured {
+  std::string name;
+  double route_ms = 0, dispatch_ms = 0, experts_ms = 0, combine_ms = 0;
+  double token_mb = 0;  // all ranks, forward and backward
+};
+
 struct Measured {
-  double step_ms = 0, route_ms = 0, dispatch_ms = 0, experts_ms = 0, combine_ms = 0;
-  double token_mb = 0;     // all-to-all bytes per step, all ranks, forward and backward
+  double step_ms = 0;      // forward, backward, gradient all-reduce and Adam, slowest rank
   double gradient_mb = 0;  // gradient bytes each rank all-reduces per step
+  std::vector<LayerMeasured> layers;
 };
 
 Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicator& world) {
@@ -145,21 +152,18 @@ Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicato
     adam.step();
     if (step > 0) m.step_ms += clock.Seconds() * 1e3 / steps;
   }
-  double route = 0, dispatch = 0, experts = 0, combine = 0, bytes = 0;
-  for (const auto& layer : layers) {
-    const moa::DispatchTimings& t = layer->timings();
-    route += t.route_s;
-    dispatch += t.dispatch_s;
-    experts += t.experts_s;
-    combine += t.combine_s;
-    bytes += static_cast<double>(t.bytes_sent);
-  }
   m.step_ms = MaxOverRanks(world, m.step_ms);
-  m.route_ms = MaxOverRanks(world, route * 1e3 / steps);
-  m.dispatch_ms = MaxOverRanks(world, dispatch * 1e3 / steps);
-  m.experts_ms = MaxOverRanks(world, experts * 1e3 / steps);
-  m.combine_ms = MaxOverRanks(world, combine * 1e3 / steps);
-  m.token_mb = 2 * SumOverRanks(world, bytes / steps) / 1e6;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const moa::DispatchTimings& t = layers[l]->timings();
+    LayerMeasured lm;
+    lm.name = config.layers[l].name;
+    lm.route_ms = MaxOverRanks(world, t.route_s * 1e3 / steps);
+    lm.dispatch_ms = MaxOverRanks(world, t.dispatch_s * 1e3 / steps);
+    lm.experts_ms = MaxOverRanks(world, t.experts_s * 1e3 / steps);
+    lm.combine_ms = MaxOverRanks(world, t.combine_s * 1e3 / steps);
+    lm.token_mb = 2 * SumOverRanks(world, static_cast<double>(t.bytes_sent) / steps) / 1e6;
+    m.layers.push_back(lm);
+  }
   return m;
 }
 
@@ -196,9 +200,13 @@ moa::ExpertModeEstimate Plan(const BenchConfig& config, int ranks, const moa::Ma
 }
 
 void PrintRow(const char* config, int ranks, const char* mode, const Measured& m) {
-  std::printf("%-6s %3d  %-10s %9.1f %8.1f %9.1f %8.1f %8.1f %10.1f %9.1f\n", config, ranks, mode,
-              m.step_ms, m.route_ms, m.dispatch_ms, m.experts_ms, m.combine_ms, m.token_mb,
-              m.gradient_mb);
+  std::printf("%-6s %3d  %-10s %9.1f %9.1f\n", config, ranks, mode, m.step_ms, m.gradient_mb);
+  for (const LayerMeasured& l : m.layers) {
+    std::printf(
+        "    %-4s forward ms: route %.1f, dispatch %.1f, experts %.1f, combine %.1f; "
+        "tokens moved %.1f MB\n",
+        l.name.c_str(), l.route_ms, l.dispatch_ms, l.experts_ms, l.combine_ms, l.token_mb);
+  }
   std::printf("RESULT %s %d %s %.3f\n", config, ranks, mode, m.step_ms);
 }
 
@@ -229,8 +237,7 @@ int main(int argc, char** argv) {
         "all-to-all %.2f GB/s, latency %.1f us\n",
         ranks, threads, rates.flops_per_s / 1e9, rates.update_s_per_parameter * 1e9,
         rates.link_bytes_per_s / 1e9, rates.all_to_all_bytes_per_s / 1e9, rates.latency_s * 1e6);
-    std::printf("%-6s %3s  %-10s %9s %8s %9s %8s %8s %10s %9s\n", "config", "ep", "mode", "step ms",
-                "route", "dispatch", "experts", "combine", "token MB", "grad MB");
+    std::printf("%-6s %3s  %-10s %9s %9s\n", "config", "ep", "mode", "step ms", "grad MB");
   }
   for (const BenchConfig& config : configs) {
     if (which != "both" && which != config.name) continue;

@@ -8,7 +8,9 @@
 #include "common/logging.h"
 #include "data/dataset.h"
 #include "data/image_folder.h"
+#include "launch/collect.h"
 #include "launch/options.h"
+#include "launch/sweep.h"
 #include "moa/peft.h"
 #include "parallel/mpi_communicator.h"
 #include "trainer/evaluate.h"
@@ -31,6 +33,8 @@ constexpr const char* kUsage =
     "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone\n"
     "  data check --dataset NAME --data_dir DIR [--workers N]: list an image-folder dataset's\n"
     "             environments, classes and counts, and decode every image\n"
+    "  sweep      launch|list|delete_incomplete a hyper-parameter sweep (local, mpirun, slurm)\n"
+    "  collect    --input_dir DIR: DomainBed's model-selection tables of a sweep\n"
     "\n"
     "Options are INI keys: a file given with --config, overridden by --section.key=value.\n"
     "`moa <command> --help` lists every option with its default.\n";
@@ -238,6 +242,8 @@ int RunCommand(const std::vector<std::string>& args) {
     }
     return DataCheck(std::vector<std::string>(args.begin() + 2, args.end()));
   }
+  if (command == "sweep") return RunSweepCommand({args.begin() + 1, args.end()});
+  if (command == "collect") return RunCollectCommand({args.begin() + 1, args.end()});
   if (command != "train" && command != "pretrain" && command != "info" && command != "eval" &&
       command != "export") {
     std::cerr << "moa: unknown command '" << command << "'\n\n" << kUsage;

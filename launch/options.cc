@@ -323,6 +323,26 @@ const OptionTable& Table() {
     t.Add<std::string>(MOA_FIELD(output, save), "selected",
                        "adapter checkpoints to keep: none, selected, all",
                        OneOf({"none", "selected", "all"}));
+    // [slurm]
+    t.Add<std::string>(MOA_FIELD(slurm, partition), "",
+                       "Slurm partition of sweep jobs (empty: the cluster's default)");
+    t.Add<std::string>(MOA_FIELD(slurm, account), "",
+                       "Slurm account of sweep jobs (empty: the user's default)");
+    t.Add<int64_t>(MOA_FIELD(slurm, nodes), 1, "nodes per sweep job", AtLeast<int64_t>(1));
+    t.Add<int64_t>(MOA_FIELD(slurm, ntasks_per_node), 1,
+                   "moa processes (ranks) per node in a sweep job", AtLeast<int64_t>(1));
+    t.Add<int64_t>(MOA_FIELD(slurm, gpus_per_task), 0, "GPUs per rank (0: ask for none)",
+                   AtLeast<int64_t>(0));
+    t.Add<int64_t>(MOA_FIELD(slurm, cpus_per_task), 0, "CPUs per rank (0: the partition's default)",
+                   AtLeast<int64_t>(0));
+    t.Add<std::string>(MOA_FIELD(slurm, time), "",
+                       "time limit per sweep job, as sbatch --time takes it (empty: the "
+                       "partition's default)");
+    t.Add<std::string>(MOA_FIELD(slurm, mpi), "pmix",
+                       "srun --mpi plugin that starts the ranks (`srun --mpi=list` shows them)");
+    t.Add<int64_t>(MOA_FIELD(slurm, max_running), 0,
+                   "most array tasks running at once (0: no limit)", AtLeast<int64_t>(0));
+    t.Add<std::string>(MOA_FIELD(slurm, job_name), "moa-sweep", "Slurm job name of the sweep");
     return t;
   }();
   return table;

@@ -11,6 +11,7 @@ debian_packages=(
   zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev
   dataset-fashion-mnist
   python3-torch python3-torchvision python3-numpy python3-venv python3-pil
+  munge slurmctld slurmd slurm-client
 )
 
 missing=()

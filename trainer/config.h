@@ -88,6 +88,20 @@ struct OutputConfig {
   std::string save;
 };
 
+/// How `moa sweep --launcher slurm` asks Slurm for resources; training ignores it.
+struct SlurmConfig {
+  std::string partition;
+  std::string account;
+  int64_t nodes = 0;
+  int64_t ntasks_per_node = 0;
+  int64_t gpus_per_task = 0;
+  int64_t cpus_per_task = 0;
+  std::string time;
+  std::string mpi;
+  int64_t max_running = 0;
+  std::string job_name;
+};
+
 struct RunConfig {
   DataConfig data;
   ModelConfig model;
@@ -99,6 +113,7 @@ struct RunConfig {
   ParallelConfig parallel;
   SwadConfig swad;
   OutputConfig output;
+  SlurmConfig slurm;
   /// The file the configuration was read from (for messages); empty when none.
   std::string config_path;
   /// The resolved configuration as INI text, written to config.ini.

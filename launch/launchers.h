@@ -1,0 +1,44 @@
+// The launchers of `moa sweep`: local and mpirun run each job as a child process (`moa train`,
+// or `mpirun -np N moa train`), N at a time, with its output in the run directory's out.txt and
+// err.txt; slurm writes one job-array sbatch script that a person can read and edit and submits
+// it with sbatch.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <absl/status/statusor.h>
+
+#include "launch/sweep.h"
+#include "trainer/config.h"
+
+namespace moa::launch {
+
+/// `text` as one shell word: unchanged when it holds only characters no shell treats specially,
+/// else in single quotes (a single quote inside becomes '\'').
+std::string ShellQuote(const std::string& text);
+
+/// Runs the jobs (local: `moa`, mpirun: `<options.mpirun> -np <options.np> moa`), at most
+/// options.max_parallel at once, and waits for all of them; returns how many failed.
+int RunJobsAsProcesses(const std::vector<SweepJob>& jobs, const SweepOptions& options);
+
+/// The sbatch script of a job array with one task per job. Each task skips a done run, resumes a
+/// run that holds a full-state checkpoint (a requeued or restarted task) and otherwise starts it
+/// with `srun --mpi=<slurm.mpi> <moa> train ...`. Errors name the [slurm] key whose value no
+/// #SBATCH line can carry.
+absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
+                                        const SweepOptions& options,
+                                        const trainer::SlurmConfig& slurm);
+
+/// Writes the script to output_dir/slurm/sweep-<time>.sbatch and, unless options.dry_run, submits
+/// it with `sbatch --parsable`, prints the Slurm job id and records each run's array task
+/// (JOBID_INDEX) in its run directory's slurm_task file; returns the script's path.
+absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
+                                          const SweepOptions& options,
+                                          const trainer::SlurmConfig& slurm);
+
+/// The Slurm array task recorded in `run_dir`/slurm_task when squeue still lists it (pending or
+/// running), else "" (no record, no squeue, or the task has ended).
+std::string QueuedSlurmTask(const std::string& run_dir);
+
+}  // namespace moa::launch
