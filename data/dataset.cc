@@ -93,18 +93,23 @@ void SplitDomains(const LoadOptions& options, DomainDataset* dataset) {
   }
 }
 
-// Scans, checks and (with skip_corrupt) filters an image-folder dataset into its domains.
-absl::StatusOr<DomainDataset> LoadImageFolder(const LoadOptions& options, const DatasetInfo& info) {
-  if (options.data_dir.empty()) {
+// Scans the folder layout of an image-folder dataset under data_dir (no image is read).
+absl::StatusOr<FolderLayout> ScanDatasetFolder(const DatasetInfo& info,
+                                               const std::string& data_dir) {
+  if (data_dir.empty()) {
     return absl::InvalidArgumentError("data.data_dir must name the folder that holds " +
                                       (info.folder.empty()
                                            ? std::string("the dataset's environment folders")
                                            : info.folder + "/ (DomainBed's download layout)"));
   }
+  return ScanImageFolder(ImageFolderRoot(info, data_dir), info.environments, info.num_classes);
+}
+
+// Scans, checks and (with skip_corrupt) filters an image-folder dataset into its domains.
+absl::StatusOr<DomainDataset> LoadImageFolder(const LoadOptions& options, const DatasetInfo& info) {
   MOA_ASSIGN_OR_RETURN(ImageCheck check, ParseImageCheck(options.check));
-  const std::string root = ImageFolderRoot(info, options.data_dir);
-  MOA_ASSIGN_OR_RETURN(FolderLayout layout,
-                       ScanImageFolder(root, info.environments, info.num_classes));
+  MOA_ASSIGN_OR_RETURN(FolderLayout layout, ScanDatasetFolder(info, options.data_dir));
+  const std::string& root = layout.root;
   DomainDataset dataset;
   dataset.name = options.dataset;
   dataset.classes = layout.classes;
@@ -184,6 +189,15 @@ std::vector<std::string> KnownDatasets() {
   std::vector<std::string> names;
   for (const DatasetInfo& info : Registry()) names.push_back(info.name);
   return names;
+}
+
+absl::StatusOr<DatasetInfo> DescribeDataset(const std::string& name, const std::string& data_dir) {
+  MOA_ASSIGN_OR_RETURN(DatasetInfo info, LookupDataset(name));
+  if (info.num_classes > 0 && !info.environments.empty()) return info;
+  MOA_ASSIGN_OR_RETURN(FolderLayout layout, ScanDatasetFolder(info, data_dir));
+  info.num_classes = static_cast<int64_t>(layout.classes.size());
+  for (const FolderEnvironment& env : layout.environments) info.environments.push_back(env.name);
+  return info;
 }
 
 absl::Status CompleteInfo(const DomainDataset& dataset, const std::vector<int64_t>& test_envs,

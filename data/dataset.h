@@ -89,6 +89,12 @@ std::string ImageFolderRoot(const DatasetInfo& info, const std::string& data_dir
 /// checked (image_folder.h); their images are decoded later, by the stream and the evaluator.
 absl::StatusOr<DomainDataset> LoadDataset(const LoadOptions& options);
 
+/// What a model of the dataset needs to know (classes, environments) without reading any image:
+/// LookupDataset's description, completed for ImageFolder by scanning the folder layout under
+/// `data_dir` as LoadDataset does (so `moa info` and `moa export` build the model `train` built).
+/// Errors name the folder at fault, or say that data.data_dir is required.
+absl::StatusOr<DatasetInfo> DescribeDataset(const std::string& name, const std::string& data_dir);
+
 /// Fills what `info` could not know before the data was read (ImageFolder's environments and
 /// class count) from `dataset`, and checks that `test_envs` name environments it has.
 absl::Status CompleteInfo(const DomainDataset& dataset, const std::vector<int64_t>& test_envs,

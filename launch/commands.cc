@@ -26,7 +26,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  train      train adapters on a frozen backbone (DomainBed protocol) and select a model\n"
     "  pretrain   train a whole classifier and save its backbone for `train` to start from\n"
-    "  info       print parameter counts of a configuration's model (no data, no training)\n"
+    "  info       print parameter counts of a configuration's model (no image read, no\n"
+    "             training; ImageFolder's folders are scanned for its classes)\n"
     "  eval       evaluate adapter checkpoints on every domain: --adapters A [B ...] (an\n"
     "             ensemble's logits are averaged)\n"
     "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone\n"
@@ -102,7 +103,7 @@ std::string WithCommas(int64_t n) {
 }
 
 int Info(const trainer::RunConfig& config) {
-  auto info = data::LookupDataset(config.data.dataset);
+  auto info = trainer::ModelDatasetInfo(config);
   if (!info.ok()) {
     std::cerr << "moa info: " << info.status().message() << "\n";
     return 2;

@@ -470,9 +470,11 @@ absl::StatusOr<std::vector<SweepJob>> MakeSweepJobs(const SweepOptions& options)
   std::vector<SweepJob> jobs;
   for (int64_t trial = 0; trial < options.n_trials; ++trial) {
     for (const std::string& dataset : datasets) {
-      auto info = data::LookupDataset(dataset);
+      // ImageFolder's environments come from a scan of data.data_dir, as training finds them.
+      auto info = data::DescribeDataset(dataset, base.data.data_dir);
       if (!info.ok())
-        return absl::InvalidArgumentError("--datasets: " + std::string(info.status().message()));
+        return absl::InvalidArgumentError("--datasets " + dataset + ": " +
+                                          std::string(info.status().message()));
       MOA_ASSIGN_OR_RETURN(
           const auto env_sets,
           TestEnvSets(options.test_envs, static_cast<int64_t>(info->environments.size())));

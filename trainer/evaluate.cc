@@ -88,7 +88,7 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
 
 absl::Status ExportMerged(const RunConfig& config, const std::string& adapters,
                           const std::string& out) {
-  MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
+  MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, ModelDatasetInfo(config));
   MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, adapters));
   MOA_RETURN_IF_ERROR(MergeLora(*model));
   std::vector<std::pair<std::string, torch::Tensor>> tensors;

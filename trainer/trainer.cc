@@ -728,6 +728,15 @@ absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config) {
   return load;
 }
 
+absl::StatusOr<data::DatasetInfo> ModelDatasetInfo(const RunConfig& config) {
+  if (config.model.num_classes == 0) {
+    return data::DescribeDataset(config.data.dataset, config.data.data_dir);
+  }
+  MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
+  info.num_classes = config.model.num_classes;
+  return info;
+}
+
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
                                                            const data::DatasetInfo& info) {
   ModelSpec spec;

@@ -26,6 +26,11 @@ namespace moa::trainer {
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
                                                            const data::DatasetInfo& info);
 
+/// What BuildModel needs to know of the configured dataset, without loading it: the registry's
+/// description with model.num_classes when that is set, else the dataset's own classes
+/// (ImageFolder's from a scan of data.data_dir's folders: data::DescribeDataset).
+absl::StatusOr<data::DatasetInfo> ModelDatasetInfo(const RunConfig& config);
+
 /// Accuracy and loss of one (domain, split).
 struct SplitScore {
   int64_t correct = 0;

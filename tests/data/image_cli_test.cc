@@ -1,11 +1,13 @@
 // The image-folder datasets end to end through the `moa` executable: `moa data check` (layout,
-// counts, every file decoded, the bad ones named) and a short training run on an image folder
-// (configs/tiny_images.ini), which must produce DomainBed's records.
+// counts, every file decoded, the bad ones named), a short training run on an image folder
+// (configs/tiny_images.ini), which must produce DomainBed's records, and `moa info` and
+// `moa export`, which must build the model with the folder's classes.
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/files.h"
+#include "moa/safetensors.h"
 #include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 
@@ -64,6 +66,45 @@ TEST(ImageTrainingTest, TrainsOnAnImageFolderAndRecordsEveryEnvironment) {
     EXPECT_LE(record[key].get<double>(), 1.0);
   }
   EXPECT_EQ(record["args"]["dataset"], "ImageFolder");
+}
+
+// ImageFolder's classes are known only from its folders: `moa info` and `moa export` scan
+// data.data_dir as training does (3 classes here, where the registry says 0), so export loads the
+// trained 3-class head; model.num_classes overrides the scan; without data.data_dir both say so.
+TEST(ImageModelCommandsTest, InfoAndExportSeeTheFolderClasses) {
+  moa::test::TempDir dir;
+  data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y", "z"}, 2);
+  const std::string config = " --config " + moa::test::SourceDir() + "/configs/tiny_images.ini";
+  const std::string data_dir = " --data.data_dir=" + dir.File("data");
+  std::string out;
+  ASSERT_EQ(moa::test::RunShell(Moa() + " info" + config + data_dir, &out), 0) << out;
+  EXPECT_NE(out.find("dataset ImageFolder (3 classes)"), std::string::npos) << out;
+  char head[64];
+  std::snprintf(head, sizeof(head), "%-10s %14s", "head", "99");  // 32 x 3 + 3, as info prints it
+  EXPECT_NE(out.find(head), std::string::npos) << out;
+  ASSERT_EQ(
+      moa::test::RunShell(Moa() + " info" + config + data_dir + " --model.num_classes=5", &out), 0)
+      << out;
+  EXPECT_NE(out.find("dataset ImageFolder (5 classes)"), std::string::npos) << out;
+  EXPECT_EQ(moa::test::RunShell(Moa() + " info" + config, &out), 2) << out;
+  EXPECT_NE(out.find("data.data_dir must name the folder"), std::string::npos) << out;
+
+  ASSERT_EQ(moa::test::RunShell(
+                Moa() + " train" + config + data_dir +
+                    " --train.steps=2 --train.checkpoint_freq=1 --output.dir=" + dir.File("run"),
+                &out),
+            0)
+      << out;
+  const std::string export_args = " --merge --adapters " +
+                                  dir.File("run/checkpoints/selected.safetensors") + " --output " +
+                                  dir.File("merged.safetensors");
+  ASSERT_EQ(moa::test::RunShell(Moa() + " export" + config + data_dir + export_args, &out), 0)
+      << out;
+  MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile merged, ReadSafetensors(dir.File("merged.safetensors")));
+  ASSERT_TRUE(merged.tensors.count("head.weight"));
+  EXPECT_EQ(merged.tensors.at("head.weight").sizes(), torch::IntArrayRef({3, 32}));
+  EXPECT_EQ(moa::test::RunShell(Moa() + " export" + config + export_args, &out), 1) << out;
+  EXPECT_NE(out.find("data.data_dir must name the folder"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -1,7 +1,10 @@
-// The `moa` command line as a user runs it: help, `moa info` on every shipped configuration,
-// and the exit codes and messages of bad invocations.
+// The `moa` command line as a user runs it: help, `moa info` on every shipped configuration
+// (image-folder ones on a folder written here), and the exit codes and messages of bad
+// invocations.
 #include <filesystem>
 
+#include "common/files.h"
+#include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 
 namespace moa {
@@ -27,15 +30,24 @@ TEST(CommandsTest, HelpListsCommandsAndOptions) {
 }
 
 TEST(CommandsTest, InfoWorksOnEveryShippedConfig) {
+  // ImageFolder configurations leave data.data_dir to the user; info scans it for the classes.
+  test::TempDir images;
+  data::test::WriteImageFolder(images.path(), {"a", "b"}, {"x", "y"}, 1);
   int configs = 0;
   for (const auto& entry : std::filesystem::directory_iterator(test::SourceDir() + "/configs")) {
     if (entry.path().extension() != ".ini") continue;
     ++configs;
     std::string out;
-    EXPECT_EQ(test::RunShell(Moa() + " info --config " + entry.path().string(), &out), 0)
+    MOA_ASSERT_OK_AND_ASSIGN(std::string text, ReadFile(entry.path().string()));
+    const bool image_folder = text.find("dataset = ImageFolder") != std::string::npos;
+    EXPECT_EQ(test::RunShell(Moa() + " info --config " + entry.path().string() +
+                                 (image_folder ? " --data.data_dir=" + images.path() : ""),
+                             &out),
+              0)
         << entry.path() << "\n"
         << out;
     EXPECT_NE(out.find("trainable"), std::string::npos) << entry.path();
+    if (image_folder) EXPECT_NE(out.find("(2 classes)"), std::string::npos) << out;
   }
   EXPECT_GE(configs, 3);
 }

@@ -1,8 +1,9 @@
 // `moa sweep`: test-environment sets, the job list and its ids, hyper-parameter draws, the
 // Slurm script (its quoting checked by running it with a stand-in srun that prints its
-// arguments), and the local and mpirun launchers end to end on the tiny configuration:
-// relaunching a finished sweep runs nothing, delete_incomplete removes only unfinished runs of
-// the sweep, and a relaunched incomplete run resumes from its checkpoint.
+// arguments), ImageFolder's environments read from its folder, and the local and mpirun launchers
+// end to end on the tiny configuration: relaunching a finished sweep runs nothing,
+// delete_incomplete removes only unfinished runs of the sweep, and a relaunched incomplete run
+// resumes from its checkpoint.
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "launch/launchers.h"
 #include "launch/options.h"
 #include "launch/sweep.h"
+#include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 
 namespace moa::launch {
@@ -100,6 +102,27 @@ TEST(SweepTest, JobListIdsAndArguments) {
              "3", "--output_dir", dir.path(), "--train.steps=4", "--slurm.partition=gpu"}));
   MOA_ASSERT_OK(slurm);
   EXPECT_EQ((*slurm)[7].id, (*jobs)[7].id);
+}
+
+// An ImageFolder sweep takes its environments from data.data_dir's folders, as training does.
+TEST(SweepTest, ImageFolderEnvironmentsComeFromItsFolder) {
+  test::TempDir dir;
+  data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y"}, 1);
+  const std::string config = test::SourceDir() + "/configs/tiny_images.ini";
+  const std::vector<std::string> args = {
+      "launch", "--config",   config, "--test_envs",  "single",         "--n_hparams",
+      "1",      "--n_trials", "1",    "--output_dir", dir.File("sweep")};
+  std::vector<std::string> with_data = args;
+  with_data.push_back("--data.data_dir=" + dir.File("data"));
+  auto jobs = MakeSweepJobs(Parse(with_data));
+  MOA_ASSERT_OK(jobs);
+  ASSERT_EQ(jobs->size(), 3u);
+  EXPECT_EQ((*jobs)[2].Describe(), "ImageFolder lora test_envs=2 hparams_seed=0 trial_seed=0");
+  auto without = MakeSweepJobs(Parse(args));
+  ASSERT_FALSE(without.ok());
+  EXPECT_NE(without.status().message().find("data.data_dir must name the folder"),
+            std::string::npos)
+      << without.status();
 }
 
 TEST(SweepTest, HyperparameterDraws) {

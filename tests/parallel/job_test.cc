@@ -1,5 +1,6 @@
 // Whole jobs under mpirun: data-parallel training equals one process (dp = 2 and 4, MoA with
-// router noise, Kronecker dropout and the auxiliary loss on), so does expert-parallel training
+// router noise, Kronecker dropout and the auxiliary loss on; and on an image folder with
+// augmentation on), so does expert-parallel training
 // (ep = 2, 4 and dp 2 x ep 2, with a capacity that drops assignments), checkpoints move between
 // ep layouts, and a failing or killed rank ends the job quickly with the rank named.
 #include <chrono>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moa/safetensors.h"
+#include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 
 namespace moa {
@@ -41,9 +43,10 @@ std::string TinyMoa(const std::string& dir) {
 
 // Two runs of the same configuration on the same global batches: equal records and adapters.
 // Tolerance: losses and evaluation losses to 1e-4 relative (float sums in another order);
-// accuracies (correct counts / totals) exactly; router assignment shares and drops exactly; the
-// trained adapters and their Adam state to 1e-4 relative.
-void ExpectSameRun(const std::string& one_dir, const std::string& many_dir) {
+// accuracies (correct counts / totals) exactly; router assignment shares and drops exactly (when
+// `routed`: the runs train MoA layers, whose records must carry them); the trained adapters and
+// their Adam state to 1e-4 relative.
+void ExpectSameRun(const std::string& one_dir, const std::string& many_dir, bool routed = true) {
   const auto one = Records(one_dir + "/results.jsonl");
   const auto many = Records(many_dir + "/results.jsonl");
   ASSERT_EQ(one.size(), many.size());
@@ -59,6 +62,7 @@ void ExpectSameRun(const std::string& one_dir, const std::string& many_dir) {
         EXPECT_NEAR(a, b, 1e-4 * std::abs(a)) << key << " at record " << i;
       }
     }
+    if (!routed) continue;
     ASSERT_TRUE(many[i].contains("router"));
     for (size_t l = 0; l < one[i]["router"].size(); ++l) {
       EXPECT_EQ(one[i]["router"][l]["share"], many[i]["router"][l]["share"]) << "layer " << l;
@@ -89,6 +93,28 @@ TEST_P(DataParallelTest, EqualsOneProcess) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, DataParallelTest, ::testing::Values(2, 4));
+
+// The same on an image folder (configs/tiny_images.ini: decode threads, the training transform
+// on): each rank decodes and augments only its slice of every domain's global minibatch, with
+// parameters keyed by (seed, step, domain, position in the global minibatch), and evaluates its
+// shard of every split, so the ranks train and score exactly as one process does. An
+// augmentation drawn per rank, or keyed by a rank-local position, changes the losses.
+class ImageDataParallelTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ImageDataParallelTest, EqualsOneProcess) {
+  const int np = GetParam();
+  test::TempDir dir;
+  data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y", "z"}, 3);
+  const std::string train = " train --config " + test::SourceDir() +
+                            "/configs/tiny_images.ini --data.data_dir=" + dir.File("data") +
+                            " --output.dir=";
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + train + dir.File("one"), &out), 0) << out;
+  ASSERT_EQ(test::RunShell(Mpirun(np) + Moa() + train + dir.File("many"), &out), 0) << out;
+  ExpectSameRun(dir.File("one"), dir.File("many"), /*routed=*/false);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, ImageDataParallelTest, ::testing::Values(2, 4));
 
 // The SWAD records (the last line of results.jsonl) of two runs: the same valley, accuracies
 // exactly, losses to 1e-4 relative.
