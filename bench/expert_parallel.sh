@@ -6,7 +6,7 @@
 #
 # usage: bash bench/expert_parallel.sh [STEPS]   (run from the repository root after a build)
 set -euo pipefail
-steps=${1:-4}
+steps=${1:-8}
 bench=build/bench/expert_parallel_bench
 out=$(mktemp)
 for np in 1 2 4; do
