@@ -184,19 +184,9 @@ moa::ExpertModeEstimate Plan(const BenchConfig& config, int ranks, const moa::Ma
     }
     const auto owner = moa::PartitionExperts(costs, ranks);
     Check(owner.status());
-    const moa::ExpertModeEstimate e = moa::EstimateExpertModes(
+    total += moa::EstimateExpertModes(
         moa::ShapeOf(layer, config.images / ranks * config.tokens_per_image), 1, ranks, *owner,
         rates);
-    total.replicated_compute_s += e.replicated_compute_s;
-    total.replicated_gradient_s += e.replicated_gradient_s;
-    total.replicated_update_s += e.replicated_update_s;
-    total.replicated_gradient_bytes += e.replicated_gradient_bytes;
-    total.sharded_compute_s += e.sharded_compute_s;
-    total.sharded_exchange_s += e.sharded_exchange_s;
-    total.sharded_gradient_s += e.sharded_gradient_s;
-    total.sharded_update_s += e.sharded_update_s;
-    total.sharded_gradient_bytes += e.sharded_gradient_bytes;
-    total.exchange_bytes += e.exchange_bytes;
   }
   return total;
 }

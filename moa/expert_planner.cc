@@ -41,6 +41,21 @@ std::string ExpertModeEstimate::Describe() const {
   return line;
 }
 
+ExpertModeEstimate& ExpertModeEstimate::operator+=(const ExpertModeEstimate& other) {
+  replicated_compute_s += other.replicated_compute_s;
+  replicated_gradient_s += other.replicated_gradient_s;
+  replicated_update_s += other.replicated_update_s;
+  sharded_compute_s += other.sharded_compute_s;
+  sharded_exchange_s += other.sharded_exchange_s;
+  sharded_gradient_s += other.sharded_gradient_s;
+  sharded_update_s += other.sharded_update_s;
+  sharded_refresh_s += other.sharded_refresh_s;
+  exchange_bytes += other.exchange_bytes;
+  replicated_gradient_bytes += other.replicated_gradient_bytes;
+  sharded_gradient_bytes += other.sharded_gradient_bytes;
+  return *this;
+}
+
 ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp, int64_t ep,
                                        const std::vector<int>& owner, const MachineRates& rates) {
   ExpertModeEstimate e;

@@ -56,6 +56,8 @@ struct ExpertModeEstimate {
            sharded_refresh_s;
   }
   bool choose_sharded() const { return sharded_s() < replicated_s(); }
+  /// Adds another layer's terms: the estimate of several layers together.
+  ExpertModeEstimate& operator+=(const ExpertModeEstimate& other);
   /// One line: the choice and the terms behind it.
   std::string Describe() const;
 };

@@ -85,6 +85,12 @@ TEST(ExpertPlannerTest, FewTokensAndLargeExpertsAreSharded) {
   EXPECT_CLOSE(refreshed.sharded_refresh_s, 8e5 / 1e9 + 4 * 1e-5);
   EXPECT_NEAR(refreshed.sharded_s(), 3.4932e-3 + 8.4e-4, 1e-12);
   EXPECT_TRUE(refreshed.choose_sharded());
+  // Two layers together: every term adds.
+  ExpertModeEstimate both = e;
+  both += refreshed;
+  EXPECT_CLOSE(both.sharded_s(), e.sharded_s() + refreshed.sharded_s());
+  EXPECT_CLOSE(both.replicated_s(), e.replicated_s() + refreshed.replicated_s());
+  EXPECT_CLOSE(both.exchange_bytes, 2 * e.exchange_bytes);
 }
 
 // The rank holding the fewest experts sends the largest share of its tokens away: with experts

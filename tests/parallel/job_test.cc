@@ -23,14 +23,6 @@ std::string Mpirun(int np) {
 
 std::string Moa() { return test::BinaryDir() + "/moa"; }
 
-std::vector<nlohmann::json> Records(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<nlohmann::json> out;
-  std::string line;
-  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
 // The tiny configuration with everything random switched on.
 std::string TinyMoa(const std::string& dir) {
   return " train --config " + test::SourceDir() +
@@ -47,8 +39,8 @@ std::string TinyMoa(const std::string& dir) {
 // `routed`: the runs train MoA layers, whose records must carry them); the trained adapters and
 // their Adam state to 1e-4 relative.
 void ExpectSameRun(const std::string& one_dir, const std::string& many_dir, bool routed = true) {
-  const auto one = Records(one_dir + "/results.jsonl");
-  const auto many = Records(many_dir + "/results.jsonl");
+  const auto one = test::ReadJsonLines(one_dir + "/results.jsonl");
+  const auto many = test::ReadJsonLines(many_dir + "/results.jsonl");
   ASSERT_EQ(one.size(), many.size());
   ASSERT_FALSE(one.empty());
   for (size_t i = 0; i < one.size(); ++i) {
@@ -119,8 +111,8 @@ INSTANTIATE_TEST_SUITE_P(Ranks, ImageDataParallelTest, ::testing::Values(2, 4));
 // The SWAD records (the last line of results.jsonl) of two runs: the same valley, accuracies
 // exactly, losses to 1e-4 relative.
 void ExpectSameSwadRecord(const std::string& one_dir, const std::string& many_dir) {
-  const nlohmann::json a = Records(one_dir + "/results.jsonl").back();
-  const nlohmann::json b = Records(many_dir + "/results.jsonl").back();
+  const nlohmann::json a = test::ReadJsonLines(one_dir + "/results.jsonl").back();
+  const nlohmann::json b = test::ReadJsonLines(many_dir + "/results.jsonl").back();
   ASSERT_TRUE(a.value("swad", false));
   ASSERT_TRUE(b.value("swad", false));
   EXPECT_EQ(a["swad_start_step"], b["swad_start_step"]);
@@ -149,8 +141,8 @@ TEST(DataParallelSwadTest, TwoRanksEqualOneProcess) {
 // Evaluations of a resumed run after step 10 (steps 10, 15 and 19) depend only on the parameters:
 // equal to those of the uninterrupted run to 1e-5 relative (losses) and exactly (accuracies).
 void ExpectResumedEvaluationsMatch(const std::string& whole_dir, const std::string& part_dir) {
-  const auto whole = Records(whole_dir + "/results.jsonl");
-  const auto part = Records(part_dir + "/results.jsonl");
+  const auto whole = test::ReadJsonLines(whole_dir + "/results.jsonl");
+  const auto part = test::ReadJsonLines(part_dir + "/results.jsonl");
   int compared = 0;
   for (const auto& a : whole) {
     for (const auto& b : part) {
@@ -218,7 +210,7 @@ TEST_P(ExpertParallelTest, EqualsOneProcess) {
       << out;
   EXPECT_NE(out.find("sharded (parallel.expert_mode)"), std::string::npos) << out;
   // The capacity must have dropped assignments, or the test would not cover dropping.
-  const auto records = Records(dir.File("one/results.jsonl"));
+  const auto records = test::ReadJsonLines(dir.File("one/results.jsonl"));
   ASSERT_FALSE(records.empty());
   EXPECT_GT(records.back()["router"][0]["dropped"].get<int64_t>(), 0);
   ExpectSameRun(dir.File("one"), dir.File("many"));

@@ -72,11 +72,7 @@ std::string SubmittedJob(const std::string& output) {
 }
 
 std::vector<nlohmann::json> Records(const std::string& run) {
-  std::vector<nlohmann::json> records;
-  std::ifstream in(run + "/results.jsonl");
-  std::string line;
-  while (std::getline(in, line)) records.push_back(nlohmann::json::parse(line));
-  return records;
+  return test::ReadJsonLines(run + "/results.jsonl");
 }
 
 std::vector<std::string> RunDirs(const std::string& sweep) {

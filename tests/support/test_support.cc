@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 namespace moa::test {
 
@@ -64,6 +65,14 @@ int RunPython(const std::string& script, const std::string& args, const std::str
   }
   if (rc != 0) ADD_FAILURE() << "python " << script << " failed (" << rc << "):\n" << output;
   return rc;
+}
+
+std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<nlohmann::json> records;
+  std::string line;
+  while (std::getline(in, line)) records.push_back(nlohmann::json::parse(line));
+  return records;
 }
 
 }  // namespace moa::test

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <absl/status/status.h>
 #include <absl/status/statusor.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #define MOA_EXPECT_OK(expr)                                    \
   do {                                                         \
@@ -66,5 +68,9 @@ int RunPython(const std::string& script, const std::string& args, const std::str
 
 /// Runs a shell command; returns its exit status and captures stdout+stderr into `output`.
 int RunShell(const std::string& command, std::string* output);
+
+/// The JSON objects of a JSON-lines file (a run's results.jsonl), one per line; empty when the
+/// file is missing.
+std::vector<nlohmann::json> ReadJsonLines(const std::string& path);
 
 }  // namespace moa::test

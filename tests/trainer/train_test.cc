@@ -21,14 +21,6 @@ RunConfig Tiny(const std::string& dir, std::vector<std::string> overrides = {}) 
   return *config;
 }
 
-std::vector<nlohmann::json> ReadRecords(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<nlohmann::json> records;
-  std::string line;
-  while (std::getline(in, line)) records.push_back(nlohmann::json::parse(line));
-  return records;
-}
-
 TEST(TrainTest, RunDirectoryAndResultsSchema) {
   test::TempDir dir;
   const std::string run = dir.File("run");
@@ -37,7 +29,7 @@ TEST(TrainTest, RunDirectoryAndResultsSchema) {
                            "checkpoints/selected.safetensors", "checkpoints/selected.json"}) {
     EXPECT_TRUE(std::filesystem::exists(run + "/" + file)) << file;
   }
-  const auto records = ReadRecords(run + "/results.jsonl");
+  const auto records = test::ReadJsonLines(run + "/results.jsonl");
   // steps = 12, checkpoint_freq = 5: evaluations after steps 0, 5, 10 and the last, 11.
   ASSERT_EQ(records.size(), 4u);
   const int64_t expected_steps[] = {0, 5, 10, 11};
@@ -92,9 +84,9 @@ TEST(TrainTest, SameSeedGivesByteIdenticalLosses) {
   MOA_ASSERT_OK(Train(Tiny(dir.File("a"))));
   MOA_ASSERT_OK(Train(Tiny(dir.File("b"))));
   MOA_ASSERT_OK(Train(Tiny(dir.File("c"), {"train.seed=1"})));
-  const auto a = ReadRecords(dir.File("a/results.jsonl"));
-  const auto b = ReadRecords(dir.File("b/results.jsonl"));
-  const auto c = ReadRecords(dir.File("c/results.jsonl"));
+  const auto a = test::ReadJsonLines(dir.File("a/results.jsonl"));
+  const auto b = test::ReadJsonLines(dir.File("b/results.jsonl"));
+  const auto c = test::ReadJsonLines(dir.File("c/results.jsonl"));
   ASSERT_EQ(a.size(), b.size());
   for (size_t r = 0; r < a.size(); ++r) {
     for (auto it = a[r].begin(); it != a[r].end(); ++it) {
@@ -111,7 +103,7 @@ TEST(TrainTest, MoaRunRecordsRouterStatistics) {
   MOA_ASSERT_OK(
       Train(Tiny(dir.File("moa"), {"adapter.method=moa", "moa.proj_dim=16", "moa.aux_loss=true",
                                    "moa.capacity_factor=0.5", "moa.ranks=1,4"})));
-  const auto records = ReadRecords(dir.File("moa/results.jsonl"));
+  const auto records = test::ReadJsonLines(dir.File("moa/results.jsonl"));
   ASSERT_EQ(records.size(), 4u);
   // Steps 1..5 are the second interval: 5 training forwards of 5 domains x 8 images x 17 tokens.
   const nlohmann::json& router = records[1]["router"];
