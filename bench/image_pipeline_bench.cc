@@ -1,8 +1,8 @@
 // Input-pipeline throughput on 224 x 224 training batches: decode, augment and batch of JPEGs at
 // typical DomainBed sizes (written by the benchmark, about 500 x 400), moa's stream against
-// torchvision's DataLoader (bench/torchvision_pipeline.py, Debian's python3-torchvision) with the
-// same number of workers, in the same run. Also times moa's stages alone (decode; decode +
-// augment) on one thread.
+// torchvision's DataLoader (bench/torchvision_pipeline.py, torchvision from scripts/setup.sh's
+// environment) with the same number of workers, in the same run. Also times moa's stages alone
+// (decode; decode + augment) on one thread.
 //
 // usage: image_pipeline_bench [--images N] [--workers W] [--steps S] [--batch B]
 //   default: 192 images in 2 domains x 2 classes, W = 2 (both pipelines), 12 steps of 2 x 32.
@@ -129,9 +129,8 @@ int main(int argc, char** argv) {
   // torchvision: one DataLoader per domain; `workers` processes in all, as moa's threads.
   const int per_domain = std::max(1, workers / 2);
   char command[1024];
-  std::snprintf(command, sizeof(command),
-                "%s/.venv/bin/python %s/bench/torchvision_pipeline.py %s %d %d %d", MOA_SOURCE_DIR,
-                MOA_SOURCE_DIR, root.c_str(), per_domain, batch, steps);
+  std::snprintf(command, sizeof(command), "%s %s/bench/torchvision_pipeline.py %s %d %d %d",
+                MOA_PYTHON, MOA_SOURCE_DIR, root.c_str(), per_domain, batch, steps);
   double torch_rate = 0;
   if (FILE* pipe = popen(command, "r")) {
     if (std::fscanf(pipe, "%lf", &torch_rate) != 1) torch_rate = 0;

@@ -1,7 +1,8 @@
 // Times one training step (forward, backward, Adam on the trainable parameters) of each given
 // configuration's model on a batch of its shape, in the same run, and prints the ratio to the
 // first. For the first configuration it also times the same model and batch in PyTorch eager
-// (Debian's python3-torch with timm; LoRA configurations) with the same thread count.
+// (the same torch, from scripts/setup.sh's environment, with timm; LoRA configurations) with the
+// same thread count.
 //
 // usage: train_step_bench [--config A.ini --config B.ini ...] [--batch PER_DOMAIN] [--steps N]
 //                         [--threads T]
@@ -84,9 +85,9 @@ double TorchMs(const std::string& path, int64_t per_domain, int steps, int threa
   const auto& m = config->model;
   char command[1024];
   std::snprintf(command, sizeof(command),
-                "%s/.venv/bin/python %s/bench/torch_train_step.py %d %lld %lld %lld %lld %lld %lld "
+                "%s %s/bench/torch_train_step.py %d %lld %lld %lld %lld %lld %lld "
                 "%g %lld %s %d %lld",
-                MOA_SOURCE_DIR, MOA_SOURCE_DIR, threads, static_cast<long long>(batch),
+                MOA_PYTHON, MOA_SOURCE_DIR, threads, static_cast<long long>(batch),
                 static_cast<long long>(m.img_size), static_cast<long long>(m.patch_size),
                 static_cast<long long>(m.dim), static_cast<long long>(m.depth),
                 static_cast<long long>(m.heads), m.mlp_ratio,

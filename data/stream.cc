@@ -98,6 +98,10 @@ Batch DomainStream::Make(int64_t step) const {
   batch.step = step;
   batch.images = torch::cat(images);
   batch.labels = torch::cat(labels);
+  if (options_.pin_memory) {
+    batch.images = batch.images.pin_memory();
+    batch.labels = batch.labels.pin_memory();
+  }
   batch.domain_ids = torch::cat(domain_ids);
   return batch;
 }
@@ -146,8 +150,11 @@ std::unique_ptr<DomainStream::PendingBatch> DomainStream::Allocate(int64_t step)
   }
   const int64_t size = options_.image_size;
   pending->batch.step = step;
-  pending->batch.images = torch::empty({rows, 3, size, size}, torch::kFloat32);
+  pending->batch.images =
+      torch::empty({rows, 3, size, size},
+                   torch::TensorOptions(torch::kFloat32).pinned_memory(options_.pin_memory));
   pending->batch.labels = torch::tensor(labels, torch::kInt64);
+  if (options_.pin_memory) pending->batch.labels = pending->batch.labels.pin_memory();
   pending->batch.domain_ids = torch::tensor(pending->domains, torch::kInt64);
   pending->remaining = rows;
   return pending;

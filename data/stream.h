@@ -42,8 +42,9 @@ struct StreamOptions {
   int64_t seed = 0;
   int64_t dp_rank = 0;
   int64_t dp_size = 1;
-  int64_t first_step = 0;  // a resumed run starts here
-  int64_t prefetch = 4;    // batches prepared ahead; 0 prepares on demand in the caller's thread
+  int64_t first_step = 0;   // a resumed run starts here
+  int64_t prefetch = 4;     // batches prepared ahead; 0 prepares on demand in the caller's thread
+  bool pin_memory = false;  // page-locked batches, for asynchronous copies to a GPU (needs CUDA)
   // Image folders only:
   int64_t workers = 2;       // decode threads
   int64_t image_size = 224;  // the transforms' output side

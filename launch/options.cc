@@ -255,6 +255,8 @@ const OptionTable& Table() {
                        OneOf({"adam", "adamw"}));
     t.Add<double>(MOA_FIELD(optim, lr), 5e-5, "learning rate", Positive());
     t.Add<double>(MOA_FIELD(optim, weight_decay), 0.0, "weight decay", AtLeast<double>(0.0));
+    t.Add<bool>(MOA_FIELD(optim, fused), true,
+                "one fused Adam/AdamW kernel for all tensors (false: one update per tensor)");
     // [train]
     t.Add<int64_t>(MOA_FIELD(train, steps), -1,
                    "training steps (-1: the dataset's default, 5001; DomainNet 15001)",
@@ -283,6 +285,12 @@ const OptionTable& Table() {
                    "print progress every this many steps (0: only "
                    "at evaluations)",
                    AtLeast<int64_t>(0));
+    t.Add<std::string>(MOA_FIELD(train, precision), "fp32",
+                       "fp32, or bf16 (autocast matrix products and attention to bfloat16; "
+                       "trainable tensors and optimizer state stay fp32)",
+                       OneOf({"fp32", "bf16"}));
+    t.Add<bool>(MOA_FIELD(train, deterministic), false,
+                "deterministic kernels on GPU (slower; makes GPU runs repeat exactly)");
     // [eval]
     t.Add<std::string>(MOA_FIELD(eval, mode), "full",
                        "full, or fast (skip the training domains' `in` splits)",
@@ -300,8 +308,14 @@ const OptionTable& Table() {
     t.Add<double>(MOA_FIELD(parallel, gflops), 0.0,
                   "compute rate (GFLOP/s) the expert-mode planner assumes (0: measure at start-up)",
                   AtLeast<double>(0.0));
-    t.Add<std::string>(MOA_FIELD(parallel, device), "auto", "auto, cpu or cuda",
+    t.Add<std::string>(MOA_FIELD(parallel, device), "auto",
+                       "auto (a GPU when one is visible), cpu or cuda; rank r takes GPU local "
+                       "rank % GPUs",
                        OneOf({"auto", "cpu", "cuda"}));
+    t.Add<std::string>(MOA_FIELD(parallel, backend), "auto",
+                       "collectives: auto (NCCL for GPU tensors when every rank has a GPU of "
+                       "its own, else MPI), mpi or nccl",
+                       OneOf({"auto", "mpi", "nccl"}));
     t.Add<double>(MOA_FIELD(parallel, bucket_mb), 4.0,
                   "gradient all-reduce bucket size (MiB), overlapped with backward", Positive());
     // [swad]

@@ -202,11 +202,13 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   std::vector<torch::Tensor> outputs, positions;
   for (size_t m = 0; m < local.size(); ++m) {
     if (rows_of[m].empty()) continue;  // no rank sent this expert a token
-    const torch::Tensor at = torch::tensor(rows_of[m], torch::kInt64);
+    const torch::Tensor at = torch::tensor(rows_of[m], torch::kInt64).to(tokens.device());
     outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
     positions.push_back(at);
   }
-  torch::Tensor computed = torch::zeros({row, out_features_}, tokens.options());
+  // Under autocast the experts' outputs may be narrower than the tokens: keep their dtype.
+  torch::Tensor computed = torch::zeros(
+      {row, out_features_}, outputs.empty() ? tokens.options() : outputs.front().options());
   if (!outputs.empty()) {
     computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs));
   } else if (torch::GradMode::is_enabled()) {

@@ -5,8 +5,7 @@
 namespace moa {
 namespace F = torch::nn::functional;
 
-AttentionImpl::AttentionImpl(int64_t dim, int64_t heads)
-    : heads_(heads), scale_(1.0 / std::sqrt(static_cast<double>(dim / heads))) {
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads) : heads_(heads) {
   TORCH_CHECK(dim % heads == 0, "ViT width ", dim, " does not divide into ", heads, " heads");
   qkv = register_module("qkv", AdaptableLinear(AdaptableLinearOptions(dim, 3 * dim)));
   proj = register_module("proj", AdaptableLinear(AdaptableLinearOptions(dim, dim)));
@@ -17,12 +16,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   // (B, N, 3, H, hd) -> (3, B, H, N, hd), as timm.
   torch::Tensor qkv_out =
       qkv->forward(x).reshape({b, n, 3, heads_, c / heads_}).permute({2, 0, 3, 1, 4});
-  torch::Tensor q = qkv_out[0] * scale_;
-  torch::Tensor k = qkv_out[1];
-  torch::Tensor v = qkv_out[2];
-  torch::Tensor attn = torch::softmax(torch::matmul(q, k.transpose(-2, -1)), -1);
-  torch::Tensor out = torch::matmul(attn, v).transpose(1, 2).reshape({b, n, c});
-  return proj->forward(out);
+  // softmax(q k^T / sqrt(hd)) v, through ATen's fused kernels (flash or memory-efficient on GPU,
+  // a blocked kernel on CPU), as timm's fused_attn path.
+  torch::Tensor out = at::scaled_dot_product_attention(qkv_out[0], qkv_out[1], qkv_out[2]);
+  return proj->forward(out.transpose(1, 2).reshape({b, n, c}));
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden) {

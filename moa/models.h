@@ -52,7 +52,6 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   int64_t heads_;
-  double scale_;
 };
 TORCH_MODULE(Attention);
 

@@ -205,11 +205,12 @@ std::vector<std::shared_ptr<MoaAdapterImpl>> MoaLayers(const torch::nn::Module& 
 }
 
 torch::Tensor AuxiliaryLoss(const torch::nn::Module& model) {
-  torch::Tensor total = torch::zeros({});
+  torch::Tensor total;
   for (const auto& layer : MoaLayers(model)) {
-    if (layer->aux_loss().defined()) total = total + layer->aux_loss();
+    if (!layer->aux_loss().defined()) continue;
+    total = total.defined() ? total + layer->aux_loss() : layer->aux_loss();
   }
-  return total;
+  return total.defined() ? total : torch::zeros({});
 }
 
 }  // namespace moa

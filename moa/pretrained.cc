@@ -115,7 +115,7 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> ReadCheckpointTensors(
       return absl::InvalidArgumentError(
           "checkpoint " + path + " is a PyTorch pickle LibTorch cannot read (" +
           std::string(e.what()).substr(0, 200) +
-          "); convert it with /usr/bin/python3 scripts/convert_to_safetensors.py");
+          "); convert it with bash scripts/python.sh scripts/convert_to_safetensors.py");
     }
   }
   MOA_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));

@@ -50,6 +50,9 @@ class MpiCommunicator : public Communicator {
   std::string backend_name() const override { return "mpi"; }
 
   absl::Status AllReduce(torch::Tensor& tensor, ReduceOp op) override {
+    if (!tensor.device().is_cpu()) {
+      return ThroughHost(tensor, [&](torch::Tensor& host) { return AllReduce(host, op); });
+    }
     MOA_RETURN_IF_ERROR(Check(tensor, "all_reduce"));
     auto type = TypeOf(tensor);
     if (!type.ok()) return type.status();
@@ -68,6 +71,10 @@ class MpiCommunicator : public Communicator {
   }
 
   absl::StatusOr<torch::Tensor> AllGather(const torch::Tensor& tensor) override {
+    if (!tensor.device().is_cpu()) {
+      MOA_ASSIGN_OR_RETURN(torch::Tensor gathered, AllGather(tensor.to(torch::kCPU)));
+      return gathered.to(tensor.device());
+    }
     const torch::Tensor input = tensor.contiguous();
     auto type = TypeOf(input);
     if (!type.ok()) return type.status();
@@ -81,6 +88,9 @@ class MpiCommunicator : public Communicator {
   }
 
   absl::Status Broadcast(torch::Tensor& tensor, int root) override {
+    if (!tensor.device().is_cpu()) {
+      return ThroughHost(tensor, [&](torch::Tensor& host) { return Broadcast(host, root); });
+    }
     MOA_RETURN_IF_ERROR(Check(tensor, "broadcast"));
     if (root < 0 || root >= size_)
       return absl::InvalidArgumentError("broadcast root " + std::to_string(root) + " out of range");
@@ -93,6 +103,11 @@ class MpiCommunicator : public Communicator {
   absl::StatusOr<torch::Tensor> AllToAllV(const torch::Tensor& input_tensor,
                                           const std::vector<int64_t>& send_rows,
                                           std::vector<int64_t>* recv_rows_out) override {
+    if (!input_tensor.device().is_cpu()) {
+      MOA_ASSIGN_OR_RETURN(torch::Tensor received,
+                           AllToAllV(input_tensor.to(torch::kCPU), send_rows, recv_rows_out));
+      return received.to(input_tensor.device());
+    }
     const torch::Tensor input = input_tensor.contiguous();
     if (static_cast<int>(send_rows.size()) != size_) {
       return absl::InvalidArgumentError("all_to_all_v: " + std::to_string(send_rows.size()) +
@@ -154,10 +169,19 @@ class MpiCommunicator : public Communicator {
   }
 
   absl::Status Check(const torch::Tensor& t, const char* op) const {
-    if (!t.is_contiguous() || !t.device().is_cpu()) {
-      return absl::InvalidArgumentError(std::string("MPI ") + op +
-                                        " needs a contiguous CPU tensor");
+    if (!t.is_contiguous()) {
+      return absl::InvalidArgumentError(std::string("MPI ") + op + " needs a contiguous tensor");
     }
+    return absl::OkStatus();
+  }
+
+  // Device tensors travel through host memory (this MPI is not assumed CUDA-aware): `op` works on
+  // a host copy, which is copied back in place.
+  template <typename Op>
+  absl::Status ThroughHost(torch::Tensor& tensor, Op&& op) {
+    torch::Tensor host = tensor.to(torch::kCPU).contiguous();
+    MOA_RETURN_IF_ERROR(op(host));
+    tensor.copy_(host);
     return absl::OkStatus();
   }
 

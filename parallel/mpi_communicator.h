@@ -1,4 +1,5 @@
-// The MPI implementation of Communicator, for CPU tensors, and the process-wide MPI runtime:
+// The MPI implementation of Communicator (CPU tensors; device tensors are staged through host
+// memory), and the process-wide MPI runtime:
 // MPI is initialised only when a launcher (mpirun, srun) started the process, so one process
 // needs no mpirun. A fatal error ends the whole job through MPI_Abort, naming the rank.
 #pragma once

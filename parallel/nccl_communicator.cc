@@ -117,6 +117,12 @@ absl::Status NcclCommunicator::Check(int result, const char* op) const {
 }
 
 absl::Status NcclCommunicator::Wait(const char* op) const {
+  if (!blocking_) {
+    // Queued only: report an error NCCL has already seen, without waiting for the stream.
+    ncclResult_t async = ncclSuccess;
+    ncclCommGetAsyncError(static_cast<ncclComm_t>(comm_), &async);
+    return Check(async, op);
+  }
   return CudaStatus(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)), op);
 }
 
@@ -154,8 +160,15 @@ absl::StatusOr<std::vector<int64_t>> NcclCommunicator::RecvRows(
   const size_t bytes = sizeof(int64_t) * size_;
   if (auto s = CudaStatus(cudaMalloc(&device_counts, bytes * (size_ + 1)), "cudaMalloc"); !s.ok())
     return s;
-  cudaMemcpy(device_counts, send_rows.data(), bytes, cudaMemcpyHostToDevice);
-  absl::Status status = AllGather(device_counts, device_counts + size_, size_, DataType::kInt64);
+  // On the communicator's stream, so the all-gather reads the counts after they arrive; the host
+  // waits for the table in any mode.
+  auto stream = static_cast<cudaStream_t>(stream_);
+  absl::Status status = CudaStatus(
+      cudaMemcpyAsync(device_counts, send_rows.data(), bytes, cudaMemcpyHostToDevice, stream),
+      "cudaMemcpyAsync");
+  if (status.ok())
+    status = AllGather(device_counts, device_counts + size_, size_, DataType::kInt64);
+  if (status.ok()) status = CudaStatus(cudaStreamSynchronize(stream), "all_to_all_v counts");
   std::vector<int64_t> table(static_cast<size_t>(size_) * size_);
   if (status.ok()) {
     status = CudaStatus(
@@ -204,6 +217,9 @@ absl::Status NcclCommunicator::Barrier() {
   float* one = nullptr;
   if (auto s = CudaStatus(cudaMalloc(&one, sizeof(float)), "cudaMalloc"); !s.ok()) return s;
   absl::Status status = AllReduce(one, 1, DataType::kFloat32, ReduceOp::kSum);
+  if (status.ok()) {
+    status = CudaStatus(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)), "barrier");
+  }
   cudaFree(one);
   return status;
 }
@@ -218,6 +234,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Split(int co
     return s;
   }
   c->comm_ = sub;
+  c->blocking_ = blocking_;
   ncclCommUserRank(sub, &c->rank_);
   ncclCommCount(sub, &c->size_);
   cudaStream_t stream;

@@ -1,9 +1,10 @@
 // The NCCL implementation of the collectives, for GPU memory (DESIGN.md section 4). It uses only
 // the CUDA runtime, NCCL and raw device pointers, on a stream of its own, so it links without a
 // CUDA build of LibTorch. The NCCL unique id is broadcast by a bootstrap callback (MPI in a job).
-// Built only when CUDA and NCCL are found at configure time (parallel/build_config.h says).
-// Every call enqueues on the communicator's stream and waits for it before returning; it must be
-// called by all ranks of the group, in the same order.
+// Built only when LibTorch is a CUDA build (MOA_WITH_NCCL in the top-level CMakeLists.txt).
+// Every call enqueues on the communicator's stream and, unless set_blocking(false), waits for it
+// before returning; it must be called by all ranks of the group, in the same order. The
+// Communicator interface on CUDA tensors (nccl_tensor_communicator.h) uses it without blocking.
 //
 //   auto nccl = NcclCommunicator::Create(rank, size, /*device=*/local_rank, broadcast_bytes);
 //   MOA_RETURN_IF_ERROR((*nccl)->AllReduce(device_ptr, count, DataType::kFloat32, ReduceOp::kSum));
@@ -43,6 +44,9 @@ class NcclCommunicator {
   int device() const { return device_; }
   /// The stream every collective runs on (owned by this object).
   void* stream() const { return stream_; }
+  /// false: calls return once queued on stream() (errors NCCL saw already are still reported);
+  /// the caller orders other streams against it. Split() groups inherit the setting.
+  void set_blocking(bool blocking) { blocking_ = blocking; }
 
   absl::Status AllReduce(void* buffer, size_t count, DataType type, ReduceOp op);
   /// recv holds size() x count elements, rank-major.
@@ -72,6 +76,7 @@ class NcclCommunicator {
   int size_ = 1;
   int device_ = 0;
   bool failed_ = false;
+  bool blocking_ = true;
 };
 
 }  // namespace moa::parallel

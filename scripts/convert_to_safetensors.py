@@ -1,24 +1,13 @@
 """Converts a PyTorch checkpoint (a pickled state dict, or a dict holding one under 'state_dict'
 or 'model') into safetensors, for checkpoints LibTorch cannot read directly.
 
-usage: /usr/bin/python3 scripts/convert_to_safetensors.py IN.bin|IN.pt OUT.safetensors
-(run scripts/setup.sh first: it installs the safetensors package in .venv; this script uses it
-from there when /usr/bin/python3 lacks it)
+usage: bash scripts/python.sh scripts/convert_to_safetensors.py IN.bin|IN.pt OUT.safetensors
+(scripts/python.sh runs the Python environment of scripts/setup.sh, which has torch and safetensors)
 """
 import os
 import sys
 
-here = os.path.dirname(os.path.abspath(__file__))
-venv_site = os.path.join(here, "..", ".venv", "lib")
-try:
-    from safetensors.torch import save_file
-except ImportError:
-    for root, dirs, _ in os.walk(venv_site):
-        if "site-packages" in dirs:
-            sys.path.append(os.path.join(root, "site-packages"))
-            break
-    from safetensors.torch import save_file
-
+from safetensors.torch import save_file
 import torch
 
 

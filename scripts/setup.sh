@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs everything moa's build, tests and demo need on a Debian machine. Idempotent.
+# Debian's packages: compilers, MPI, Abseil, Boost, GoogleTest, codecs, Slurm for the tests.
+# PyPI's torch 2.11.0 (CUDA 13.0) in a virtual environment outside the clone (scripts/venv_path.sh):
+# its LibTorch is the one the C++ build links, and the same torch runs the Python references and
+# the PyTorch baselines.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 debian_packages=(
   build-essential cmake ninja-build ccache pkg-config git
-  libtorch-dev libopenblas0-openmp
   libopenmpi-dev openmpi-bin
   libabsl-dev libboost-program-options-dev libgtest-dev libgmock-dev
-  zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev
+  zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libssl-dev
   dataset-fashion-mnist
-  python3-torch python3-torchvision python3-numpy python3-venv python3-pil
+  python3 python3-venv
   munge slurmctld slurmd slurm-client
 )
 
@@ -25,14 +28,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Independent Python references for the parity tests: timm, open_clip and safetensors pinned,
-# on top of Debian's torch.
-venv="$here/.venv"
-if [ ! -x "$venv/bin/python" ]; then
-  /usr/bin/python3 -m venv --system-site-packages "$venv"
+venv="$(bash "$here/scripts/venv_path.sh")"
+if [ ! -f "$venv/.moa-complete" ]; then
+  echo "setup: creating $venv (torch 2.11.0 with CUDA 13.0, about 3 GB)"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements.txt"
+  "$venv/bin/python" -c "import torch, torchvision, timm, open_clip, safetensors, PIL, numpy"
+  touch "$venv/.moa-complete"
 fi
-if ! "$venv/bin/python" -c "import timm, safetensors, open_clip" 2>/dev/null; then
-  "$venv/bin/pip" install -q --no-deps timm==0.9.16 safetensors==0.4.5 open_clip_torch==2.24.0 \
-    ftfy==6.2.0 regex==2024.5.15 tqdm==4.66.4 wcwidth==0.2.13
-fi
-echo "setup: done"
+echo "setup: done (python environment: $venv)"

@@ -46,6 +46,7 @@ struct OptimConfig {
   std::string optimizer;
   double lr = 0;
   double weight_decay = 0;
+  bool fused = true;  // ATen's fused Adam/AdamW kernel (false: torch::optim's per-tensor update)
 };
 
 struct TrainConfig {
@@ -58,6 +59,8 @@ struct TrainConfig {
   std::string resume;
   bool check_replicas = false;
   int64_t log_every = 0;
+  std::string precision;       // fp32 or bf16 (autocast; trainable tensors stay fp32)
+  bool deterministic = false;  // deterministic kernels (GPU scatter included)
 };
 
 struct EvalConfig {
@@ -71,7 +74,8 @@ struct ParallelConfig {
   std::string expert_mode;
   double link_gb_per_s = 0;  // the planner's link rate (0: measured at start-up)
   double gflops = 0;         // the planner's compute rate (0: measured at start-up)
-  std::string device;
+  std::string device;        // auto, cpu or cuda
+  std::string backend;       // auto, mpi or nccl
   double bucket_mb = 0;
 };
 

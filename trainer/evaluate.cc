@@ -9,6 +9,7 @@
 #include "moa/peft.h"
 #include "moa/safetensors.h"
 #include "moa/weights.h"
+#include "parallel/device.h"
 #include "trainer/trainer.h"
 
 namespace moa::trainer {
@@ -16,9 +17,11 @@ namespace {
 
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> ModelWithAdapters(const RunConfig& config,
                                                                   const data::DatasetInfo& info,
-                                                                  const std::string& adapters) {
+                                                                  const std::string& adapters,
+                                                                  const torch::Device& device) {
   MOA_ASSIGN_OR_RETURN(std::shared_ptr<ClassifierImpl> model, BuildModel(config, info));
   MOA_RETURN_IF_ERROR(LoadTrainable(*model, adapters));
+  model->to(device);
   model->eval();
   return model;
 }
@@ -58,9 +61,11 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
   MOA_ASSIGN_OR_RETURN(data::LoadOptions load, DatasetOptions(config));
   MOA_ASSIGN_OR_RETURN(data::DomainDataset dataset, data::LoadDataset(load));
   MOA_RETURN_IF_ERROR(data::CompleteInfo(dataset, {}, &info));
+  MOA_ASSIGN_OR_RETURN(const torch::Device device,
+                       parallel::SelectDevice(config.parallel.device, parallel::Mesh{}));
   std::vector<std::shared_ptr<ClassifierImpl>> models;
   for (const std::string& path : adapters) {
-    MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, path));
+    MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, path, device));
     models.push_back(model);
   }
   // Adapter methods leave the backbone frozen, so the models share it up to their first adapter.
@@ -76,8 +81,8 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
                                config.model.img_size);
       torch::Tensor images, labels;
       while (loader.Next(&images, &labels)) {
-        const torch::Tensor logits = EnsembleLogits(models, images, frozen_backbone);
-        score.correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+        const torch::Tensor logits = EnsembleLogits(models, images.to(device), frozen_backbone);
+        score.correct += logits.argmax(1).eq(labels.to(device)).sum().item<int64_t>();
         score.total += labels.size(0);
       }
       scores.push_back(score);
@@ -89,7 +94,7 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
 absl::Status ExportMerged(const RunConfig& config, const std::string& adapters,
                           const std::string& out) {
   MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, ModelDatasetInfo(config));
-  MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, adapters));
+  MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, adapters, torch::kCPU));
   MOA_RETURN_IF_ERROR(MergeLora(*model));
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : model->named_parameters()) tensors.emplace_back(p.key(), p.value());

@@ -42,9 +42,7 @@ std::unique_ptr<torch::optim::OptimizerParamState> MakeState(const AdamFields& f
 
 }  // namespace
 
-std::string OptimizerStateKey(const torch::Tensor& p) {
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
-}
+OptimizerStateKeyType OptimizerStateKey(const torch::Tensor& p) { return p.unsafeGetTensorImpl(); }
 
 absl::Status SaveTrainState(const std::string& path,
                             const std::vector<std::pair<std::string, torch::Tensor>>& named,
@@ -106,10 +104,14 @@ absl::StatusOr<TrainState> LoadTrainState(
     if (step == file.tensors.end()) continue;
     AdamFields f;
     f.step = step->second.item<int64_t>();
-    f.exp_avg = file.tensors.at("optim/exp_avg/" + name).clone();
-    f.exp_avg_sq = file.tensors.at("optim/exp_avg_sq/" + name).clone();
+    // The moments live where the parameter lives: a CPU checkpoint resumes on a GPU and back.
+    const auto on_device = [&](const torch::Tensor& t) {
+      return t.to(p.device(), /*non_blocking=*/false, /*copy=*/true);
+    };
+    f.exp_avg = on_device(file.tensors.at("optim/exp_avg/" + name));
+    f.exp_avg_sq = on_device(file.tensors.at("optim/exp_avg_sq/" + name));
     auto max = file.tensors.find("optim/max_exp_avg_sq/" + name);
-    if (max != file.tensors.end()) f.max_exp_avg_sq = max->second.clone();
+    if (max != file.tensors.end()) f.max_exp_avg_sq = on_device(max->second);
     optimizer.state()[OptimizerStateKey(p)] = adamw ? MakeState<torch::optim::AdamWParamState>(f)
                                                     : MakeState<torch::optim::AdamParamState>(f);
   }

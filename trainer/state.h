@@ -23,8 +23,12 @@ struct TrainState {
   std::map<std::string, std::string> extra_metadata;
 };
 
+/// The key type of torch::optim's per-parameter state map (the parameter's TensorImpl).
+using OptimizerStateKeyType =
+    std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+
 /// Where torch::optim keeps a parameter's state: optimizer.state()[OptimizerStateKey(p)].
-std::string OptimizerStateKey(const torch::Tensor& p);
+OptimizerStateKeyType OptimizerStateKey(const torch::Tensor& p);
 
 /// Writes `named` (the trainable parameters by name), the optimizer's per-parameter state, the
 /// global CPU generator state and `state` to `path`.

@@ -221,7 +221,11 @@ void Swad::Import(const std::vector<std::pair<std::string, torch::Tensor>>& tens
   final_sum_.clear();
   closed_.clear();
   current_ = Segment();
-  for (const auto& [key, t] : tensors) {
+  // Sums come back where the parameters live (a checkpoint may come from another device).
+  const torch::Device device =
+      params_.empty() ? torch::Device(torch::kCPU) : params_.front().second.device();
+  for (const auto& [key, stored] : tensors) {
+    const torch::Tensor t = stored.to(device);
     if (key.rfind("swad/final/", 0) == 0) {
       final_sum_[key.substr(11)] = t.clone();
     } else if (key.rfind("swad/segment/", 0) == 0) {

@@ -1,11 +1,9 @@
 #include "trainer/trainer.h"
 
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -17,14 +15,18 @@
 #include "common/timer.h"
 #include "common/version.h"
 #include "data/stream.h"
+#include "moa/autocast.h"
 #include "moa/factory.h"
 #include "moa/peft.h"
 #include "moa/pretrained.h"
 #include "moa/weights.h"
+#include "parallel/backend.h"
+#include "parallel/device.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_communicator.h"
 #include "trainer/expert_sharding.h"
+#include "trainer/optimizer.h"
 #include "trainer/selection.h"
 #include "trainer/state.h"
 #include "trainer/swad.h"
@@ -32,16 +34,32 @@
 namespace moa::trainer {
 namespace {
 
-double PeakMemoryGb() {
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
-}
-
-std::string Hostname() {
-  char name[256] = {0};
-  gethostname(name, sizeof(name) - 1);
-  return name;
+// Every rank's device report, gathered on every rank as JSON (env.json lists them by rank).
+absl::StatusOr<nlohmann::ordered_json> GatherDeviceReports(const torch::Device& device,
+                                                           parallel::Communicator& world) {
+  const parallel::DeviceReport r = parallel::DescribeDevice(device);
+  nlohmann::ordered_json mine;
+  mine["host"] = parallel::Hostname();
+  mine["type"] = r.type;
+  if (r.index >= 0) mine["index"] = r.index;
+  mine["name"] = r.name;
+  mine["memory_gb"] = static_cast<double>(r.memory_bytes) / (1 << 30);
+  mine["driver"] = r.driver.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.driver);
+  mine["cuda"] = r.cuda.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.cuda);
+  mine["nccl"] = r.nccl.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.nccl);
+  // Fixed-width text rows, so one all-gather carries every rank's report.
+  constexpr int64_t kWidth = 1024;
+  std::string text = mine.dump().substr(0, kWidth);
+  torch::Tensor row = torch::zeros({kWidth}, torch::kUInt8);
+  std::memcpy(row.data_ptr(), text.data(), text.size());
+  MOA_ASSIGN_OR_RETURN(torch::Tensor all, world.AllGather(row));
+  all = all.to(torch::kCPU).contiguous();
+  nlohmann::ordered_json reports = nlohmann::ordered_json::array();
+  for (int64_t rank = 0; rank < all.size(0); ++rank) {
+    const char* begin = reinterpret_cast<const char*>(all[rank].data_ptr());
+    reports.push_back(nlohmann::ordered_json::parse(std::string(begin, strnlen(begin, kWidth))));
+  }
+  return reports;
 }
 
 std::string FormatDuration(double seconds) {
@@ -99,15 +117,15 @@ nlohmann::ordered_json ArgsJson(const RunConfig& c) {
 class Runner {
  public:
   Runner(const RunConfig& config, bool pretrain, parallel::Communicator& world)
-      : config_(config), pretrain_(pretrain), world_(world) {}
+      : config_(config), pretrain_(pretrain), launcher_world_(world), world_(&world) {}
 
   absl::StatusOr<RunSummary> Run() {
     MOA_ASSIGN_OR_RETURN(parallel::Mesh mesh,
                          parallel::DetectMesh(config_.parallel.dp, config_.parallel.ep));
-    if (mesh.world_size != world_.size()) {
+    if (mesh.world_size != world_->size()) {
       return absl::FailedPreconditionError(
           "the launcher reports " + std::to_string(mesh.world_size) + " processes but MPI has " +
-          std::to_string(world_.size()) + "; start moa with mpirun or srun --mpi=pmix");
+          std::to_string(world_->size()) + "; start moa with mpirun or srun --mpi=pmix");
     }
     if (mesh.ep > 1 && config_.adapter.method != "moa") {
       return absl::InvalidArgumentError("parallel.ep = " + std::to_string(mesh.ep) +
@@ -120,10 +138,19 @@ class Runner {
           " ranks (every rank takes an equal slice of each domain's minibatch)");
     }
     mesh_ = mesh;
-    lead_ = world_.rank() == 0;
+    lead_ = world_->rank() == 0;
     threads_ = ResolveThreadCount(static_cast<int>(config_.train.threads),
                                   static_cast<int>(mesh.local_size));
     ApplyThreadCount(threads_);
+    MOA_ASSIGN_OR_RETURN(device_, parallel::SelectDevice(config_.parallel.device, mesh));
+    ConfigureKernels();
+    MOA_ASSIGN_OR_RETURN(
+        parallel::Backend backend,
+        parallel::ResolveBackend(config_.parallel.backend, device_, mesh, parallel::VisibleGpus()));
+    if (backend == parallel::Backend::kNccl) {
+      MOA_ASSIGN_OR_RETURN(nccl_world_, parallel::MakeNcclWorld(launcher_world_, device_));
+      world_ = nccl_world_.get();
+    }
     MOA_ASSIGN_OR_RETURN(info_, data::LookupDataset(config_.data.dataset));
 
     MOA_ASSIGN_OR_RETURN(data::LoadOptions load, DatasetOptions(config_));
@@ -134,6 +161,7 @@ class Runner {
     MOA_ASSIGN_OR_RETURN(dataset_, data::LoadDataset(load));
     MOA_RETURN_IF_ERROR(data::CompleteInfo(dataset_, config_.data.test_envs, &info_));
     MOA_ASSIGN_OR_RETURN(model_, BuildModel(config_, info_));
+    model_->to(device_);
     Log(LogLevel::kInfo) << "loaded " << dataset_.name << ": " << DescribeDomains() << " in "
                          << FormatDuration(load_time.Seconds());
 
@@ -144,10 +172,11 @@ class Runner {
       (is_test && !pretrain_ ? test_envs_ : train_envs_).push_back(e);
     }
     run_dir_ = config_.output.dir;
+    MOA_ASSIGN_OR_RETURN(nlohmann::ordered_json devices, GatherDeviceReports(device_, *world_));
     if (lead_) {  // the coordinator alone writes run files
       MOA_RETURN_IF_ERROR(MakeDirs(run_dir_ + "/checkpoints"));
       MOA_RETURN_IF_ERROR(WriteFileAtomically(run_dir_ + "/config.ini", config_.resolved_ini));
-      MOA_RETURN_IF_ERROR(WriteEnvJson(mesh));
+      MOA_RETURN_IF_ERROR(WriteEnvJson(mesh, devices));
       if (config_.train.resume.empty()) std::filesystem::remove(run_dir_ + "/results.jsonl");
       std::filesystem::remove(run_dir_ + "/done");
     }
@@ -155,7 +184,11 @@ class Runner {
     const ParameterCounts counts = CountParameters(*model_);
     Log(LogLevel::kInfo) << "model " << config_.model.arch << " / " << config_.adapter.method
                          << ": " << counts.total() << " parameters, " << counts.trainable
-                         << " trainable; " << threads_ << " threads";
+                         << " trainable; " << threads_ << " threads; "
+                         << (device_.is_cuda() ? "GPU " + std::to_string(device_.index()) + " (" +
+                                                     parallel::DescribeDevice(device_).name + ")"
+                                               : std::string("CPU"))
+                         << ", " << config_.train.precision;
     absl::Status loop_status;
     MOA_RETURN_IF_ERROR(CatchToStatus("training", [&] { loop_status = Loop(); }));
     MOA_RETURN_IF_ERROR(loop_status);
@@ -221,20 +254,44 @@ class Runner {
             {"moa_commit", GitCommit()}};
   }
 
-  absl::Status WriteEnvJson(const parallel::Mesh& mesh) {
+  // TF32 is off in fp32 runs (fp32 means fp32, and GPU runs then equal CPU runs to rounding);
+  // train.deterministic selects deterministic kernels, cuBLAS's included.
+  void ConfigureKernels() {
+    at::globalContext().setAllowTF32CuBLAS(false);
+    at::globalContext().setAllowTF32CuDNN(config_.train.precision != "fp32");
+    if (config_.train.deterministic) {
+      setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+      at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+      at::globalContext().setDeterministicCuDNN(true);
+      at::globalContext().setBenchmarkCuDNN(false);
+    }
+  }
+
+  absl::Status WriteEnvJson(const parallel::Mesh& mesh, const nlohmann::ordered_json& devices) {
     nlohmann::ordered_json env;
     env["moa_commit"] = GitCommit();
     env["libtorch"] = TorchVersion();
     env["mpi"] = parallel::MpiVersion();
-    env["nccl"] = nullptr;
-    env["hostnames"] = {Hostname()};
+    const parallel::DeviceReport report = parallel::DescribeDevice(device_);
+    env["cuda"] =
+        report.cuda.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(report.cuda);
+    env["nccl"] =
+        report.nccl.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(report.nccl);
+    std::vector<std::string> hosts;
+    for (const auto& d : devices) {
+      const std::string host = d["host"].get<std::string>();
+      if (std::find(hosts.begin(), hosts.end(), host) == hosts.end()) hosts.push_back(host);
+    }
+    env["hostnames"] = hosts;
     env["world"] = {{"size", mesh.world_size},
                     {"dp", mesh.dp},
                     {"ep", mesh.ep},
                     {"ranks_per_node", mesh.local_size},
-                    {"backend", world_.backend_name()}};
+                    {"backend", world_->backend_name()}};
     env["threads"] = threads_;
-    env["device"] = "cpu";
+    env["device"] = device_.is_cuda() ? "cuda" : "cpu";
+    env["precision"] = config_.train.precision;
+    env["devices"] = devices;
     return WriteFileAtomically(run_dir_ + "/env.json", env.dump(2) + "\n");
   }
 
@@ -245,27 +302,19 @@ class Runner {
     std::vector<torch::Tensor> params;
     for (auto& [name, p] : TrainableParameters(*model_)) params.push_back(p);
     if (params.empty()) return absl::InvalidArgumentError("the model has no trainable parameter");
-    std::unique_ptr<torch::optim::Optimizer> optimizer;
-    if (config_.optim.optimizer == "adamw") {
-      optimizer = std::make_unique<torch::optim::AdamW>(
-          params,
-          torch::optim::AdamWOptions(config_.optim.lr).weight_decay(config_.optim.weight_decay));
-    } else {
-      optimizer = std::make_unique<torch::optim::Adam>(
-          params,
-          torch::optim::AdamOptions(config_.optim.lr).weight_decay(config_.optim.weight_decay));
-    }
+    std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(config_.optim, params);
 
     data::StreamOptions stream_options;
     stream_options.train_domains = train_envs_;
     stream_options.batch_size = config_.data.batch_size;
     stream_options.seed = config_.train.seed;
     // Every rank, data- or expert-parallel, takes its own slice of the global batch.
-    stream_options.dp_rank = world_.rank();
-    stream_options.dp_size = world_.size();
+    stream_options.dp_rank = world_->rank();
+    stream_options.dp_size = world_->size();
     stream_options.prefetch = std::max<int64_t>(2, config_.data.workers * 2);
     stream_options.workers = config_.data.workers;
     stream_options.image_size = config_.model.img_size;
+    stream_options.pin_memory = device_.is_cuda();
     const std::vector<std::pair<std::string, torch::Tensor>> named = TrainableParameters(*model_);
     double best_validation = -1;
     int64_t first_step = 0;
@@ -287,17 +336,17 @@ class Runner {
     data::DomainStream stream(dataset_, stream_options);
     // Keyed router noise: this rank's samples are rows of the global batch (domain-major, each
     // rank holding a contiguous slice of every domain's minibatch).
-    const int64_t per_rank = config_.data.batch_size / world_.size();
+    const int64_t per_rank = config_.data.batch_size / world_->size();
     model_->routing_context->global_batch =
         config_.data.batch_size * static_cast<int64_t>(train_envs_.size());
     model_->routing_context->global_rows.clear();
     for (size_t k = 0; k < train_envs_.size(); ++k) {
       for (int64_t j = 0; j < per_rank; ++j) {
         model_->routing_context->global_rows.push_back(
-            static_cast<int64_t>(k) * config_.data.batch_size + world_.rank() * per_rank + j);
+            static_cast<int64_t>(k) * config_.data.batch_size + world_->rank() * per_rank + j);
       }
     }
-    model_->routing_context->dp_group = &world_;
+    model_->routing_context->dp_group = world_;
     if (mesh_.ep > 1) {
       ExpertShardingOptions options;
       options.mode = config_.parallel.expert_mode;
@@ -306,7 +355,7 @@ class Runner {
       options.link_gb_per_s = config_.parallel.link_gb_per_s;
       options.gflops = config_.parallel.gflops;
       options.refresh_every_step = config_.swad.enabled || config_.train.check_replicas;
-      MOA_ASSIGN_OR_RETURN(sharding_, ExpertSharding::Create(moa_layers_, mesh_, world_, options));
+      MOA_ASSIGN_OR_RETURN(sharding_, ExpertSharding::Create(moa_layers_, mesh_, *world_, options));
     }
     // Gradients: shared parameters (and replicated experts) are averaged over all ranks; a
     // sharded expert's gradient, which its holder summed over the tokens of its expert-parallel
@@ -322,13 +371,13 @@ class Runner {
     }
     const int64_t bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20));
     MOA_ASSIGN_OR_RETURN(std::unique_ptr<parallel::Communicator> sync_group,
-                         world_.Split(0, world_.rank()));
+                         world_->Split(0, world_->rank()));
     parallel::GradientSynchronizer sync(std::move(sync_group), shared_params, bucket_bytes);
     std::unique_ptr<parallel::GradientSynchronizer> expert_sync;
     if (!held_params.empty()) {
       MOA_ASSIGN_OR_RETURN(
           std::unique_ptr<parallel::Communicator> replicas,
-          world_.Split(static_cast<int>(mesh_.ep_rank()), static_cast<int>(mesh_.dp_rank())));
+          world_->Split(static_cast<int>(mesh_.ep_rank()), static_cast<int>(mesh_.dp_rank())));
       expert_sync = std::make_unique<parallel::GradientSynchronizer>(std::move(replicas),
                                                                      held_params, bucket_bytes);
     }
@@ -341,14 +390,28 @@ class Runner {
     double loss_sum = 0, step_time_sum = 0;
     int64_t interval_steps = 0, interval_images = 0;
     Stopwatch run_clock, interval_clock;
+    // Kept on the device and read on the host only where a value is needed (log lines,
+    // evaluations, SWAD, replica checks, and every step on the CPU, where a read costs nothing):
+    // the interval's summed global loss, how many steps had a non-finite loss, and the first.
+    const auto on_device = torch::TensorOptions(torch::kFloat64).device(device_);
+    torch::Tensor interval_loss = torch::zeros({}, on_device);
+    torch::Tensor nonfinite_steps = torch::zeros({}, on_device);
+    torch::Tensor first_nonfinite = torch::full({}, -1.0, on_device);
+    const bool bf16 = config_.train.precision == "bf16";
     model_->train();
     for (int64_t step = first_step; step < steps; ++step) {
       Stopwatch step_clock;
       data::Batch batch = stream.Next();
+      const torch::Tensor images = batch.images.to(device_, /*non_blocking=*/true);
+      const torch::Tensor labels = batch.labels.to(device_, /*non_blocking=*/true);
       model_->routing_context->seed = config_.train.seed;
       model_->routing_context->step = step;
-      torch::Tensor logits = model_->forward(batch.images);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+      torch::Tensor logits;
+      {
+        AutocastScope autocast(device_, bf16);
+        logits = model_->forward(images);
+      }
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), labels);
       if (config_.moa.aux_loss && !moa_layers_.empty()) loss = loss + AuxiliaryLoss(*model_);
       optimizer->zero_grad();
       loss.backward();
@@ -360,15 +423,29 @@ class Runner {
         torch::NoGradGuard no_grad;
         for (torch::Tensor& p : held_params) p.mutable_grad().div_(static_cast<double>(mesh_.ep));
       }
-      // The global batch's loss: every rank sees the same value, so all stop together on NaN.
-      torch::Tensor global_loss = loss.detach().reshape({1}).to(torch::kFloat64).clone();
-      MOA_RETURN_IF_ERROR(world_.AllReduce(global_loss, parallel::ReduceOp::kAverage));
-      const double loss_value = global_loss.item<double>();
-      if (!std::isfinite(loss_value)) {
-        return absl::InternalError("training loss is " + std::to_string(loss_value) + " at step " +
-                                   std::to_string(step) + "; lower optim.lr or check the data");
+      // The global batch's loss and whether any rank's was not finite: every rank sees the same
+      // values, so all skip the update together, and all stop together when it is read.
+      torch::Tensor local = loss.detach().to(torch::kFloat64).reshape({1});
+      torch::Tensor global = torch::cat({local, (~torch::isfinite(local)).to(torch::kFloat64)});
+      MOA_RETURN_IF_ERROR(world_->AllReduce(global, parallel::ReduceOp::kSum));
+      const torch::Tensor bad = global[1] > 0;
+      StepOptimizer(*optimizer, config_.optim.fused, bad.to(torch::kFloat32).reshape({1}));
+      interval_loss.add_(torch::where(bad, 0.0, global[0] / world_->size()));
+      first_nonfinite.copy_(
+          torch::where(bad & (first_nonfinite < 0), static_cast<double>(step), first_nonfinite));
+      nonfinite_steps.add_(bad.to(torch::kFloat64));
+      const bool checkpoint = step % freq == 0 || step == steps - 1;
+      const bool log_now = config_.train.log_every > 0 && step % config_.train.log_every == 0;
+      if (!device_.is_cuda() || checkpoint || log_now || swad_ || config_.train.check_replicas) {
+        // A non-finite loss never reached the weights; the run stops here with the step named.
+        if (nonfinite_steps.item<double>() > 0) {
+          return absl::InternalError(
+              "training loss is not finite at step " +
+              std::to_string(static_cast<int64_t>(first_nonfinite.item<double>())) +
+              " (that update was skipped); lower optim.lr or check the data");
+        }
+        loss_sum = interval_loss.item<double>();
       }
-      optimizer->step();
       // SWAD averages every rank's copy of every expert each step, and the replica check compares
       // them: both need the holders' current experts.
       if (sharding_ && (swad_ || config_.train.check_replicas)) {
@@ -376,14 +453,11 @@ class Runner {
       }
       if (config_.train.check_replicas) MOA_RETURN_IF_ERROR(CheckReplicas(params, step));
       if (swad_) swad_->Step();
-      loss_sum += loss_value;
       step_time_sum += step_clock.Seconds();
       train_seconds_ += step_clock.Seconds();
       ++interval_steps;
-      interval_images += batch.images.size(0) * world_.size();  // the global batch
+      interval_images += batch.images.size(0) * world_->size();  // the global batch
 
-      const bool checkpoint = step % freq == 0 || step == steps - 1;
-      const bool log_now = config_.train.log_every > 0 && step % config_.train.log_every == 0;
       if (log_now && !checkpoint) {
         const double rate = interval_images / std::max(1e-9, interval_clock.Seconds());
         const double eta = Eta(step, steps, freq);
@@ -410,7 +484,7 @@ class Runner {
       eval_seconds_ += eval_clock.Seconds();
       ++evals_done_;
       model_->train();
-      record["mem_gb"] = PeakMemoryGb();
+      record["mem_gb"] = static_cast<double>(parallel::PeakMemoryBytes(device_)) / (1 << 30);
       if (!moa_layers_.empty()) record["router"] = RouterRecord();
       record["args"] = ArgsJson(config_);
       record["hparams"] = HparamsJson(config_);
@@ -457,6 +531,7 @@ class Runner {
         break;
       }
       loss_sum = step_time_sum = 0;
+      interval_loss.zero_();
       interval_steps = interval_images = 0;
       interval_clock.Reset();
     }
@@ -533,11 +608,11 @@ class Runner {
   // After every step with train.check_replicas: the trainable parameters must be bit-identical on
   // every rank.
   absl::Status CheckReplicas(const std::vector<torch::Tensor>& params, int64_t step) {
-    if (world_.size() == 1) return absl::OkStatus();
+    if (world_->size() == 1) return absl::OkStatus();
     std::vector<torch::Tensor> flat;
     for (const torch::Tensor& p : params) flat.push_back(p.detach().reshape({-1}));
-    MOA_ASSIGN_OR_RETURN(torch::Tensor all, world_.AllGather(torch::cat(flat)));
-    for (int r = 1; r < world_.size(); ++r) {
+    MOA_ASSIGN_OR_RETURN(torch::Tensor all, world_->AllGather(torch::cat(flat)));
+    for (int r = 1; r < world_->size(); ++r) {
       if (!torch::equal(all[r], all[0])) {
         return absl::InternalError("trainable parameters differ between rank 0 and rank " +
                                    std::to_string(r) + " after step " + std::to_string(step));
@@ -555,8 +630,8 @@ class Runner {
 
   // This rank's contiguous share of an evaluation split.
   std::vector<int64_t> Shard(const std::vector<int64_t>& indices) const {
-    const int64_t n = static_cast<int64_t>(indices.size()), size = world_.size(),
-                  rank = world_.rank();
+    const int64_t n = static_cast<int64_t>(indices.size()), size = world_->size(),
+                  rank = world_->rank();
     const int64_t begin = n * rank / size, end = n * (rank + 1) / size;
     return std::vector<int64_t>(indices.begin() + begin, indices.begin() + end);
   }
@@ -573,12 +648,13 @@ class Runner {
         const std::vector<int64_t>& indices = in ? domain.in : domain.out;
         if (indices.empty()) continue;
         SplitScore score = EvaluateSplit(*model_, domain, Shard(indices), config_.eval.batch_size,
-                                         config_.data.workers, config_.model.img_size);
+                                         config_.data.workers, config_.model.img_size,
+                                         config_.train.precision == "bf16");
         // The coordinator's sums: correct counts and totals exactly, loss sums in float64.
         torch::Tensor counts = torch::tensor({score.correct, score.total}, torch::kInt64);
         torch::Tensor loss = torch::tensor({score.loss_sum}, torch::kFloat64);
-        ThrowIfError(world_.AllReduce(counts, parallel::ReduceOp::kSum));
-        ThrowIfError(world_.AllReduce(loss, parallel::ReduceOp::kSum));
+        ThrowIfError(world_->AllReduce(counts, parallel::ReduceOp::kSum));
+        ThrowIfError(world_->AllReduce(loss, parallel::ReduceOp::kSum));
         score.correct = counts[0].item<int64_t>();
         score.total = counts[1].item<int64_t>();
         score.loss_sum = loss.item<double>();
@@ -600,7 +676,7 @@ class Runner {
       std::vector<int64_t> counts = local.assignments;
       counts.push_back(local.dropped);
       torch::Tensor summed = torch::tensor(counts, torch::kInt64);
-      ThrowIfError(world_.AllReduce(summed, parallel::ReduceOp::kSum));
+      ThrowIfError(world_->AllReduce(summed, parallel::ReduceOp::kSum));
       RouterStats stats = local;
       for (size_t e = 0; e < stats.assignments.size(); ++e) {
         stats.assignments[e] = summed[static_cast<int64_t>(e)].item<int64_t>();
@@ -691,8 +767,11 @@ class Runner {
 
   const RunConfig& config_;
   bool pretrain_;
-  parallel::Communicator& world_;
+  parallel::Communicator& launcher_world_;  // MPI (or one process): the launcher's ranks
+  std::unique_ptr<parallel::Communicator> nccl_world_;
+  parallel::Communicator* world_;  // every collective of the run: the NCCL world or the launcher's
   parallel::Mesh mesh_;
+  torch::Device device_{torch::kCPU};
   bool lead_ = true;
   double sync_seconds_ = 0;
   int threads_ = 1;
@@ -773,21 +852,34 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& conf
 
 SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
                          const std::vector<int64_t>& indices, int64_t batch_size, int64_t workers,
-                         int64_t image_size) {
+                         int64_t image_size, bool bf16) {
   torch::NoGradGuard no_grad;
   model.eval();
+  const torch::Device device = model.parameters().front().device();
   SplitScore score;
   data::SplitLoader loader(domain, indices, batch_size, workers, image_size);
+  // Sums stay on the device until the split is done: no host read per batch.
+  torch::Tensor correct = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device));
+  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
   torch::Tensor images, labels;
   while (loader.Next(&images, &labels)) {
-    const torch::Tensor logits = model.forward(images);
-    score.correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
-    score.loss_sum +=
+    images = images.to(device);
+    labels = labels.to(device);
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(device, bf16);
+      logits = model.forward(images);
+    }
+    logits = logits.to(torch::kFloat32);
+    correct += logits.argmax(1).eq(labels).sum();
+    loss_sum +=
         torch::nn::functional::cross_entropy(
             logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-            .item<double>();
+            .to(torch::kFloat64);
     score.total += labels.size(0);
   }
+  score.correct = correct.item<int64_t>();
+  score.loss_sum = loss_sum.item<double>();
   return score;
 }
 

@@ -39,7 +39,7 @@ struct SplitScore {
 };
 SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
                          const std::vector<int64_t>& indices, int64_t batch_size,
-                         int64_t workers = 1, int64_t image_size = 224);
+                         int64_t workers = 1, int64_t image_size = 224, bool bf16 = false);
 
 /// The dataset options a configuration describes.
 absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config);

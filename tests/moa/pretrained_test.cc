@@ -44,7 +44,7 @@ TEST_P(ClipImportTest, FeaturesEqualPyTorch) {
   }
   // The converter script (for pickles LibTorch cannot read) gives the same tensors.
   std::string out;
-  ASSERT_EQ(test::RunShell("/usr/bin/python3 " + test::SourceDir() +
+  ASSERT_EQ(test::RunShell(test::PythonPath() + " " + test::SourceDir() +
                                "/scripts/convert_to_safetensors.py " + prefix + ".pt " + prefix +
                                "_converted.safetensors",
                            &out),

@@ -102,3 +102,41 @@ TEST(MnistCnnTest, FeaturesAre128PerImage) {
 
 }  // namespace
 }  // namespace moa
+
+namespace moa {
+namespace {
+
+// The fused attention (at::scaled_dot_product_attention) against the formula written out:
+// softmax(q k^T / sqrt(head_dim)) v per head, with the module's own qkv and proj weights. The
+// tolerance is float32 rounding over a 16-wide dot product and a softmax; a wrong scale (for
+// example 1/head_dim) or heads mixed up in the reshape changes the output by orders more.
+TEST(AttentionTest, FusedAttentionEqualsTheFormula) {
+  torch::manual_seed(3);
+  const int64_t batch = 3, tokens = 17, dim = 64, heads = 4, head_dim = dim / heads;
+  Attention attention(dim, heads);
+  const torch::Tensor x = torch::randn({batch, tokens, dim});
+  torch::Tensor fused, expected;
+  {
+    torch::NoGradGuard no_grad;
+    attention->qkv->bias.normal_();  // zero at initialisation; a bias must count too
+    attention->proj->bias.normal_();
+    fused = attention->forward(x);
+    const auto& qkv = attention->qkv;
+    const auto& proj = attention->proj;
+    const torch::Tensor all = torch::matmul(x, qkv->weight.t()) + qkv->bias;  // B, N, 3C
+    std::vector<torch::Tensor> per_head;
+    for (int64_t h = 0; h < heads; ++h) {
+      const torch::Tensor q = all.narrow(2, 0 * dim + h * head_dim, head_dim);
+      const torch::Tensor k = all.narrow(2, 1 * dim + h * head_dim, head_dim);
+      const torch::Tensor v = all.narrow(2, 2 * dim + h * head_dim, head_dim);
+      const torch::Tensor scores = torch::matmul(q, k.transpose(1, 2)) / std::sqrt(head_dim);
+      per_head.push_back(torch::matmul(torch::softmax(scores, -1), v));
+    }
+    expected = torch::matmul(torch::cat(per_head, 2), proj->weight.t()) + proj->bias;
+  }
+  EXPECT_TRUE(torch::allclose(fused, expected, /*rtol=*/1e-5, /*atol=*/1e-6))
+      << "largest difference " << (fused - expected).abs().max().item<double>();
+}
+
+}  // namespace
+}  // namespace moa

@@ -34,7 +34,7 @@ std::string BinaryDir() {
 
 std::string PythonPath() {
   if (const char* env = std::getenv("MOA_PYTHON")) return env;
-  return SourceDir() + "/.venv/bin/python";
+  return MOA_PYTHON_DEFAULT;
 }
 
 int RunShell(const std::string& command, std::string* output) {

@@ -59,7 +59,8 @@ std::string SourceDir();
 /// The build directory, where the `moa` executable lives.
 std::string BinaryDir();
 
-/// The Python with torch, timm and safetensors (the setup script's .venv).
+/// The Python with torch, timm and safetensors: MOA_PYTHON, else the environment of
+/// scripts/setup.sh that the build was configured with.
 std::string PythonPath();
 
 /// Runs `python tests/python/<script> <args>` and returns its exit status; its output goes to

@@ -16,6 +16,7 @@
 #include "moa/safetensors.h"
 #include "moa/weights.h"
 #include "tests/support/test_support.h"
+#include "tests/support/tiny_config.h"
 #include "trainer/evaluate.h"
 #include "trainer/trainer.h"
 
@@ -137,16 +138,9 @@ TEST(ResumeTest, CheckpointOfAnotherConfigurationIsRefused) {
   EXPECT_NE(out.find("nothing"), std::string::npos) << out;
 }
 
-RunConfig Tiny(const std::string& dir, std::vector<std::string> overrides = {}) {
-  overrides.push_back("output.dir=" + dir);
-  auto config = launch::LoadConfig(test::SourceDir() + "/configs/tiny.ini", overrides);
-  EXPECT_TRUE(config.ok()) << config.status();
-  return *config;
-}
-
 TEST(EvalTest, AdapterCheckpointEvaluatesAsDuringTrainingAndEnsemblesAverage) {
   test::TempDir dir;
-  RunConfig config = Tiny(dir.File("run"), {"output.save=all"});
+  RunConfig config = test::TinyConfig(dir.File("run"), {"output.save=all"});
   MOA_ASSERT_OK_AND_ASSIGN(RunSummary summary, Train(config));
   const std::string last = dir.File("run/checkpoints/step11.safetensors");
   MOA_ASSERT_OK_AND_ASSIGN(auto scores, EvaluateAdapters(config, {last}));
@@ -176,9 +170,10 @@ TEST(EnsembleTest, LogitsAreTheMeanOfTheMembersAndTheSharedPrefixChangesNothing)
   // before it are shared.
   std::vector<std::shared_ptr<ClassifierImpl>> models;
   for (int run : {0, 1}) {
-    RunConfig config = Tiny(dir.File("r" + std::to_string(run)),
-                            {"adapter.blocks=last:1", "train.steps=4", "data.batch_size=4",
-                             run == 0 ? "optim.lr=1e-3" : "optim.lr=5e-3"});
+    RunConfig config =
+        test::TinyConfig(dir.File("r" + std::to_string(run)),
+                         {"adapter.blocks=last:1", "train.steps=4", "data.batch_size=4",
+                          run == 0 ? "optim.lr=1e-3" : "optim.lr=5e-3"});
     MOA_ASSERT_OK(Train(config));
     MOA_ASSERT_OK_AND_ASSIGN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
     MOA_ASSERT_OK_AND_ASSIGN(auto model, BuildModel(config, info));
@@ -203,7 +198,7 @@ TEST(EnsembleTest, LogitsAreTheMeanOfTheMembersAndTheSharedPrefixChangesNothing)
 
 TEST(ExportTest, MergedBackboneEqualsTheAdaptedModel) {
   test::TempDir dir;
-  RunConfig config = Tiny(dir.File("run"), {"adapter.targets=qkv,proj,fc1,fc2"});
+  RunConfig config = test::TinyConfig(dir.File("run"), {"adapter.targets=qkv,proj,fc1,fc2"});
   MOA_ASSERT_OK(Train(config));
   const std::string adapters = dir.File("run/checkpoints/selected.safetensors");
   MOA_ASSERT_OK(ExportMerged(config, adapters, dir.File("merged.safetensors")));
@@ -228,7 +223,7 @@ TEST(ExportTest, MergedBackboneEqualsTheAdaptedModel) {
   }
   // MoA adapters cannot be folded.
   RunConfig moa_config =
-      Tiny(dir.File("moa"), {"adapter.method=moa", "moa.proj_dim=8", "train.steps=2"});
+      test::TinyConfig(dir.File("moa"), {"adapter.method=moa", "moa.proj_dim=8", "train.steps=2"});
   MOA_ASSERT_OK(Train(moa_config));
   const absl::Status refused = ExportMerged(
       moa_config, dir.File("moa/checkpoints/selected.safetensors"), dir.File("x.safetensors"));

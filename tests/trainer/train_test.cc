@@ -8,23 +8,17 @@
 #include "moa/peft.h"
 #include "moa/safetensors.h"
 #include "tests/support/test_support.h"
+#include "tests/support/tiny_config.h"
 #include "trainer/selection.h"
 #include "trainer/trainer.h"
 
 namespace moa::trainer {
 namespace {
 
-RunConfig Tiny(const std::string& dir, std::vector<std::string> overrides = {}) {
-  overrides.push_back("output.dir=" + dir);
-  auto config = launch::LoadConfig(test::SourceDir() + "/configs/tiny.ini", overrides);
-  EXPECT_TRUE(config.ok()) << config.status();
-  return *config;
-}
-
 TEST(TrainTest, RunDirectoryAndResultsSchema) {
   test::TempDir dir;
   const std::string run = dir.File("run");
-  MOA_ASSERT_OK_AND_ASSIGN(RunSummary summary, Train(Tiny(run, {"output.save=all"})));
+  MOA_ASSERT_OK_AND_ASSIGN(RunSummary summary, Train(test::TinyConfig(run, {"output.save=all"})));
   for (const char* file : {"config.ini", "env.json", "results.jsonl", "selection.txt", "done",
                            "checkpoints/selected.safetensors", "checkpoints/selected.json"}) {
     EXPECT_TRUE(std::filesystem::exists(run + "/" + file)) << file;
@@ -81,9 +75,9 @@ TEST(TrainTest, RunDirectoryAndResultsSchema) {
 
 TEST(TrainTest, SameSeedGivesByteIdenticalLosses) {
   test::TempDir dir;
-  MOA_ASSERT_OK(Train(Tiny(dir.File("a"))));
-  MOA_ASSERT_OK(Train(Tiny(dir.File("b"))));
-  MOA_ASSERT_OK(Train(Tiny(dir.File("c"), {"train.seed=1"})));
+  MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("a"))));
+  MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("b"))));
+  MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("c"), {"train.seed=1"})));
   const auto a = test::ReadJsonLines(dir.File("a/results.jsonl"));
   const auto b = test::ReadJsonLines(dir.File("b/results.jsonl"));
   const auto c = test::ReadJsonLines(dir.File("c/results.jsonl"));
@@ -100,9 +94,9 @@ TEST(TrainTest, SameSeedGivesByteIdenticalLosses) {
 
 TEST(TrainTest, MoaRunRecordsRouterStatistics) {
   test::TempDir dir;
-  MOA_ASSERT_OK(
-      Train(Tiny(dir.File("moa"), {"adapter.method=moa", "moa.proj_dim=16", "moa.aux_loss=true",
-                                   "moa.capacity_factor=0.5", "moa.ranks=1,4"})));
+  MOA_ASSERT_OK(Train(test::TinyConfig(
+      dir.File("moa"), {"adapter.method=moa", "moa.proj_dim=16", "moa.aux_loss=true",
+                        "moa.capacity_factor=0.5", "moa.ranks=1,4"})));
   const auto records = test::ReadJsonLines(dir.File("moa/results.jsonl"));
   ASSERT_EQ(records.size(), 4u);
   // Steps 1..5 are the second interval: 5 training forwards of 5 domains x 8 images x 17 tokens.
@@ -123,7 +117,7 @@ TEST(TrainTest, MoaRunRecordsRouterStatistics) {
 
 TEST(TrainTest, NonFiniteLossStopsTheRunWithAClearError) {
   test::TempDir dir;
-  auto result = Train(Tiny(dir.File("nan"), {"optim.lr=1e30"}));
+  auto result = Train(test::TinyConfig(dir.File("nan"), {"optim.lr=1e30"}));
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("training loss is"), std::string::npos)
       << result.status();
@@ -132,13 +126,13 @@ TEST(TrainTest, NonFiniteLossStopsTheRunWithAClearError) {
 
 TEST(TrainTest, PretrainedBackboneLoadsFrozen) {
   test::TempDir dir;
-  RunConfig pre = Tiny(
+  RunConfig pre = test::TinyConfig(
       dir.File("pre"),
       {"data.dataset=FashionMNIST", "data.test_envs=", "adapter.method=full", "train.steps=3"});
   MOA_ASSERT_OK(Pretrain(pre));
   const std::string backbone = dir.File("pre/backbone.safetensors");
   MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile file, ReadSafetensors(backbone));
-  RunConfig config = Tiny(dir.File("train"), {"model.backbone=" + backbone});
+  RunConfig config = test::TinyConfig(dir.File("train"), {"model.backbone=" + backbone});
   MOA_ASSERT_OK_AND_ASSIGN(data::DatasetInfo info, data::LookupDataset("RotatedFashionMNIST"));
   MOA_ASSERT_OK_AND_ASSIGN(auto model, BuildModel(config, info));
   int64_t backbone_tensors = 0;

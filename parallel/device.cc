@@ -1,0 +1,118 @@
+#include "parallel/device.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include <torch/cuda.h>
+
+#if MOA_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#endif
+
+namespace moa::parallel {
+namespace {
+
+std::string CudaVersionText(int version) {
+  return std::to_string(version / 1000) + "." + std::to_string((version % 1000) / 10);
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "cpu";
+}
+
+}  // namespace
+
+std::string Hostname() {
+  char name[256] = {0};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+int VisibleGpus() {
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
+absl::StatusOr<torch::Device> SelectDevice(const std::string& option, const Mesh& mesh) {
+  if (option == "cpu") return torch::Device(torch::kCPU);
+  if (option != "auto" && option != "cuda") {
+    return absl::InvalidArgumentError("parallel.device = " + option +
+                                      " is not one of auto, cpu, cuda");
+  }
+  const int gpus = VisibleGpus();
+  if (gpus == 0) {
+    if (option == "auto") return torch::Device(torch::kCPU);
+    return absl::FailedPreconditionError(
+        "parallel.device = cuda, but rank " + std::to_string(mesh.rank) + " on " + Hostname() +
+        " sees no GPU (no CUDA driver, or CUDA_VISIBLE_DEVICES hides them); use "
+        "parallel.device = cpu or auto");
+  }
+  const auto index = static_cast<c10::DeviceIndex>(mesh.local_rank % gpus);
+#if MOA_WITH_CUDA
+  if (cudaSetDevice(index) != cudaSuccess) {
+    return absl::UnavailableError("rank " + std::to_string(mesh.rank) + " on " + Hostname() +
+                                  " cannot use GPU " + std::to_string(index));
+  }
+#endif
+  return torch::Device(torch::kCUDA, index);
+}
+
+DeviceReport DescribeDevice(const torch::Device& device) {
+  DeviceReport report;
+  report.type = device.is_cuda() ? "cuda" : "cpu";
+#if MOA_WITH_CUDA
+  int runtime = 0;
+  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess) report.cuda = CudaVersionText(runtime);
+  int nccl = 0;
+  if (ncclGetVersion(&nccl) == ncclSuccess) {
+    report.nccl = std::to_string(nccl / 10000) + "." + std::to_string((nccl % 10000) / 100) + "." +
+                  std::to_string(nccl % 100);
+  }
+  if (device.is_cuda()) {
+    report.index = device.index();
+    cudaDeviceProp properties{};
+    if (cudaGetDeviceProperties(&properties, device.index()) == cudaSuccess) {
+      report.name = properties.name;
+      report.memory_bytes = static_cast<int64_t>(properties.totalGlobalMem);
+    }
+    int driver = 0;
+    if (cudaDriverGetVersion(&driver) == cudaSuccess) report.driver = CudaVersionText(driver);
+    return report;
+  }
+#endif
+  report.name = CpuModel();
+  report.memory_bytes = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  return report;
+}
+
+int64_t PeakMemoryBytes(const torch::Device& device) {
+#if MOA_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+        .peak;
+  }
+#endif
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // ru_maxrss is in KiB
+}
+
+void ResetPeakMemory([[maybe_unused]] const torch::Device& device) {
+#if MOA_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#endif
+}
+
+}  // namespace moa::parallel

@@ -1,0 +1,48 @@
+// Which device a rank computes on, and what that device is. parallel.device = auto takes a GPU
+// when one is visible, cpu never does, cuda requires one; rank r takes GPU local_rank % count
+// (Open MPI's and Slurm's local-rank variables, through Mesh). DescribeDevice reports what
+// env.json records per rank: device name, memory, driver, CUDA and NCCL versions.
+//
+//   MOA_ASSIGN_OR_RETURN(torch::Device device, parallel::SelectDevice("auto", mesh));
+//   model->to(device);
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <absl/status/statusor.h>
+#include <torch/torch.h>
+
+#include "parallel/mesh.h"
+
+namespace moa::parallel {
+
+/// GPUs this process sees (0 without a CUDA driver or device).
+int VisibleGpus();
+
+/// The device for `option` (auto, cpu, cuda) on this rank; with a GPU it also becomes the
+/// process's current CUDA device. `cuda` without a visible GPU is an error naming rank and host.
+absl::StatusOr<torch::Device> SelectDevice(const std::string& option, const Mesh& mesh);
+
+struct DeviceReport {
+  std::string type;          // "cpu" or "cuda"
+  int64_t index = -1;        // the GPU's ordinal, -1 on the CPU
+  std::string name;          // e.g. "NVIDIA H200"; the CPU model on the CPU
+  int64_t memory_bytes = 0;  // the GPU's memory; the host's on the CPU
+  std::string driver;        // CUDA driver version, e.g. "13.0"; empty on the CPU
+  std::string cuda;          // CUDA runtime version LibTorch runs with; empty without CUDA
+  std::string nccl;          // NCCL version; empty without NCCL
+};
+DeviceReport DescribeDevice(const torch::Device& device);
+
+/// Bytes the caching allocator had in use at most on `device` since the last reset (GPU), or the
+/// process's peak resident set (CPU).
+int64_t PeakMemoryBytes(const torch::Device& device);
+
+/// Starts the GPU allocator's peak afresh (the CPU's peak resident set cannot be reset).
+void ResetPeakMemory(const torch::Device& device);
+
+/// Machine name for messages and env.json.
+std::string Hostname();
+
+}  // namespace moa::parallel

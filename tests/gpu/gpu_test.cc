@@ -1,0 +1,198 @@
+// Tests that need a GPU (ctest label `gpu`; each reports itself skipped where none is visible):
+// NCCL passes the Communicator conformance suite at one rank, on device tensors and on host
+// tensors it stages; one-GPU fp32 training (TF32 off) equals CPU training of the tiny
+// configuration; bf16 follows fp32 on the GPU; deterministic GPU runs repeat exactly and resume
+// exactly; a CPU checkpoint resumes on the GPU and a GPU checkpoint on the CPU.
+// scripts/gpu_check.sh runs them on the GPU machine, with the multi-rank runs through the MPI
+// backend.
+#include <filesystem>
+
+#include "common/files.h"
+#include "common/status_macros.h"
+#include "launch/options.h"
+#include "parallel/backend.h"
+#include "parallel/device.h"
+#include "tests/parallel/conformance.h"
+#include "tests/support/test_support.h"
+#include "tests/support/tiny_config.h"
+#include "trainer/trainer.h"
+
+namespace moa {
+namespace {
+
+#define MOA_REQUIRE_GPU() \
+  if (parallel::VisibleGpus() == 0) GTEST_SKIP() << "no GPU visible"
+
+// Forwards every collective with the tensors moved to `device` and the results moved back, so
+// the host-tensor conformance suite exercises a communicator's device path.
+class OnDevice : public parallel::Communicator {
+ public:
+  OnDevice(parallel::Communicator& inner, torch::Device device) : inner_(inner), device_(device) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  std::string backend_name() const override { return inner_.backend_name(); }
+  absl::Status AllReduce(torch::Tensor& tensor, parallel::ReduceOp op) override {
+    torch::Tensor d = tensor.to(device_);
+    MOA_RETURN_IF_ERROR(inner_.AllReduce(d, op));
+    tensor.copy_(d);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<torch::Tensor> AllGather(const torch::Tensor& tensor) override {
+    MOA_ASSIGN_OR_RETURN(torch::Tensor d, inner_.AllGather(tensor.to(device_)));
+    EXPECT_TRUE(d.is_cuda());
+    return d.cpu();
+  }
+  absl::Status Broadcast(torch::Tensor& tensor, int root) override {
+    torch::Tensor d = tensor.to(device_);
+    MOA_RETURN_IF_ERROR(inner_.Broadcast(d, root));
+    tensor.copy_(d);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<torch::Tensor> AllToAllV(const torch::Tensor& input,
+                                          const std::vector<int64_t>& send_rows,
+                                          std::vector<int64_t>* recv_rows) override {
+    MOA_ASSIGN_OR_RETURN(torch::Tensor d,
+                         inner_.AllToAllV(input.to(device_), send_rows, recv_rows));
+    EXPECT_TRUE(d.is_cuda());
+    return d.cpu();
+  }
+  absl::Status Barrier() override { return inner_.Barrier(); }
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
+    return inner_.Split(color, key);
+  }
+
+ private:
+  parallel::Communicator& inner_;
+  torch::Device device_;
+};
+
+TEST(NcclTest, ConformanceAtOneRankOnDeviceAndHostTensors) {
+  MOA_REQUIRE_GPU();
+  auto self = parallel::MakeSelfCommunicator();
+  const torch::Device gpu(torch::kCUDA, 0);
+  MOA_ASSERT_OK_AND_ASSIGN(auto nccl, parallel::MakeNcclWorld(*self, gpu));
+  EXPECT_EQ(nccl->backend_name(), "nccl");
+  OnDevice device_tensors(*nccl, gpu);
+  parallel::test::RunConformance(device_tensors);
+  parallel::test::RunConformance(*nccl);  // host tensors, staged through the device
+}
+
+std::vector<nlohmann::json> Records(const std::string& run) {
+  return test::ReadJsonLines(run + "/results.jsonl");
+}
+
+// fp32 with TF32 off: the GPU's kernels sum in other orders than the CPU's, so losses agree to
+// float rounding amplified over 12 steps (1e-4 relative) and accuracies to one image in 96 of a
+// split. A model or batch left on the CPU, or TF32 left on, shows up as larger differences.
+TEST(GpuTrainingTest, Fp32OnTheGpuEqualsTheCpu) {
+  MOA_REQUIRE_GPU();
+  test::TempDir dir;
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("cpu"), {"parallel.device=cpu"})));
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("gpu"), {"parallel.device=cuda"})));
+  const auto cpu = Records(dir.File("cpu")), gpu = Records(dir.File("gpu"));
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t r = 0; r < cpu.size(); ++r) {
+    EXPECT_NEAR(gpu[r]["loss"].get<double>(), cpu[r]["loss"].get<double>(),
+                1e-4 * cpu[r]["loss"].get<double>())
+        << "record " << r;
+    for (int e = 0; e < 6; ++e) {
+      const std::string key = "env" + std::to_string(e) + "_in_acc";
+      EXPECT_NEAR(gpu[r][key].get<double>(), cpu[r][key].get<double>(), 1.01 / 96) << key;
+    }
+  }
+  MOA_ASSERT_OK_AND_ASSIGN(std::string env, ReadFile(dir.File("gpu/env.json")));
+  const nlohmann::json parsed = nlohmann::json::parse(env);
+  EXPECT_EQ(parsed["device"], "cuda");
+  EXPECT_FALSE(parsed["devices"][0]["name"].get<std::string>().empty());
+  EXPECT_FALSE(parsed["devices"][0]["driver"].is_null());
+}
+
+TEST(GpuTrainingTest, MoaFp32OnTheGpuEqualsTheCpu) {
+  MOA_REQUIRE_GPU();
+  test::TempDir dir;
+  const std::vector<std::string> moa = {"adapter.method=moa", "moa.proj_dim=16", "moa.ranks=1,2,4",
+                                        "moa.aux_loss=true"};
+  auto with = [&](std::string device) {
+    std::vector<std::string> o = moa;
+    o.push_back("parallel.device=" + device);
+    return o;
+  };
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("cpu"), with("cpu"))));
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("gpu"), with("cuda"))));
+  const auto cpu = Records(dir.File("cpu")), gpu = Records(dir.File("gpu"));
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t r = 0; r < cpu.size(); ++r) {
+    EXPECT_NEAR(gpu[r]["loss"].get<double>(), cpu[r]["loss"].get<double>(),
+                1e-3 * cpu[r]["loss"].get<double>())
+        << "record " << r;
+  }
+}
+
+TEST(GpuTrainingTest, Bf16FollowsFp32OnTheGpu) {
+  MOA_REQUIRE_GPU();
+  test::TempDir dir;
+  const std::vector<std::string> common = {"parallel.device=cuda", "train.steps=50",
+                                           "train.checkpoint_freq=10"};
+  std::vector<std::string> bf16 = common;
+  bf16.push_back("train.precision=bf16");
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("fp32"), common)));
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("bf16"), bf16)));
+  const auto a = Records(dir.File("fp32")), b = Records(dir.File("bf16"));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_NEAR(b[r]["loss"].get<double>(), a[r]["loss"].get<double>(),
+                0.05 * a[r]["loss"].get<double>())
+        << "record " << r;
+  }
+}
+
+TEST(GpuTrainingTest, DeterministicRunsRepeatAndResumeExactly) {
+  MOA_REQUIRE_GPU();
+  test::TempDir dir;
+  const std::vector<std::string> det = {"parallel.device=cuda", "train.deterministic=true",
+                                        "adapter.method=moa", "moa.proj_dim=16"};
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("a"), det)));
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("b"), det)));
+  std::vector<std::string> first = det;
+  first.push_back("train.steps=6");
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("c"), first)));
+  std::vector<std::string> rest = det;
+  rest.push_back("train.resume=" + dir.File("c"));
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("c"), rest)));
+  const auto a = Records(dir.File("a")), b = Records(dir.File("b")), c = Records(dir.File("c"));
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_EQ(a.size(), c.size());
+  for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_EQ(a[r]["loss"].dump(), b[r]["loss"].dump()) << "record " << r;
+    EXPECT_EQ(a[r]["env5_in_acc"].dump(), b[r]["env5_in_acc"].dump()) << "record " << r;
+    EXPECT_EQ(a[r]["env5_in_acc"].dump(), c[r]["env5_in_acc"].dump()) << "resumed, record " << r;
+  }
+}
+
+// A checkpoint is device-free: saved on the CPU it resumes on the GPU, and back.
+TEST(GpuTrainingTest, CheckpointsMoveBetweenCpuAndGpu) {
+  MOA_REQUIRE_GPU();
+  test::TempDir dir;
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("whole"), {"parallel.device=cpu"})));
+  MOA_ASSERT_OK(trainer::Train(
+      test::TinyConfig(dir.File("cpu_gpu"), {"parallel.device=cpu", "train.steps=6"})));
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(
+      dir.File("cpu_gpu"), {"parallel.device=cuda", "train.resume=" + dir.File("cpu_gpu")})));
+  MOA_ASSERT_OK(trainer::Train(
+      test::TinyConfig(dir.File("gpu_cpu"), {"parallel.device=cuda", "train.steps=6"})));
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(
+      dir.File("gpu_cpu"), {"parallel.device=cpu", "train.resume=" + dir.File("gpu_cpu")})));
+  const auto whole = Records(dir.File("whole"));
+  for (const char* run : {"cpu_gpu", "gpu_cpu"}) {
+    const auto moved = Records(dir.File(run));
+    ASSERT_EQ(moved.size(), whole.size()) << run;
+    for (size_t r = 0; r < whole.size(); ++r) {
+      EXPECT_NEAR(moved[r]["loss"].get<double>(), whole[r]["loss"].get<double>(),
+                  1e-4 * whole[r]["loss"].get<double>())
+          << run << " record " << r;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moa

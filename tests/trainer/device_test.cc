@@ -1,0 +1,178 @@
+// Devices, precision and the fused optimizer on this machine's CPU: a GPU asked for where none is
+// visible is a clear error; bf16 autocast trains and follows fp32; ATen's fused Adam/AdamW equals
+// torch::optim's per-tensor update, and its skip flag leaves everything untouched.
+#include <cmath>
+#include <filesystem>
+
+#include "common/files.h"
+#include "launch/options.h"
+#include "parallel/device.h"
+#include "tests/support/test_support.h"
+#include "tests/support/tiny_config.h"
+#include "trainer/optimizer.h"
+#include "trainer/state.h"
+#include "trainer/trainer.h"
+
+namespace moa::trainer {
+namespace {
+
+TEST(DeviceTest, CudaWithoutAGpuIsAnErrorNamingRankAndHost) {
+  if (parallel::VisibleGpus() > 0) GTEST_SKIP() << "a GPU is visible here";
+  test::TempDir dir;
+  auto result = Train(test::TinyConfig(dir.File("run"), {"parallel.device=cuda"}));
+  ASSERT_FALSE(result.ok());
+  const std::string message(result.status().message());
+  EXPECT_NE(message.find("parallel.device = cuda"), std::string::npos) << message;
+  EXPECT_NE(message.find("rank 0 on " + parallel::Hostname()), std::string::npos) << message;
+  EXPECT_NE(message.find("sees no GPU"), std::string::npos) << message;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("run/results.jsonl")));
+}
+
+TEST(DeviceTest, AutoFallsBackToTheCpuAndEnvJsonSaysSo) {
+  if (parallel::VisibleGpus() > 0) GTEST_SKIP() << "a GPU is visible here";
+  test::TempDir dir;
+  MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("run"), {"train.steps=2"})));
+  MOA_ASSERT_OK_AND_ASSIGN(std::string text, ReadFile(dir.File("run/env.json")));
+  const nlohmann::json env = nlohmann::json::parse(text);
+  EXPECT_EQ(env["device"], "cpu");
+  EXPECT_EQ(env["precision"], "fp32");
+  ASSERT_EQ(env["devices"].size(), 1u);
+  EXPECT_EQ(env["devices"][0]["type"], "cpu");
+  EXPECT_EQ(env["devices"][0]["host"], parallel::Hostname());
+  EXPECT_GT(env["devices"][0]["memory_gb"].get<double>(), 0.5);
+  EXPECT_EQ(env["libtorch"].get<std::string>().rfind("2.11.0", 0), 0u) << env["libtorch"];
+}
+
+// 50 steps of the tiny configuration in bf16 autocast against fp32. bfloat16 keeps 8 bits of
+// mantissa (relative rounding 2^-9 per product), so per-interval losses drift apart but stay
+// within 5 % of each other; the runs must differ (bf16 actually used), and the final accuracy
+// must stay close. A bf16 path that lost the head's precision or never autocast fails one side.
+TEST(PrecisionTest, Bf16TrainingFollowsFp32) {
+  test::TempDir dir;
+  const std::vector<std::string> common = {"train.steps=50", "train.checkpoint_freq=10"};
+  std::vector<std::string> bf16 = common;
+  bf16.push_back("train.precision=bf16");
+  MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("fp32"), common)));
+  MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("bf16"), bf16)));
+  const auto a = test::ReadJsonLines(dir.File("fp32/results.jsonl"));
+  const auto b = test::ReadJsonLines(dir.File("bf16/results.jsonl"));
+  ASSERT_EQ(a.size(), 6u);  // steps 0, 10, 20, 30, 40, 49
+  ASSERT_EQ(b.size(), a.size());
+  bool differs = false;
+  for (size_t r = 0; r < a.size(); ++r) {
+    const double fp32 = a[r]["loss"].get<double>(), low = b[r]["loss"].get<double>();
+    EXPECT_NEAR(low, fp32, 0.05 * fp32) << "record " << r;
+    differs = differs || low != fp32;
+    EXPECT_NEAR(b[r]["env5_in_acc"].get<double>(), a[r]["env5_in_acc"].get<double>(), 0.1)
+        << "record " << r;
+  }
+  EXPECT_TRUE(differs) << "bf16 gave fp32's losses bit for bit: autocast did not run";
+  // The loss went down in both (training happened), and fell by similar amounts.
+  EXPECT_LT(a.back()["loss"].get<double>(), a.front()["loss"].get<double>());
+  EXPECT_LT(b.back()["loss"].get<double>(), b.front()["loss"].get<double>());
+}
+
+// Parameters of several shapes with fixed gradients; `steps` updates by each path.
+struct OptimizerRun {
+  std::vector<torch::Tensor> params;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+};
+
+OptimizerRun RunOptimizer(const std::string& kind, bool fused, int steps,
+                          const std::vector<float>& skips = {}) {
+  torch::manual_seed(11);
+  OptimizerRun run;
+  for (auto shape : std::vector<std::vector<int64_t>>{{7, 5}, {13}, {3, 4, 2}, {1}}) {
+    run.params.push_back(torch::randn(shape).requires_grad_(true));
+  }
+  OptimConfig config;
+  config.optimizer = kind;
+  config.lr = 1e-2;
+  config.weight_decay = 0.1;
+  run.optimizer = MakeOptimizer(config, run.params);
+  for (int s = 0; s < steps; ++s) {
+    for (torch::Tensor& p : run.params) p.mutable_grad() = torch::randn(p.sizes());
+    const float skip = s < static_cast<int>(skips.size()) ? skips[s] : 0.0f;
+    StepOptimizer(*run.optimizer, fused, torch::full({1}, skip));
+  }
+  return run;
+}
+
+void ExpectSameMoments(OptimizerRun& a, OptimizerRun& b, double rtol) {
+  for (size_t i = 0; i < a.params.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(a.params[i], b.params[i], rtol, 1e-7))
+        << "parameter " << i << " differs by "
+        << (a.params[i] - b.params[i]).abs().max().item<double>();
+    auto& sa = a.optimizer->state().at(OptimizerStateKey(a.params[i]));
+    auto& sb = b.optimizer->state().at(OptimizerStateKey(b.params[i]));
+    auto* adam_a = dynamic_cast<torch::optim::AdamParamState*>(sa.get());
+    auto* adam_b = dynamic_cast<torch::optim::AdamParamState*>(sb.get());
+    auto* adamw_a = dynamic_cast<torch::optim::AdamWParamState*>(sa.get());
+    auto* adamw_b = dynamic_cast<torch::optim::AdamWParamState*>(sb.get());
+    ASSERT_TRUE((adam_a && adam_b) || (adamw_a && adamw_b));
+    const torch::Tensor m_a = adam_a ? adam_a->exp_avg() : adamw_a->exp_avg();
+    const torch::Tensor m_b = adam_b ? adam_b->exp_avg() : adamw_b->exp_avg();
+    const torch::Tensor v_a = adam_a ? adam_a->exp_avg_sq() : adamw_a->exp_avg_sq();
+    const torch::Tensor v_b = adam_b ? adam_b->exp_avg_sq() : adamw_b->exp_avg_sq();
+    EXPECT_TRUE(torch::allclose(m_a, m_b, rtol, 1e-6))
+        << "exp_avg " << i << " differs by " << (m_a - m_b).abs().max().item<double>()
+        << " at most, of " << m_b.abs().max().item<double>();
+    EXPECT_TRUE(torch::allclose(v_a, v_b, rtol, 1e-6)) << "exp_avg_sq " << i;
+    EXPECT_EQ(adam_a ? adam_a->step() : adamw_a->step(), adam_b ? adam_b->step() : adamw_b->step());
+  }
+}
+
+// float32 rounding differs between one fused kernel (lerp, fused multiply-adds) and a chain of
+// tensor ops by a few ulps per step; after 20 steps values of order 1 agree to 1e-5 relative or
+// 1e-6 absolute (an entry near zero keeps the absolute ulps of the larger terms it came from). A
+// weight decay applied the AdamW way in Adam (or the other way round), a missing bias correction or
+// one skipped tensor is off by 1e-3 or more.
+TEST(FusedOptimizerTest, AdamEqualsThePerTensorUpdate) {
+  OptimizerRun per_tensor = RunOptimizer("adam", false, 20);
+  OptimizerRun fused = RunOptimizer("adam", true, 20);
+  ExpectSameMoments(per_tensor, fused, 1e-5);
+}
+
+TEST(FusedOptimizerTest, AdamWEqualsThePerTensorUpdate) {
+  OptimizerRun per_tensor = RunOptimizer("adamw", false, 20);
+  OptimizerRun fused = RunOptimizer("adamw", true, 20);
+  ExpectSameMoments(per_tensor, fused, 1e-5);
+}
+
+TEST(FusedOptimizerTest, SkipFlagLeavesWeightsAndMomentsUntouched) {
+  OptimizerRun two = RunOptimizer("adam", true, 2);
+  for (torch::Tensor& p : two.params) p.mutable_grad() = torch::full(p.sizes(), NAN);
+  std::vector<torch::Tensor> before, m_before;
+  for (const torch::Tensor& p : two.params) {
+    before.push_back(p.detach().clone());
+    auto* s = dynamic_cast<torch::optim::AdamParamState*>(
+        two.optimizer->state().at(OptimizerStateKey(p)).get());
+    m_before.push_back(s->exp_avg().clone());
+  }
+  StepOptimizer(*two.optimizer, /*fused=*/true, torch::ones({1}));
+  for (size_t i = 0; i < two.params.size(); ++i) {
+    EXPECT_TRUE(torch::equal(two.params[i], before[i])) << "parameter " << i;
+    auto* s = dynamic_cast<torch::optim::AdamParamState*>(
+        two.optimizer->state().at(OptimizerStateKey(two.params[i])).get());
+    EXPECT_TRUE(torch::equal(s->exp_avg(), m_before[i])) << "exp_avg " << i;
+  }
+}
+
+// Whole runs: the fused and the per-tensor optimizer give the same losses and accuracies.
+TEST(FusedOptimizerTest, TrainingRunsAgree) {
+  test::TempDir dir;
+  MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("fused"), {"optim.fused=true"})));
+  MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("plain"), {"optim.fused=false"})));
+  const auto a = test::ReadJsonLines(dir.File("fused/results.jsonl"));
+  const auto b = test::ReadJsonLines(dir.File("plain/results.jsonl"));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_NEAR(a[r]["loss"].get<double>(), b[r]["loss"].get<double>(),
+                1e-4 * b[r]["loss"].get<double>())
+        << "record " << r;
+    EXPECT_EQ(a[r]["env5_in_acc"], b[r]["env5_in_acc"]) << "record " << r;
+  }
+}
+
+}  // namespace
+}  // namespace moa::trainer
