@@ -12,7 +12,7 @@ common="--config $config --model.backbone= --train.steps=62 --train.checkpoint_f
 build/moa train $common --train.threads=2 --output.dir="$out/one" >"$out/one.log" 2>&1
 mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none -np 2 \
   build/moa train $common --train.threads=1 --output.dir="$out/two" >"$out/two.log" 2>&1
-python3 - "$out" <<'PY'
+bash "$(dirname "$0")/../scripts/python.sh" - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
 def last(run):

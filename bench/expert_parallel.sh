@@ -13,7 +13,7 @@ for np in 1 2 4; do
   mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none \
     --mca mpi_yield_when_idle 1 -np "$np" "$bench" --steps "$steps" --threads 1 | tee -a "$out" | grep -v '^RESULT'
 done
-python3 - "$out" <<'PY'
+bash "$(dirname "$0")/../scripts/python.sh" - "$out" <<'PY'
 import sys
 rows = [l.split()[1:] for l in open(sys.argv[1]) if l.startswith("RESULT")]
 base = {c: float(ms) for c, n, mode, ms in rows if n == "1"}

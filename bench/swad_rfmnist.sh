@@ -15,7 +15,7 @@ for seed in $seeds; do
     --train.seed="$seed" --train.trial_seed="$seed" --train.log_every=0 --output.dir="$out/seed$seed" \
     >"$out.seed$seed.log" 2>&1 || { echo "seed $seed failed: see $out.seed$seed.log"; exit 1; }
 done
-python3 - "$out" $seeds <<'PY'
+bash "$(dirname "$0")/../scripts/python.sh" - "$out" $seeds <<'PY'
 import json, statistics, sys
 out, seeds = sys.argv[1], sys.argv[2:]
 rows = []

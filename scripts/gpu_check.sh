@@ -91,7 +91,8 @@ run 60 "$bundle/bin/nccl_test"
 
 section "dp = 2 and ep = 2 on one GPU through the MPI backend against one process"
 runs="$report_dir/runs"
-common=(--config configs/tiny.ini --data.data_dir="$data" --parallel.device=cuda
+# MOA_CHECK_DEVICE=cpu runs this section on the CPU (to try the script on a machine without a GPU).
+common=(--config configs/tiny.ini --data.data_dir="$data" --parallel.device="${MOA_CHECK_DEVICE:-cuda}"
   --adapter.method=moa --moa.proj_dim=16 --moa.ranks=1,2,4,8)
 run 60 "$bundle/bin/moa" train "${common[@]}" --output.dir="$runs/one" >/dev/null
 run 90 "${mpirun[@]}" -np 2 "$bundle/bin/moa" train "${common[@]}" --parallel.backend=mpi \
@@ -103,7 +104,10 @@ import json, sys
 def records(name):
     with open(f"{sys.argv[1]}/{name}/results.jsonl") as f:
         return [json.loads(line) for line in f if line.strip()]
-one = records("one")
+try:
+    one = records("one")
+except OSError as e:
+    sys.exit(f"one process: no results ({e})")
 for name in ("dp2", "ep2"):
     try:
         other = records(name)
