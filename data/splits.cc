@@ -1,9 +1,9 @@
 #include "data/splits.h"
 
-#include <openssl/evp.h>
-
 #include <random>
 #include <stdexcept>
+
+#include "common/hash.h"
 
 namespace moa::data {
 namespace {
@@ -26,17 +26,7 @@ uint32_t RandomInterval(std::mt19937& gen, uint32_t max) {
 }  // namespace
 
 uint32_t SeedHash(int64_t a, int64_t b) {
-  const std::string repr = "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_Digest(repr.data(), repr.size(), digest, &length, EVP_md5(), nullptr) != 1 ||
-      length != 16) {
-    throw std::runtime_error("md5 failed in SeedHash");
-  }
-  // The 128-bit big-endian integer modulo 2^31 is its lowest 31 bits.
-  const uint32_t low = (uint32_t{digest[12]} << 24) | (uint32_t{digest[13]} << 16) |
-                       (uint32_t{digest[14]} << 8) | uint32_t{digest[15]};
-  return low & 0x7fffffffu;
+  return Md5Mod2To31("(" + std::to_string(a) + ", " + std::to_string(b) + ")");
 }
 
 std::vector<int64_t> LegacyNumpyShuffle(int64_t n, uint32_t seed) {

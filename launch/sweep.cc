@@ -5,7 +5,6 @@
 #include <absl/strings/str_join.h>
 #include <absl/strings/str_split.h>
 #include <absl/strings/strip.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include <set>
 
 #include "common/files.h"
+#include "common/hash.h"
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "launch/hparams.h"
@@ -69,27 +69,13 @@ const std::set<std::string>& SweepOwnedKeys() {
   return keys;
 }
 
-std::string Md5Hex(const std::string& text) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(text.data(), text.size(), digest, &length, EVP_md5(), nullptr);
-  std::string hex;
-  char byte[3];
-  for (unsigned int i = 0; i < length; ++i) {
-    std::snprintf(byte, sizeof(byte), "%02x", digest[i]);
-    hex += byte;
-  }
-  return hex;
-}
-
 // DomainBed's run seed: seed_hash(dataset, algorithm, test_envs, hparams_seed, trial_seed), the
 // md5 of the tuple's Python repr modulo 2^31.
 int64_t RunSeed(const SweepJob& job) {
   const std::string repr =
       "('" + job.dataset + "', '" + job.method + "', [" + absl::StrJoin(job.test_envs, ", ") +
       "], " + std::to_string(job.hparams_seed) + ", " + std::to_string(job.trial_seed) + ")";
-  const std::string hex = Md5Hex(repr);
-  return static_cast<int64_t>(std::stoul(hex.substr(24), nullptr, 16) & 0x7fffffffUL);
+  return static_cast<int64_t>(Md5Mod2To31(repr));
 }
 
 // "--section.key=value" or "section.key=value" -> (key, value).

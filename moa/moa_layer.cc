@@ -3,6 +3,7 @@
 #include <functional>
 
 #include "common/timer.h"
+#include "moa/dispatch.h"
 #include "parallel/autograd_collectives.h"
 
 namespace moa {
@@ -154,31 +155,29 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   const int me = group->rank();
   const int64_t experts = num_experts();
   Stopwatch clock;
-  // Assignments grouped by holder rank, then by expert: the send order.
+  std::vector<int64_t> tokens_per_expert;
+  for (int64_t e = 0; e < experts; ++e)
+    tokens_per_expert.push_back(routing.expert_tokens[e].numel());
+  const SendPlan send = PlanSend(tokens_per_expert, ep_.owner, ranks);
   std::vector<torch::Tensor> ids, slots;
-  std::vector<int64_t> send_rows(ranks, 0), count_rows(ranks, 0), counts;
-  for (int r = 0; r < ranks; ++r) {
-    for (int64_t e = 0; e < experts; ++e) {
-      if (ep_.owner[e] != r) continue;
-      ids.push_back(routing.expert_tokens[e]);
-      slots.push_back(routing.expert_slots[e]);
-      send_rows[r] += routing.expert_tokens[e].numel();
-      counts.push_back(routing.expert_tokens[e].numel());
-      ++count_rows[r];
-    }
+  for (int64_t e : send.expert_order) {
+    ids.push_back(routing.expert_tokens[e]);
+    slots.push_back(routing.expert_slots[e]);
   }
   // Counts first: each holder learns how many rows of each of its experts every rank sends.
-  std::vector<int64_t> from_rows;
-  auto received = group->AllToAllV(torch::tensor(counts, torch::kInt64).reshape({-1, 1}),
-                                   count_rows, &from_rows);
+  auto received = group->AllToAllV(torch::tensor(send.counts, torch::kInt64).reshape({-1, 1}),
+                                   send.count_rows, nullptr);
   TORCH_CHECK(received.ok(), std::string(received.status().message()));
-  std::vector<int64_t> local;  // my experts, ascending
-  for (int64_t e = 0; e < experts; ++e) {
-    if (ep_.owner[e] == me) local.push_back(e);
+  const std::vector<int64_t> local = LocalExperts(ep_.owner, me);
+  const torch::Tensor counts = received->to(torch::kCPU).contiguous();
+  const int64_t* count = counts.data_ptr<int64_t>();
+  std::vector<std::vector<int64_t>> table(ranks, std::vector<int64_t>(local.size()));
+  for (int s = 0; s < ranks; ++s) {
+    for (size_t m = 0; m < local.size(); ++m) table[s][m] = count[s * local.size() + m];
   }
-  const torch::Tensor table = received->reshape({ranks, static_cast<int64_t>(local.size())});
-  std::vector<int64_t> recv_rows(ranks, 0);
-  for (int s = 0; s < ranks; ++s) recv_rows[s] = table[s].sum().item<int64_t>();
+  const ReceivePlan plan = PlanReceive(table);
+  const std::vector<int64_t>& send_rows = send.send_rows;
+  const std::vector<int64_t>& recv_rows = plan.recv_rows;
 
   const torch::Tensor order = torch::cat(ids);
   const torch::Tensor arrived =
@@ -190,15 +189,8 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
     timings_.bytes_sent += (send_rows[r] * tokens.size(1) + recv_rows[r] * out_features_) *
                            static_cast<int64_t>(tokens.element_size());
   }
-  // Rows from source s come grouped by my experts; collect each expert's rows from all sources.
-  std::vector<std::vector<int64_t>> rows_of(local.size());
-  int64_t row = 0;
-  for (int s = 0; s < ranks; ++s) {
-    for (size_t m = 0; m < local.size(); ++m) {
-      const int64_t n = table[s][static_cast<int64_t>(m)].item<int64_t>();
-      for (int64_t i = 0; i < n; ++i) rows_of[m].push_back(row++);
-    }
-  }
+  const std::vector<std::vector<int64_t>>& rows_of = plan.rows_of;
+  const int64_t row = plan.total_rows;
   std::vector<torch::Tensor> outputs, positions;
   for (size_t m = 0; m < local.size(); ++m) {
     if (rows_of[m].empty()) continue;  // no rank sent this expert a token

@@ -6,6 +6,7 @@
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "data/stream.h"
+#include "moa/autocast.h"
 #include "moa/peft.h"
 #include "moa/safetensors.h"
 #include "moa/weights.h"
@@ -111,6 +112,39 @@ std::string FormatDomainScores(const std::vector<DomainScore>& scores) {
     text += line;
   }
   return text;
+}
+
+SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
+                         const std::vector<int64_t>& indices, int64_t batch_size, int64_t workers,
+                         int64_t image_size, bool bf16) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const torch::Device device = model.parameters().front().device();
+  SplitScore score;
+  data::SplitLoader loader(domain, indices, batch_size, workers, image_size);
+  // Sums stay on the device until the split is done: no host read per batch.
+  torch::Tensor correct = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device));
+  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
+  torch::Tensor images, labels;
+  while (loader.Next(&images, &labels)) {
+    images = images.to(device);
+    labels = labels.to(device);
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(device, bf16);
+      logits = model.forward(images);
+    }
+    logits = logits.to(torch::kFloat32);
+    correct += logits.argmax(1).eq(labels).sum();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .to(torch::kFloat64);
+    score.total += labels.size(0);
+  }
+  score.correct = correct.item<int64_t>();
+  score.loss_sum = loss_sum.item<double>();
+  return score;
 }
 
 }  // namespace moa::trainer

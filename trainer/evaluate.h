@@ -1,6 +1,6 @@
-// Using trained adapters after training: evaluating one adapter checkpoint, or an ensemble of
-// several (their logits averaged) on every (domain, split), and exporting a backbone with LoRA
-// merged into its frozen weights.
+// Evaluation: one (domain, split) of a model in training (EvaluateSplit), and, after training,
+// one adapter checkpoint or an ensemble of several (their logits averaged) on every (domain,
+// split), and a backbone exported with LoRA merged into its frozen weights.
 #pragma once
 
 #include <string>
@@ -8,10 +8,24 @@
 
 #include <absl/status/statusor.h>
 
+#include "data/dataset.h"
 #include "moa/models.h"
 #include "trainer/config.h"
 
 namespace moa::trainer {
+
+/// Accuracy and loss of one (domain, split): correct and total counts, summed loss.
+struct SplitScore {
+  int64_t correct = 0;
+  int64_t total = 0;
+  double loss_sum = 0;
+};
+
+/// Scores `indices` of `domain` with `model` (in eval mode, without autograd, on the model's
+/// device; bf16 autocast when asked); sums stay on the device until the split is done.
+SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
+                         const std::vector<int64_t>& indices, int64_t batch_size,
+                         int64_t workers = 1, int64_t image_size = 224, bool bf16 = false);
 
 struct DomainScore {
   std::string domain;

@@ -25,93 +25,17 @@
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_communicator.h"
+#include "trainer/coordinator.h"
 #include "trainer/expert_sharding.h"
 #include "trainer/optimizer.h"
+#include "trainer/progress.h"
+#include "trainer/run_files.h"
 #include "trainer/selection.h"
 #include "trainer/state.h"
 #include "trainer/swad.h"
 
 namespace moa::trainer {
 namespace {
-
-// Every rank's device report, gathered on every rank as JSON (env.json lists them by rank).
-absl::StatusOr<nlohmann::ordered_json> GatherDeviceReports(const torch::Device& device,
-                                                           parallel::Communicator& world) {
-  const parallel::DeviceReport r = parallel::DescribeDevice(device);
-  nlohmann::ordered_json mine;
-  mine["host"] = parallel::Hostname();
-  mine["type"] = r.type;
-  if (r.index >= 0) mine["index"] = r.index;
-  mine["name"] = r.name;
-  mine["memory_gb"] = static_cast<double>(r.memory_bytes) / (1 << 30);
-  mine["driver"] = r.driver.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.driver);
-  mine["cuda"] = r.cuda.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.cuda);
-  mine["nccl"] = r.nccl.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.nccl);
-  // Fixed-width text rows, so one all-gather carries every rank's report.
-  constexpr int64_t kWidth = 1024;
-  std::string text = mine.dump().substr(0, kWidth);
-  torch::Tensor row = torch::zeros({kWidth}, torch::kUInt8);
-  std::memcpy(row.data_ptr(), text.data(), text.size());
-  MOA_ASSIGN_OR_RETURN(torch::Tensor all, world.AllGather(row));
-  all = all.to(torch::kCPU).contiguous();
-  nlohmann::ordered_json reports = nlohmann::ordered_json::array();
-  for (int64_t rank = 0; rank < all.size(0); ++rank) {
-    const char* begin = reinterpret_cast<const char*>(all[rank].data_ptr());
-    reports.push_back(nlohmann::ordered_json::parse(std::string(begin, strnlen(begin, kWidth))));
-  }
-  return reports;
-}
-
-std::string FormatDuration(double seconds) {
-  const long long s = static_cast<long long>(std::max(0.0, seconds));
-  char text[32];
-  if (s >= 3600) {
-    std::snprintf(text, sizeof(text), "%lldh%02lldm", s / 3600, (s / 60) % 60);
-  } else {
-    std::snprintf(text, sizeof(text), "%lldm%02llds", s / 60, s % 60);
-  }
-  return text;
-}
-
-nlohmann::ordered_json HparamsJson(const RunConfig& c) {
-  nlohmann::ordered_json h;
-  h["lr"] = c.optim.lr;
-  h["batch_size"] = c.data.batch_size;
-  h["weight_decay"] = c.optim.weight_decay;
-  h["optimizer"] = c.optim.optimizer;
-  h["method"] = c.adapter.method;
-  h["rank"] = c.adapter.rank;
-  h["alpha"] = c.adapter.alpha;
-  h["blocks"] = c.adapter.blocks;
-  h["targets"] = c.adapter.targets;
-  if (c.adapter.method == "moa") {
-    h["moa_expert"] = c.moa.expert;
-    h["moa_ranks"] = c.moa.ranks;
-    h["moa_top_k"] = c.moa.top_k;
-    h["moa_router"] = c.moa.router;
-    h["moa_noise"] = c.moa.noise;
-    h["moa_capacity_factor"] = c.moa.capacity_factor;
-    h["moa_aux_loss"] = c.moa.aux_loss;
-    h["moa_aux_weight"] = c.moa.aux_weight;
-  }
-  return h;
-}
-
-nlohmann::ordered_json ArgsJson(const RunConfig& c) {
-  nlohmann::ordered_json a;
-  a["dataset"] = c.data.dataset;
-  a["algorithm"] = "ERM";
-  a["method"] = c.adapter.method;
-  a["test_envs"] = c.data.test_envs;
-  a["trial_seed"] = c.train.trial_seed;
-  a["hparams_seed"] = c.train.hparams_seed;
-  a["seed"] = c.train.seed;
-  a["steps"] = c.train.steps;
-  a["checkpoint_freq"] = c.train.checkpoint_freq;
-  a["holdout_fraction"] = c.data.holdout_fraction;
-  a["output_dir"] = c.output.dir;
-  return a;
-}
 
 // The training loop shared by train and pretrain.
 class Runner {
@@ -268,30 +192,8 @@ class Runner {
   }
 
   absl::Status WriteEnvJson(const parallel::Mesh& mesh, const nlohmann::ordered_json& devices) {
-    nlohmann::ordered_json env;
-    env["moa_commit"] = GitCommit();
-    env["libtorch"] = TorchVersion();
-    env["mpi"] = parallel::MpiVersion();
-    const parallel::DeviceReport report = parallel::DescribeDevice(device_);
-    env["cuda"] =
-        report.cuda.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(report.cuda);
-    env["nccl"] =
-        report.nccl.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(report.nccl);
-    std::vector<std::string> hosts;
-    for (const auto& d : devices) {
-      const std::string host = d["host"].get<std::string>();
-      if (std::find(hosts.begin(), hosts.end(), host) == hosts.end()) hosts.push_back(host);
-    }
-    env["hostnames"] = hosts;
-    env["world"] = {{"size", mesh.world_size},
-                    {"dp", mesh.dp},
-                    {"ep", mesh.ep},
-                    {"ranks_per_node", mesh.local_size},
-                    {"backend", world_->backend_name()}};
-    env["threads"] = threads_;
-    env["device"] = device_.is_cuda() ? "cuda" : "cpu";
-    env["precision"] = config_.train.precision;
-    env["devices"] = devices;
+    const nlohmann::ordered_json env =
+        EnvJson(config_, mesh, world_->backend_name(), threads_, device_, devices);
     return WriteFileAtomically(run_dir_ + "/env.json", env.dump(2) + "\n");
   }
 
@@ -586,23 +488,10 @@ class Runner {
   // Keeps the records of results.jsonl up to `step` (a killed run may have written later ones)
   // and makes them this run's history.
   absl::Status RestoreRecords(int64_t step) {
-    std::ifstream in(config_.train.resume + "/results.jsonl");
-    std::string line, kept;
-    while (std::getline(in, line)) {
-      if (line.empty()) continue;
-      nlohmann::json record;
-      try {
-        record = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception&) {
-        return absl::DataLossError(run_dir_ +
-                                   "/results.jsonl has a malformed line: " + line.substr(0, 80));
-      }
-      if (record.value("swad", false)) continue;  // a finished run's SWAD record is made anew
-      if (record.value("step", int64_t{-1}) > step) break;
-      records_.push_back(record);
-      kept += line + "\n";
-    }
-    return lead_ ? WriteFileAtomically(run_dir_ + "/results.jsonl", kept) : absl::OkStatus();
+    MOA_ASSIGN_OR_RETURN(records_,
+                         ReadRecordsUpTo(config_.train.resume + "/results.jsonl", step,
+                                         lead_ ? run_dir_ + "/results.jsonl" : std::string()));
+    return absl::OkStatus();
   }
 
   // After every step with train.check_replicas: the trainable parameters must be bit-identical on
@@ -628,141 +517,25 @@ class Runner {
     return side * side + 1;
   }
 
-  // This rank's contiguous share of an evaluation split.
-  std::vector<int64_t> Shard(const std::vector<int64_t>& indices) const {
-    const int64_t n = static_cast<int64_t>(indices.size()), size = world_->size(),
-                  rank = world_->rank();
-    const int64_t begin = n * rank / size, end = n * (rank + 1) / size;
-    return std::vector<int64_t>(indices.begin() + begin, indices.begin() + end);
-  }
-
   void Evaluate(nlohmann::ordered_json& record) {
-    const bool fast = config_.eval.mode == "fast";
-    for (int64_t e = 0; e < static_cast<int64_t>(dataset_.domains.size()); ++e) {
-      const data::Domain& domain = dataset_.domains[e];
-      const bool training =
-          std::find(train_envs_.begin(), train_envs_.end(), e) != train_envs_.end();
-      for (const char* split : {"in", "out"}) {
-        const bool in = split[0] == 'i';
-        if (in && fast && training) continue;
-        const std::vector<int64_t>& indices = in ? domain.in : domain.out;
-        if (indices.empty()) continue;
-        SplitScore score = EvaluateSplit(*model_, domain, Shard(indices), config_.eval.batch_size,
-                                         config_.data.workers, config_.model.img_size,
-                                         config_.train.precision == "bf16");
-        // The coordinator's sums: correct counts and totals exactly, loss sums in float64.
-        torch::Tensor counts = torch::tensor({score.correct, score.total}, torch::kInt64);
-        torch::Tensor loss = torch::tensor({score.loss_sum}, torch::kFloat64);
-        ThrowIfError(world_->AllReduce(counts, parallel::ReduceOp::kSum));
-        ThrowIfError(world_->AllReduce(loss, parallel::ReduceOp::kSum));
-        score.correct = counts[0].item<int64_t>();
-        score.total = counts[1].item<int64_t>();
-        score.loss_sum = loss.item<double>();
-        const std::string key = "env" + std::to_string(e) + "_" + split;
-        record[key + "_acc"] =
-            static_cast<double>(score.correct) / static_cast<double>(score.total);
-        record[key + "_loss"] = score.loss_sum / static_cast<double>(score.total);
-      }
-    }
+    ThrowIfError(EvaluateDomains(*model_, dataset_, train_envs_, config_, *world_, record));
   }
 
-  // Per MoA layer since the last evaluation: each expert's share of the routed assignments, the
-  // assignments capacity dropped, and the mean auxiliary loss; the statistics restart.
   nlohmann::ordered_json RouterRecord() {
-    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
-    for (const auto& layer : moa_layers_) {
-      // Assignment and drop counts summed over the data-parallel ranks.
-      const RouterStats& local = layer->stats();
-      std::vector<int64_t> counts = local.assignments;
-      counts.push_back(local.dropped);
-      torch::Tensor summed = torch::tensor(counts, torch::kInt64);
-      ThrowIfError(world_->AllReduce(summed, parallel::ReduceOp::kSum));
-      RouterStats stats = local;
-      for (size_t e = 0; e < stats.assignments.size(); ++e) {
-        stats.assignments[e] = summed[static_cast<int64_t>(e)].item<int64_t>();
-      }
-      stats.dropped = summed[static_cast<int64_t>(counts.size()) - 1].item<int64_t>();
-      int64_t total = stats.dropped;
-      for (int64_t a : stats.assignments) total += a;
-      std::vector<double> share;
-      for (int64_t a : stats.assignments)
-        share.push_back(total > 0 ? static_cast<double>(a) / total : 0.0);
-      nlohmann::ordered_json entry;
-      entry["layer"] = layer->layer();
-      entry["share"] = share;
-      entry["dropped"] = stats.dropped;
-      entry["aux_loss"] = stats.forwards > 0 ? stats.aux_sum / stats.forwards : 0.0;
-      layers.push_back(entry);
-      layer->ResetStats();
-    }
+    nlohmann::ordered_json layers;
+    ThrowIfError(ReduceRouterStats(moa_layers_, *world_, &layers));
     return layers;
   }
 
-  // Time left: the mean step time for the remaining steps plus the mean evaluation time for the
-  // remaining evaluations.
   double Eta(int64_t step, int64_t steps, int64_t freq) const {
-    if (step >= steps - 1) return 0.0;
-    const int64_t remaining_evals =
-        (steps - 1) / freq - step / freq + ((steps - 1) % freq != 0 ? 1 : 0);
-    const double per_eval = evals_done_ > 0 ? eval_seconds_ / evals_done_ : 0.0;
-    return train_seconds_ / (step + 1) * (steps - step - 1) + per_eval * remaining_evals;
+    return EtaSeconds(step, steps, freq, train_seconds_, evals_done_, eval_seconds_);
   }
 
   void PrintRecord(const nlohmann::ordered_json& record, int64_t steps, double elapsed,
                    double eta) {
-    const int64_t step = record["step"].get<int64_t>();
-    char line[256];
-    std::snprintf(line, sizeof(line),
-                  "step %lld/%lld | loss %.4f | %.0f img/s | elapsed %s | eta %s",
-                  static_cast<long long>(step), static_cast<long long>(steps),
-                  record["loss"].get<double>(), record["images_per_s"].get<double>(),
-                  FormatDuration(elapsed).c_str(), FormatDuration(eta).c_str());
-    std::string table = line;
-    table += "\n      domain      role     in_acc    out_acc";
-    for (int64_t e = 0; e < static_cast<int64_t>(dataset_.domains.size()); ++e) {
-      const bool test = std::find(test_envs_.begin(), test_envs_.end(), e) != test_envs_.end();
-      auto cell = [&](const std::string& key) -> std::string {
-        if (!record.contains(key)) return "         -";
-        char c[16];
-        std::snprintf(c, sizeof(c), " %9.2f%%", 100.0 * record[key].get<double>());
-        return c;
-      };
-      char head[64];
-      std::snprintf(head, sizeof(head), "\n  %10s  %8s", dataset_.domains[e].name.c_str(),
-                    test ? "test" : "train");
-      table += head + cell("env" + std::to_string(e) + "_in_acc") +
-               cell("env" + std::to_string(e) + "_out_acc");
-    }
-    if (record.contains("router")) {
-      // One line for all MoA layers: the mean share of each expert, the layers' smallest and
-      // largest expert share, drops and the mean auxiliary loss (per layer in results.jsonl).
-      const auto& layers = record["router"];
-      const size_t experts = layers[0]["share"].size();
-      std::vector<double> mean(experts, 0.0);
-      double low = 1.0, high = 0.0, aux = 0.0;
-      int64_t dropped = 0;
-      for (const auto& entry : layers) {
-        for (size_t e = 0; e < experts; ++e) {
-          const double v = entry["share"][e].get<double>();
-          mean[e] += v / static_cast<double>(layers.size());
-          low = std::min(low, v);
-          high = std::max(high, v);
-        }
-        dropped += entry["dropped"].get<int64_t>();
-        aux += entry["aux_loss"].get<double>();
-      }
-      table += "\n  router, " + std::to_string(layers.size()) + " MoA layers: expert shares %";
-      for (double v : mean) {
-        char cell[16];
-        std::snprintf(cell, sizeof(cell), " %.1f", 100.0 * v);
-        table += cell;
-      }
-      char tail[128];
-      std::snprintf(tail, sizeof(tail), " (per layer %.1f to %.1f) | dropped %lld | aux %.2e",
-                    100.0 * low, 100.0 * high, static_cast<long long>(dropped), aux);
-      table += tail;
-    }
-    Log(LogLevel::kInfo) << table;
+    std::vector<std::string> names;
+    for (const data::Domain& d : dataset_.domains) names.push_back(d.name);
+    Log(LogLevel::kInfo) << FormatEvaluation(record, names, test_envs_, steps, elapsed, eta);
   }
 
   const RunConfig& config_;
@@ -791,97 +564,6 @@ class Runner {
 };
 
 }  // namespace
-
-absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config) {
-  data::LoadOptions load;
-  load.dataset = config.data.dataset;
-  load.data_dir = config.data.data_dir;
-  MOA_ASSIGN_OR_RETURN(load.source, data::ParseIdxSource(config.data.source));
-  load.seed = config.train.seed;
-  load.trial_seed = config.train.trial_seed;
-  load.holdout_fraction = config.data.holdout_fraction;
-  load.max_per_domain = config.data.max_per_domain;
-  load.check = config.data.check;
-  load.skip_corrupt = config.data.skip_corrupt;
-  load.workers = static_cast<int>(std::max<int64_t>(1, config.data.workers));
-  return load;
-}
-
-absl::StatusOr<data::DatasetInfo> ModelDatasetInfo(const RunConfig& config) {
-  if (config.model.num_classes == 0) {
-    return data::DescribeDataset(config.data.dataset, config.data.data_dir);
-  }
-  MOA_ASSIGN_OR_RETURN(data::DatasetInfo info, data::LookupDataset(config.data.dataset));
-  info.num_classes = config.model.num_classes;
-  return info;
-}
-
-absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
-                                                           const data::DatasetInfo& info) {
-  ModelSpec spec;
-  spec.arch = config.model.arch;
-  spec.vit.img_size(config.model.img_size)
-      .patch_size(config.model.patch_size)
-      .in_chans(info.channels)
-      .dim(config.model.dim)
-      .depth(config.model.depth)
-      .heads(config.model.heads)
-      .mlp_ratio(config.model.mlp_ratio)
-      .norm_pre(config.model.norm_pre)
-      .norm_eps(config.model.norm_eps)
-      .num_classes(config.model.num_classes > 0 ? config.model.num_classes : info.num_classes);
-  if (spec.arch == "vit" && config.model.img_size != info.image_size) {
-    return absl::InvalidArgumentError("model.img_size = " + std::to_string(config.model.img_size) +
-                                      " but " + info.name + " images are " +
-                                      std::to_string(info.image_size) + " pixels wide");
-  }
-  // The initialisation is seeded on its own (not continuing after the dataset's randperm as in
-  // DomainBed), so every command that builds this configuration gets the same random weights.
-  torch::manual_seed(static_cast<uint64_t>(config.train.seed));
-  MOA_ASSIGN_OR_RETURN(std::shared_ptr<ClassifierImpl> model, BuildClassifier(spec));
-  if (!config.model.backbone.empty()) {
-    MOA_ASSIGN_OR_RETURN(ImportReport report,
-                         LoadPretrainedBackbone(*model, config.model.backbone));
-    Log(LogLevel::kInfo) << "backbone " << config.model.backbone << ": " << report.loaded
-                         << " tensors (" << report.scheme << " names), " << report.ignored
-                         << " outside the vision tower or CLIP's projection ignored";
-  }
-  MOA_RETURN_IF_ERROR(ApplyPeft(*model, config.adapter, config.moa));
-  return model;
-}
-
-SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
-                         const std::vector<int64_t>& indices, int64_t batch_size, int64_t workers,
-                         int64_t image_size, bool bf16) {
-  torch::NoGradGuard no_grad;
-  model.eval();
-  const torch::Device device = model.parameters().front().device();
-  SplitScore score;
-  data::SplitLoader loader(domain, indices, batch_size, workers, image_size);
-  // Sums stay on the device until the split is done: no host read per batch.
-  torch::Tensor correct = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device));
-  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
-  torch::Tensor images, labels;
-  while (loader.Next(&images, &labels)) {
-    images = images.to(device);
-    labels = labels.to(device);
-    torch::Tensor logits;
-    {
-      AutocastScope autocast(device, bf16);
-      logits = model.forward(images);
-    }
-    logits = logits.to(torch::kFloat32);
-    correct += logits.argmax(1).eq(labels).sum();
-    loss_sum +=
-        torch::nn::functional::cross_entropy(
-            logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-            .to(torch::kFloat64);
-    score.total += labels.size(0);
-  }
-  score.correct = correct.item<int64_t>();
-  score.loss_sum = loss_sum.item<double>();
-  return score;
-}
 
 absl::StatusOr<RunSummary> Train(const RunConfig& config, parallel::Communicator* world) {
   std::unique_ptr<parallel::Communicator> self;

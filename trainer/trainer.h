@@ -16,33 +16,11 @@
 #include "data/dataset.h"
 #include "moa/models.h"
 #include "parallel/communicator.h"
+#include "trainer/build.h"
 #include "trainer/config.h"
+#include "trainer/evaluate.h"
 
 namespace moa::trainer {
-
-/// Builds the configured classifier (initialised from train.seed), applies PEFT and loads
-/// model.backbone when set; the data set's info gives channels and classes when
-/// model.num_classes is 0. Touches no data.
-absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
-                                                           const data::DatasetInfo& info);
-
-/// What BuildModel needs to know of the configured dataset, without loading it: the registry's
-/// description with model.num_classes when that is set, else the dataset's own classes
-/// (ImageFolder's from a scan of data.data_dir's folders: data::DescribeDataset).
-absl::StatusOr<data::DatasetInfo> ModelDatasetInfo(const RunConfig& config);
-
-/// Accuracy and loss of one (domain, split).
-struct SplitScore {
-  int64_t correct = 0;
-  int64_t total = 0;
-  double loss_sum = 0;
-};
-SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
-                         const std::vector<int64_t>& indices, int64_t batch_size,
-                         int64_t workers = 1, int64_t image_size = 224, bool bf16 = false);
-
-/// The dataset options a configuration describes.
-absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config);
 
 struct RunSummary {
   std::vector<nlohmann::json> records;

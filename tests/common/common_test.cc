@@ -1,7 +1,8 @@
-// Atomic file writes and the status macros.
+// Atomic file writes, the status macros, thread counts and MD5.
 #include <filesystem>
 
 #include "common/files.h"
+#include "common/hash.h"
 #include "common/status_macros.h"
 #include "common/threads.h"
 #include "tests/support/test_support.h"
@@ -18,6 +19,21 @@ absl::StatusOr<int> Quarter(int x) {
   MOA_ASSIGN_OR_RETURN(int h, Half(x));
   MOA_ASSIGN_OR_RETURN(int q, Half(h));
   return q;
+}
+
+// RFC 1321's test suite; Md5Mod2To31 is int(hexdigest, 16) % 2**31, the digest's last four bytes
+// with the top bit cleared (DomainBed's seed_hash values are checked in the data tests).
+TEST(HashTest, Md5MatchesRfc1321AndSeedHashTakesTheLow31Bits) {
+  EXPECT_EQ(Md5Hex(""), "d41d8cd98f00b204e9800998ecf8427e");
+  EXPECT_EQ(Md5Hex("abc"), "900150983cd24fb0d6963f7d28e17f72");
+  EXPECT_EQ(Md5Hex("message digest"), "f96b697d7cb7938d525a2f31aaf161d0");
+  EXPECT_EQ(
+      Md5Hex("12345678901234567890123456789012345678901234567890123456789012345678901234567890"),
+      "57edf4a22be3c955ac49da2e2107b67a");
+  // 0x...7f72 of "abc": the last 4 bytes 0x28e17f72, and 0x28e17f72 & 0x7fffffff.
+  EXPECT_EQ(Md5Mod2To31("abc"), 0x28e17f72u);
+  // "d0" ends in 0xaaf161d0; its top bit is cleared.
+  EXPECT_EQ(Md5Mod2To31("message digest"), 0xaaf161d0u & 0x7fffffffu);
 }
 
 TEST(StatusMacrosTest, PropagateErrorsAndValues) {

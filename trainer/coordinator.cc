@@ -1,0 +1,79 @@
+#include "trainer/coordinator.h"
+
+#include <algorithm>
+
+#include "common/status_macros.h"
+#include "trainer/evaluate.h"
+
+namespace moa::trainer {
+
+std::vector<int64_t> Shard(const std::vector<int64_t>& indices, int rank, int size) {
+  const int64_t n = static_cast<int64_t>(indices.size());
+  const int64_t begin = n * rank / size, end = n * (rank + 1) / size;
+  return std::vector<int64_t>(indices.begin() + begin, indices.begin() + end);
+}
+
+absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& dataset,
+                             const std::vector<int64_t>& train_envs, const RunConfig& config,
+                             parallel::Communicator& world, nlohmann::ordered_json& record) {
+  const bool fast = config.eval.mode == "fast";
+  for (int64_t e = 0; e < static_cast<int64_t>(dataset.domains.size()); ++e) {
+    const data::Domain& domain = dataset.domains[e];
+    const bool training = std::find(train_envs.begin(), train_envs.end(), e) != train_envs.end();
+    for (const char* split : {"in", "out"}) {
+      const bool in = split[0] == 'i';
+      if (in && fast && training) continue;
+      const std::vector<int64_t>& indices = in ? domain.in : domain.out;
+      if (indices.empty()) continue;
+      SplitScore score = EvaluateSplit(model, domain, Shard(indices, world.rank(), world.size()),
+                                       config.eval.batch_size, config.data.workers,
+                                       config.model.img_size, config.train.precision == "bf16");
+      // The coordinator's sums: correct counts and totals exactly, loss sums in float64.
+      torch::Tensor counts = torch::tensor({score.correct, score.total}, torch::kInt64);
+      torch::Tensor loss = torch::tensor({score.loss_sum}, torch::kFloat64);
+      MOA_RETURN_IF_ERROR(world.AllReduce(counts, parallel::ReduceOp::kSum));
+      MOA_RETURN_IF_ERROR(world.AllReduce(loss, parallel::ReduceOp::kSum));
+      score.correct = counts[0].item<int64_t>();
+      score.total = counts[1].item<int64_t>();
+      score.loss_sum = loss.item<double>();
+      const std::string key = "env" + std::to_string(e) + "_" + split;
+      record[key + "_acc"] = static_cast<double>(score.correct) / static_cast<double>(score.total);
+      record[key + "_loss"] = score.loss_sum / static_cast<double>(score.total);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReduceRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
+                               parallel::Communicator& world, nlohmann::ordered_json* out) {
+  nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+  for (const auto& layer : moa_layers) {
+    // Assignment and drop counts summed over the data-parallel ranks.
+    const RouterStats& local = layer->stats();
+    std::vector<int64_t> counts = local.assignments;
+    counts.push_back(local.dropped);
+    torch::Tensor summed = torch::tensor(counts, torch::kInt64);
+    MOA_RETURN_IF_ERROR(world.AllReduce(summed, parallel::ReduceOp::kSum));
+    RouterStats stats = local;
+    for (size_t e = 0; e < stats.assignments.size(); ++e) {
+      stats.assignments[e] = summed[static_cast<int64_t>(e)].item<int64_t>();
+    }
+    stats.dropped = summed[static_cast<int64_t>(counts.size()) - 1].item<int64_t>();
+    int64_t total = stats.dropped;
+    for (int64_t a : stats.assignments) total += a;
+    std::vector<double> share;
+    for (int64_t a : stats.assignments)
+      share.push_back(total > 0 ? static_cast<double>(a) / total : 0.0);
+    nlohmann::ordered_json entry;
+    entry["layer"] = layer->layer();
+    entry["share"] = share;
+    entry["dropped"] = stats.dropped;
+    entry["aux_loss"] = stats.forwards > 0 ? stats.aux_sum / stats.forwards : 0.0;
+    layers.push_back(entry);
+    layer->ResetStats();
+  }
+  *out = layers;
+  return absl::OkStatus();
+}
+
+}  // namespace moa::trainer

@@ -1,0 +1,37 @@
+// The coordinator's reductions at an evaluation: every rank scores its shard of each (domain,
+// split) and the sums (correct counts and totals exactly, loss sums in float64) go over all
+// ranks, so every rank holds the record rank 0 writes; router statistics are summed over ranks
+// the same way. Both are collectives: every rank calls them, in the same order.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <absl/status/status.h>
+#include <nlohmann/json.hpp>
+
+#include "data/dataset.h"
+#include "moa/moa_layer.h"
+#include "moa/models.h"
+#include "parallel/communicator.h"
+#include "trainer/config.h"
+
+namespace moa::trainer {
+
+/// This rank's contiguous share of an evaluation split's indices.
+std::vector<int64_t> Shard(const std::vector<int64_t>& indices, int rank, int size);
+
+/// Adds env{i}_{in,out}_{acc,loss} of every domain to `record` (eval.mode = fast skips the
+/// training domains' `in` splits), each rank scoring its shard.
+absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& dataset,
+                             const std::vector<int64_t>& train_envs, const RunConfig& config,
+                             parallel::Communicator& world, nlohmann::ordered_json& record);
+
+/// Per MoA layer since the last call, summed over ranks: each expert's share of the routed
+/// assignments, the assignments capacity dropped, and the mean auxiliary loss, as the array
+/// results.jsonl's `router` holds; every layer's statistics restart.
+absl::Status ReduceRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
+                               parallel::Communicator& world, nlohmann::ordered_json* out);
+
+}  // namespace moa::trainer

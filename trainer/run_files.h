@@ -1,0 +1,43 @@
+// The files of a run directory that are not checkpoints: what results.jsonl records of the run
+// (DomainBed's `args` and `hparams`), env.json (versions, world layout, every rank's device), and
+// reading back results.jsonl for a resumed run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <absl/status/statusor.h>
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+
+#include "parallel/communicator.h"
+#include "parallel/mesh.h"
+#include "trainer/config.h"
+
+namespace moa::trainer {
+
+/// Every swept value, as DomainBed writes `hparams`.
+nlohmann::ordered_json HparamsJson(const RunConfig& c);
+
+/// The run's identity, as DomainBed writes `args`.
+nlohmann::ordered_json ArgsJson(const RunConfig& c);
+
+/// Every rank's device report (host, type, name, memory, driver, CUDA, NCCL), gathered on every
+/// rank, in rank order. A collective: every rank calls it.
+absl::StatusOr<nlohmann::ordered_json> GatherDeviceReports(const torch::Device& device,
+                                                           parallel::Communicator& world);
+
+/// env.json: moa's commit, LibTorch, MPI, CUDA and NCCL versions, hosts, the world layout and
+/// backend, threads, this rank's device and precision, and `devices` (GatherDeviceReports).
+nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::Mesh& mesh,
+                               const std::string& backend, int threads, const torch::Device& device,
+                               const nlohmann::ordered_json& devices);
+
+/// The records of `path` (results.jsonl) up to and including `step`, without SWAD's record; when
+/// `rewrite` names a file, those lines are written there atomically (a killed run may have
+/// written later ones). A malformed line is an error naming the file.
+absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& path, int64_t step,
+                                                            const std::string& rewrite);
+
+}  // namespace moa::trainer
