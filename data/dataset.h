@@ -1,8 +1,8 @@
-// Domain-labelled datasets: per domain, either a tensor of images held in memory (the MNIST
-// family) or the image files of DomainBed's folder layout (PACS, VLCS, OfficeHome,
-// TerraIncognita, DomainNet, and ImageFolder for users' own data), with labels and the seeded
-// in/out split (DESIGN.md section 4, data::DomainDataset); plus the registry of dataset names
-// that configurations use and their known shapes.
+// Domain-labelled datasets: per domain, either a tensor of images held in memory (the MNIST family)
+// or the image files of DomainBed's folder layout (PACS, VLCS, OfficeHome, TerraIncognita,
+// DomainNet, and ImageFolder for users' own data), with labels and the seeded in/out split
+// (docs/architecture.md, Folders and Keyed randomness); plus the registry of dataset names that
+// configurations use and their known shapes.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 // KeyedRng: a counter-based generator for randomness that must not depend on the number of ranks
-// (DESIGN.md section 3): the same key always gives the same sequence, on any rank.
+// (docs/architecture.md, Keyed randomness): the same key always gives the same sequence, on any
+// rank.
 //
 //   moa::data::KeyedRng rng({seed, domain, step});
 //   uint64_t index = rng.Below(n);

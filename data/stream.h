@@ -1,8 +1,9 @@
-// Per-domain infinite minibatch streams (DESIGN.md section 3). The sample indices of training
-// domain d at step s are drawn with replacement from a generator keyed by (seed, d, s), so the
-// data does not depend on the number of ranks or on where a run was resumed; data-parallel rank
-// r takes its contiguous slice of each domain's global minibatch. A background thread prepares
-// the next batches so the training loop does not wait in steady state.
+// Per-domain infinite minibatch streams (docs/architecture.md, One training step, step 1, and Keyed
+// randomness). The sample indices of training domain d at step s are drawn with replacement from a
+// generator keyed by (seed, d, s), so the data does not depend on the number of ranks or on where a
+// run was resumed; data-parallel rank r takes its contiguous slice of each domain's global
+// minibatch. A background thread prepares the next batches so the training loop does not wait in
+// steady state.
 //
 // Image folders: `workers` decode threads per rank take the samples of the next `prefetch` steps
 // in order, decode each file, augment it with parameters keyed by (seed, step, domain, position

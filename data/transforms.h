@@ -1,10 +1,11 @@
-// Image transforms with the semantics torchvision gives them on PIL images (moa-method.md
-// section 4), computed as Pillow computes them: RandomResizedCrop(224, scale 0.7-1, ratio 3/4-4/3)
-// with PIL's antialiased bilinear resampling (fixed-point coefficients), horizontal flip,
+// Image transforms with the semantics torchvision gives them on PIL images (docs/method.md,
+// Training protocol), computed as Pillow computes them: RandomResizedCrop(224, scale 0.7-1, ratio
+// 3/4-4/3) with PIL's antialiased bilinear resampling (fixed-point coefficients), horizontal flip,
 // ColorJitter(0.3, 0.3, 0.3, 0.3) in a random order through Pillow's ImageEnhance blends and HSV
-// conversion, RandomGrayscale(0.1), then ToTensor and the CLIP normalisation. Evaluation
-// resizes to 224 x 224 (no crop) and normalises. The random parameters of one sample come from a
-// generator keyed by (seed, step, domain, position in the global batch) (DESIGN.md section 3).
+// conversion, RandomGrayscale(0.1), then ToTensor and the CLIP normalisation. Evaluation resizes to
+// 224 x 224 (no crop) and normalises. The random parameters of one sample come from a generator
+// keyed by (seed, step, domain, position in the global batch) (docs/architecture.md, Keyed
+// randomness).
 //
 //   AugmentParams p = SampleAugment({seed, step, domain, position}, image.width, image.height);
 //   TrainTransform(image, p, 224, out);  // writes 3 x 224 x 224 floats

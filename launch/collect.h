@@ -1,6 +1,6 @@
 // `moa collect`: reads every run's results.jsonl under a sweep directory and applies DomainBed's
-// three model-selection methods across the sweep (reference/anchors.md A4), then prints
-// DomainBed's tables (A7): per dataset, one row per method with the test accuracy of each test
+// three model-selection methods across the sweep (docs/architecture.md, Sweeps and collect), then
+// prints DomainBed's tables: per dataset, one row per method with the test accuracy of each test
 // domain and their average as 100 x mean +/- standard error over trials, and an "Averages" table
 // across datasets; as plain text (DomainBed's fixed-width layout), Markdown or LaTeX.
 //

@@ -1,5 +1,5 @@
-// The `moa` subcommands (train, pretrain, info): argument handling and what each prints. main.cc
-// only dispatches; tests call RunCommand directly.
+// The `moa` subcommands (train, pretrain, info, eval, export, data check, sweep, collect): argument
+// handling and what each prints. main.cc only dispatches; tests call RunCommand directly.
 #pragma once
 
 #include <string>

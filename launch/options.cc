@@ -149,7 +149,7 @@ class OptionTable {
 #define MOA_FIELD(section, key) \
 #section "." #key, [](RunConfig & c) -> decltype(c.section.key)& { return c.section.key; }
 
-// The single declaration of every option (DESIGN.md section 5).
+// The single declaration of every option (docs/architecture.md, Configuration).
 const OptionTable& Table() {
   static const OptionTable table = [] {
     OptionTable t;

@@ -1,5 +1,5 @@
-// The option table of DESIGN.md section 5: every configuration key is declared once in
-// options.cc with its default, help line and check. Values come from an INI file (sections and
+// The option table (docs/architecture.md, Configuration): every configuration key is declared once
+// in options.cc with its default, help line and check. Values come from an INI file (sections and
 // keys) and `--section.key=value` overrides; unknown keys, wrong types and out-of-range values are
 // errors naming the key and where the value came from.
 #pragma once

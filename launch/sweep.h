@@ -1,8 +1,8 @@
-// `moa sweep`: DomainBed's sweep machinery (reference/anchors.md A5) for moa runs. The job list
-// is trials x datasets x methods x test-environment sets x hyper-parameter draws; a job's id is
-// the md5 of its arguments and names its run directory under the sweep's output directory; a
-// job is done when that directory holds `done`, incomplete when it exists without it, and not
-// launched when it does not exist.
+// `moa sweep`: DomainBed's sweep machinery (docs/architecture.md, Sweeps and collect) for moa runs.
+// The job list is trials x datasets x methods x test-environment sets x hyper-parameter draws; a
+// job's id is the md5 of its arguments and names its run directory under the sweep's output
+// directory; a job is done when that directory holds `done`, incomplete when it exists without it,
+// and not launched when it does not exist.
 //
 //   moa sweep launch --config configs/tiny.ini --test_envs single --n_hparams 4
 //       --n_trials 2 --launcher slurm --output_dir sweeps/tiny --slurm.partition=gpu

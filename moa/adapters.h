@@ -1,6 +1,6 @@
-// Adapters that add a trainable update beside a frozen Linear (DESIGN.md section 1), and the
-// Linear slot that holds one: AdaptableLinear keeps timm's parameter names (`weight`, `bias`) so
-// pretrained backbones load unchanged, and an adapter registered under it adds `lora.A`, ...
+// Adapters that add a trainable update beside a frozen Linear (docs/method.md), and the Linear slot
+// that holds one: AdaptableLinear keeps timm's parameter names (`weight`, `bias`) so pretrained
+// backbones load unchanged, and an adapter registered under it adds `lora.A`, ...
 //
 //   AdaptableLinear qkv(AdaptableLinearOptions(768, 2304));
 //   qkv->set_adapter(std::make_shared<LoraImpl>(LoraOptions(768, 2304, /*rank=*/2)));
@@ -33,7 +33,7 @@ struct LoraOptions {
   TORCH_ARG(double, scale) = 1.0;
 };
 
-/// LoRA as the MoA reference builds it (moa-method.md 2.1): A (rank x in) ~ N(0, 1/rank) -- a
+/// LoRA as the MoA reference builds it (docs/method.md, LoRA): A (rank x in) ~ N(0, 1/rank) -- a
 /// standard deviation of 1/rank, not Kaiming --, B (out x rank) = 0, so the model starts at the
 /// pretrained function; Delta(x) = scale * B A x.
 class LoraImpl : public AdapterImpl {

@@ -43,8 +43,8 @@ KroneckerImpl::KroneckerImpl(const KroneckerOptions& options,
   const int64_t p = options.in_features() / n, q = options.out_features() / n, r = options.rank();
   L = register_parameter("L", torch::empty({n, p, r}));
   R = register_parameter("R", torch::empty({n, r, q}));
-  // Quirk kept on purpose (moa-method.md section 7, item 3): as the reference, neither factor
-  // starts at zero, so a Kronecker adapter changes the model slightly at step 0 (LoRA does not).
+  // Quirk kept on purpose (docs/method.md, Quirks Q3): as the reference, neither factor starts at
+  // zero, so a Kronecker adapter changes the model slightly at step 0 (LoRA does not).
   XavierSlices(L);
   XavierSlices(R);
   if (options.bias()) bias = register_parameter("bias", torch::zeros({options.out_features()}));
@@ -61,7 +61,7 @@ torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) c
                         .reshape({n, n, p, q})
                         .permute({0, 2, 1, 3})
                         .reshape({n * p, n * q});
-  // Quirk kept on purpose (section 7, item 4): dropout acts on the update matrix H, not on
+  // Quirk kept on purpose (docs/method.md, Quirks Q4): dropout acts on the update matrix H, not on
   // activations, with a fresh mask per expert and forward; unlike the reference the mask is keyed
   // by (seed, step, layer, expert) so it is the same on every rank and after a resume.
   if (training && options_.dropout() > 0) {

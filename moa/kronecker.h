@@ -1,7 +1,8 @@
-// Kronecker (KAdaptation) adapters, as the MoA reference builds them (moa-method.md 2.4): the
-// update matrix H = sum_s A_s (x) (L_s R_s), with A_s = a_s b_s^T rank-1 "rule" matrices shared by
-// every layer and expert of a model, and per-adapter low-rank factors L (n x p x r), R (n x r x q)
-// where in = n p and out = n q. In training, dropout may be applied to H itself.
+// Kronecker (KAdaptation) adapters, as the MoA reference builds them (docs/method.md, Kronecker
+// adapter): the update matrix H = sum_s A_s (x) (L_s R_s), with A_s = a_s b_s^T rank-1 "rule"
+// matrices shared by every layer and expert of a model, and per-adapter low-rank factors
+// L (n x p x r), R (n x r x q) where in = n p and out = n q. In training, dropout may be applied
+// to H itself.
 //
 //   auto rules = std::make_shared<KroneckerRulesImpl>(64);    // once per model
 //   KroneckerImpl k(KroneckerOptions(768, 2304, /*rank=*/4), rules);
@@ -19,7 +20,7 @@ namespace moa {
 
 /// The shared rule tensors: rule1_left (n x n x 1) and rule1_right (n x 1 x n), U(-0.01, 0.01).
 /// With `with_unused_rule0` the reference's never-used rule0 pair is registered too (trainable,
-/// never given a gradient), which its parameter counts include (moa-method.md section 7, item 5).
+/// never given a gradient), which its parameter counts include (docs/method.md, Quirks Q5).
 class KroneckerRulesImpl : public torch::nn::Module {
  public:
   KroneckerRulesImpl(int64_t phm_dim, bool with_unused_rule0);

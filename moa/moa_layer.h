@@ -1,7 +1,8 @@
-// The Mixture-of-Adapters layer (DESIGN.md section 1, moa-method.md sections 2.3, 2.4 and 3):
-// several experts of different capacities (LoRA ranks, or Kronecker inner ranks) beside a frozen
-// Linear, a router that sends each token to its top-k experts, and y = W0 x + b0 + sum over the
-// chosen experts of gate * expert(x) (+ the layer's bias adapter for Kronecker experts).
+// The Mixture-of-Adapters layer (docs/method.md, Mixture-of-Adapters layer; its contract in
+// docs/architecture.md, Interfaces): several experts of different capacities (LoRA ranks, or
+// Kronecker inner ranks) beside a frozen Linear, a router that sends each token to its top-k
+// experts, and y = W0 x + b0 + sum over the chosen experts of gate * expert(x) (+ the layer's bias
+// adapter for Kronecker experts).
 //
 // Each expert runs only on the tokens routed to it (gather, compute, scatter-add with the gate);
 // `dispatch = dense` computes every expert on every token and masks, as the reference does, and

@@ -13,9 +13,9 @@ absl::StatusOr<std::vector<int64_t>> SelectBlocks(const std::string& rule, int64
   if (rule == "all") {
     for (int64_t i = 0; i < depth; ++i) blocks.push_back(i);
   } else if (rule == "every_other") {
-    // The reference's "every" placements (moa-method.md section 7, item 2) mean blocks 0, 2, 4,
-    // ... and its "last" means the last two blocks; both are expressed here by name instead of
-    // its Linear counter and substring matching.
+    // The reference's "every" placements (docs/method.md, Quirks Q2) mean blocks 0, 2, 4, ... and
+    // its "last" means the last two blocks; both are expressed here by name instead of its Linear
+    // counter and substring matching.
     for (int64_t i = 0; i < depth; i += 2) blocks.push_back(i);
   } else if (absl::StartsWith(rule, "last:")) {
     int64_t n = 0;

@@ -126,10 +126,10 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
     noise = noise.reshape({tokens, experts}).to(clean_logits.device(), clean_logits.scalar_type());
     logits = logits + noise / static_cast<double>(experts);
   }
-  // Quirk kept on purpose (section 7, items 6 and 8): in training the router always sees noise
-  // (moa.noise = false turns it off), and the gate is the winner's noisy softmax probability,
-  // not renormalised (moa.renormalize = true renormalises the top-k). Unlike the reference,
-  // top_k and capacity are honoured rather than stored and ignored.
+  // Quirks kept on purpose (docs/method.md, Quirks Q6 and Q8): in training the router always sees
+  // noise (moa.noise = false turns it off), and the gate is the winner's noisy softmax probability,
+  // not renormalised (moa.renormalize = true renormalises the top-k). Unlike the reference, top_k
+  // and capacity are honoured rather than stored and ignored.
   r.probs = torch::softmax(logits, 1);
   auto [top_values, top_indices] = r.probs.topk(k, 1);
   r.experts = top_indices;
@@ -164,17 +164,17 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
   return r;
 }
 
-// Quirks kept on purpose (section 7, item 7): the threshold is a noisy probability compared with
-// clean probabilities, the variance is unbiased, and the coefficient is applied here, per layer;
-// the trainer sums the layers' terms. sigma is 1 / E where the reference hard-codes E = 4 (the
-// same value for its four experts).
+// Quirks kept on purpose (docs/method.md, Quirks Q7): the threshold is a noisy probability compared
+// with clean probabilities, the variance is unbiased, and the coefficient is applied here, per
+// layer; the trainer sums the layers' terms. sigma is 1 / E where the reference hard-codes E = 4
+// (the same value for its four experts).
 torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double weight,
                                  parallel::Communicator* group) {
   const int64_t experts = routing.clean_logits.size(1);
   const torch::Tensor clean = torch::softmax(routing.clean_logits, 1);
   const torch::Tensor local_importance = clean.sum(0);
-  // The threshold is the k-th largest noisy probability (the winner's for top-1), as the
-  // reference compares clean probabilities against it (moa-method.md section 7, item 7).
+  // The threshold is the k-th largest noisy probability (the winner's for top-1), as the reference
+  // compares clean probabilities against it (docs/method.md, Quirks Q7).
   const torch::Tensor threshold =
       std::get<0>(routing.probs.topk(top_k, 1)).select(1, top_k - 1).unsqueeze(1);
   const double sigma = 1.0 / static_cast<double>(experts);

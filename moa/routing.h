@@ -1,7 +1,8 @@
-// Token routing for Mixture-of-Adapters layers (moa-method.md section 3): the cosine (or linear)
-// top-k router, keyed router noise, the top-k choice with gate weights and capacity, and the
-// load-balancing losses. The step context carries what keyed randomness needs, so that noise and
-// dropout masks are the same whether the global batch runs on one rank or is split over many.
+// Token routing for Mixture-of-Adapters layers (docs/method.md, Router, Routing, Capacity and
+// Load-balancing loss): the cosine (or linear) top-k router, keyed router noise, the top-k choice
+// with gate weights and capacity, and the load-balancing losses. The step context carries what
+// keyed randomness needs, so that noise and dropout masks are the same whether the global batch
+// runs on one rank or is split over many.
 //
 //   auto ctx = std::make_shared<RoutingContext>();
 //   ctx->seed = 0; ctx->step = 42;           // set by the trainer before each forward
@@ -98,12 +99,12 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
               const RoutingContext& context, int64_t layer, int64_t tokens_per_sample,
               bool training);
 
-/// The reference's load-balancing loss (moa-method.md section 3):
-/// weight * (cv^2(importance) + cv^2(load)) / 2, importance_e = sum_t softmax(clean)_te,
-/// load_e = sum_t Phi((softmax(clean)_te - threshold_t) / sigma), threshold_t the k-th largest
-/// noisy probability of token t, sigma = 1 / E, cv^2 = unbiased variance / (mean^2 + 1e-10).
-/// Importance and load are summed over `group` (when given) before the cv^2, so the loss is the
-/// global batch's at any number of data-parallel ranks.
+/// The reference's load-balancing loss (docs/method.md, Load-balancing loss): weight *
+/// (cv^2(importance) + cv^2(load)) / 2, importance_e = sum_t softmax(clean)_te, load_e = sum_t
+/// Phi((softmax(clean)_te - threshold_t) / sigma), threshold_t the k-th largest noisy probability
+/// of token t, sigma = 1 / E, cv^2 = unbiased variance / (mean^2 + 1e-10). Importance and load are
+/// summed over `group` (when given) before the cv^2, so the loss is the global batch's at any
+/// number of data-parallel ranks.
 torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double weight,
                                  parallel::Communicator* group = nullptr);
 

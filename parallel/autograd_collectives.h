@@ -1,6 +1,7 @@
 // Collectives that autograd can differentiate through. AllReduceSum's backward all-reduces the
-// incoming gradient, so that after data-parallel gradient averaging each rank's parameters get
-// the gradient of the global quantity (used for MoA importance and load, DESIGN.md section 3).
+// incoming gradient, so that after data-parallel gradient averaging each rank's parameters get the
+// gradient of the global quantity (used for MoA importance and load: docs/method.md,
+// Load-balancing loss).
 #pragma once
 
 #include <torch/torch.h>

@@ -1,10 +1,11 @@
-// Collective communication between the ranks of a job (DESIGN.md section 4): one interface with
-// an MPI implementation for CPU tensors (always built), a single-process implementation for runs
-// without a launcher, and, where CUDA and NCCL are found at configure time, an NCCL one on raw
-// device pointers (nccl_communicator.h). Every collective must be called by all ranks of the
-// group, in the same order; a failure comes back as a Status naming the operation and the rank.
+// Collective communication between the ranks of a job (docs/architecture.md, Interfaces): one
+// interface with an MPI implementation for CPU tensors (always built), a single-process
+// implementation for runs without a launcher, and, where CUDA and NCCL are found at configure time,
+// an NCCL one on raw device pointers (nccl_communicator.h). Every collective must be called by all
+// ranks of the group, in the same order; a failure comes back as a Status naming the operation and
+// the rank.
 //
-//   std::unique_ptr<Communicator> world = ...;          // from parallel::Runtime
+//   std::unique_ptr<Communicator> world = MakeWorldCommunicator();  // mpi_communicator.h
 //   MOA_RETURN_IF_ERROR(world->AllReduce(grad, ReduceOp::kAverage));
 //   std::vector<int64_t> recv_rows;
 //   MOA_ASSIGN_OR_RETURN(torch::Tensor got, world->AllToAllV(tokens, send_rows, &recv_rows));
@@ -30,7 +31,8 @@ class Communicator {
   virtual int size() const = 0;
   virtual std::string backend_name() const = 0;
 
-  /// Reduces `tensor` (contiguous, float32/float64/int64) in place over the group.
+  /// Reduces `tensor` (contiguous; float32, float64, int64, int32 or uint8 on every backend) in
+  /// place over the group.
   virtual absl::Status AllReduce(torch::Tensor& tensor, ReduceOp op) = 0;
   /// Every rank's `tensor` (same shape everywhere), stacked along a new first dimension.
   virtual absl::StatusOr<torch::Tensor> AllGather(const torch::Tensor& tensor) = 0;

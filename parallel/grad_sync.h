@@ -1,11 +1,12 @@
-// Data-parallel gradient averaging in buckets, overlapped with the backward pass (DESIGN.md
-// section 3, step 4). Hooks copy each trainable parameter's gradient into its bucket as autograd
-// produces it; a bucket whose gradients are all in is handed to a communication thread, buckets
-// always in the same order on every rank. Finish() (before the optimizer step) gives parameters
-// that got no gradient on this rank zeros -- an expert no token chose still takes part, so no rank
-// waits forever --, waits for every bucket and writes the averages back into .grad.
+// Data-parallel gradient averaging in buckets, overlapped with the backward pass
+// (docs/architecture.md, One training step, steps 4 and 5). Hooks copy each trainable parameter's
+// gradient into its bucket as autograd produces it; a bucket whose gradients are all in is handed
+// to a communication thread, buckets always in the same order on every rank. Finish() (before the
+// optimizer step) gives parameters that got no gradient on this rank zeros -- an expert no token
+// chose still takes part, so no rank waits forever --, waits for every bucket and writes the
+// averages back into .grad.
 //
-//   GradientSynchronizer sync(*dp_group, trainable, /*bucket_bytes=*/4 << 20);
+//   GradientSynchronizer sync(std::move(dp_group), trainable, /*bucket_bytes=*/4 << 20);
 //   loss.backward();
 //   MOA_RETURN_IF_ERROR(sync.Finish());
 //   optimizer.step();

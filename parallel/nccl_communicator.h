@@ -1,10 +1,11 @@
-// The NCCL implementation of the collectives, for GPU memory (DESIGN.md section 4). It uses only
-// the CUDA runtime, NCCL and raw device pointers, on a stream of its own, so it links without a
-// CUDA build of LibTorch. The NCCL unique id is broadcast by a bootstrap callback (MPI in a job).
-// Built only when LibTorch is a CUDA build (MOA_WITH_NCCL in the top-level CMakeLists.txt).
-// Every call enqueues on the communicator's stream and, unless set_blocking(false), waits for it
-// before returning; it must be called by all ranks of the group, in the same order. The
-// Communicator interface on CUDA tensors (nccl_tensor_communicator.h) uses it without blocking.
+// The NCCL implementation of the collectives, for GPU memory (docs/architecture.md, Devices and
+// backends). It uses only the CUDA runtime, NCCL and raw device pointers, on a stream of its own,
+// so it links without a CUDA build of LibTorch. The NCCL unique id is broadcast by a bootstrap
+// callback (MPI in a job). Built only when LibTorch is a CUDA build (MOA_WITH_NCCL in the top-level
+// CMakeLists.txt). Every call enqueues on the communicator's stream and, unless
+// set_blocking(false), waits for it before returning; it must be called by all ranks of the group,
+// in the same order. The Communicator interface on CUDA tensors (NcclTensorCommunicator in
+// backend.cc, made by MakeNcclWorld) uses it without blocking.
 //
 //   auto nccl = NcclCommunicator::Create(rank, size, /*device=*/local_rank, broadcast_bytes);
 //   MOA_RETURN_IF_ERROR((*nccl)->AllReduce(device_ptr, count, DataType::kFloat32, ReduceOp::kSum));

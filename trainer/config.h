@@ -1,6 +1,6 @@
-// The resolved configuration of a run, one struct per INI section of DESIGN.md section 5. The
-// option declarations (names, defaults, help, checks) live in launch/options.cc; this header is
-// only the data the trainer consumes.
+// The resolved configuration of a run, one struct per INI section (docs/architecture.md,
+// Configuration). The option declarations (names, defaults, help, checks) live in
+// launch/options.cc; this header is only the data the trainer consumes.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,8 @@
-// Expert parallelism in the training loop (DESIGN.md section 3, steps 2 and 4): the
-// expert-parallel group, each MoA layer's mode (sharded or replicated, by parallel.expert_mode and
-// the planner's estimate) and expert placement, which expert parameters this rank updates, and the
-// refresh that copies sharded experts from their holders to every rank before evaluation and
-// checkpoints, so checkpoints have the same layout at any ep.
+// Expert parallelism in the training loop (docs/architecture.md, One training step, steps 2 and 5,
+// and Interfaces): the expert-parallel group, each MoA layer's mode (sharded or replicated, by
+// parallel.expert_mode and the planner's estimate) and expert placement, which expert parameters
+// this rank updates, and the refresh that copies sharded experts from their holders to every rank
+// before evaluation and checkpoints, so checkpoints have the same layout at any ep.
 #pragma once
 
 #include <cstdint>

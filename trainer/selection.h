@@ -1,7 +1,8 @@
-// Model selection within one run (DESIGN.md section 1) over the records of results.jsonl:
-// training-domain validation (highest mean of the training domains' `out` accuracies, earliest
-// on ties), test-domain oracle (highest test-domain `out` accuracy, earliest on ties) and last;
-// each reports the test domains' `in` accuracy at the chosen record.
+// Model selection within one run (docs/architecture.md, One training step, step 9; and
+// docs/method.md, Training protocol) over the records of results.jsonl: training-domain validation
+// (highest mean of the training domains' `out` accuracies, earliest on ties), test-domain oracle
+// (highest test-domain `out` accuracy, earliest on ties) and last; each reports the test domains'
+// `in` accuracy at the chosen record.
 #pragma once
 
 #include <cstdint>

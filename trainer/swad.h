@@ -28,13 +28,13 @@ namespace moa::trainer {
 /// - at the end, the undecided segments are included oldest first while the smallest remaining
 ///   loss is under the threshold; if the run never converged, the last segment alone is used.
 ///
-/// NOTE [SWAD reference quirks]: the reference (moa-method.md section 7, item 11) starts its
-/// average with the convergence segment and then adds Q[j+1:] of the first n_tolerance -
-/// n_converge + 1 entries of its long window, which counts that segment twice and skips the
-/// earliest eligible older one; when convergence comes before n_tolerance segments exist it can
-/// count later segments twice too; and it weights segments, not steps, equally. The paper's rule
-/// is the default (each segment once, every step equally); `swad.rule = reference` reproduces
-/// the reference, since the two can select different weights.
+/// NOTE [SWAD reference quirks]: the reference (docs/method.md, Quirks Q11) starts its average with
+/// the convergence segment and then adds Q[j+1:] of the first n_tolerance - n_converge + 1 entries
+/// of its long window, which counts that segment twice and skips the earliest eligible older one;
+/// when convergence comes before n_tolerance segments exist it can count later segments twice too;
+/// and it weights segments, not steps, equally. The paper's rule is the default (each segment once,
+/// every step equally); `swad.rule = reference` reproduces the reference, since the two can select
+/// different weights.
 enum class SwadRule { kPaper, kReference };
 
 class LossValley {

@@ -79,8 +79,8 @@ class Runner {
 
     MOA_ASSIGN_OR_RETURN(data::LoadOptions load, DatasetOptions(config_));
     Stopwatch load_time;
-    // Each run seeds itself, so a test environment's run does not depend on runs before it
-    // (the reference seeds once for all test environments: section 7, item 12).
+    // Each run seeds itself, so a test environment's run does not depend on runs before it (the
+    // reference seeds once for all test environments: docs/method.md, Quirks Q12).
     torch::manual_seed(static_cast<uint64_t>(config_.train.seed));
     MOA_ASSIGN_OR_RETURN(dataset_, data::LoadDataset(load));
     MOA_RETURN_IF_ERROR(data::CompleteInfo(dataset_, config_.data.test_envs, &info_));
@@ -200,7 +200,7 @@ class Runner {
   absl::Status Loop() {
     moa_layers_ = MoaLayers(*model_);
     // Only trainable tensors reach the optimizer (the reference hands it frozen ones too:
-    // section 7, item 16).
+    // docs/method.md, Quirks Q16).
     std::vector<torch::Tensor> params;
     for (auto& [name, p] : TrainableParameters(*model_)) params.push_back(p);
     if (params.empty()) return absl::InvalidArgumentError("the model has no trainable parameter");
@@ -402,8 +402,8 @@ class Runner {
         MOA_ASSIGN_OR_RETURN(double validation,
                              TrainingDomainValidation(records_.back(), train_envs_));
         // Strict: ties keep the earliest record, the same one the report selects. The reference
-        // saves on `<=` (the latest of a tie) while reporting the earliest (moa-method.md
-        // section 7, item 10); here the saved checkpoint is always the reported one.
+        // saves on `<=` (the latest of a tie) while reporting the earliest
+        // (docs/method.md, Quirks Q10); here the saved checkpoint is always the reported one.
         if (validation > best_validation) {
           best_validation = validation;
           MOA_RETURN_IF_ERROR(SaveCheckpoint("selected", step, validation));

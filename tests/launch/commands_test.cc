@@ -64,7 +64,7 @@ TEST(CommandsTest, InfoCountsViTB16LoRA) {
 }
 
 TEST(CommandsTest, PaperRowConfigsHaveThePapersCounts) {
-  // Trainable parameters without the head (moa-method.md sections 2 and 7, item 17).
+  // Trainable parameters without the head (docs/method.md, Parameter counts and Quirks Q17).
   const std::pair<const char*, const char*> rows[] = {
       {"vitb16_full.ini", "85,799,424"},    {"vitb16_attention.ini", "28,348,416"},
       {"vitb16_lora.ini", "110,592"},       {"vitb16_kadaptation.ini", "146,432"},

@@ -39,7 +39,7 @@ TEST(RouterTest, ParameterShapesAndInit) {
   EXPECT_NEAR(router.temperature.item<double>(), std::log(2.0), 1e-7);
   int64_t count = 0;
   for (const auto& p : router.parameters()) count += p.numel();
-  EXPECT_EQ(count, 197889);  // the reference's router (moa-method.md 2.3)
+  EXPECT_EQ(count, 197889);  // the reference's router (docs/method.md, Router)
 }
 
 TEST(RouteTest, NoNoiseInEvaluationAndKeyedNoiseInTraining) {

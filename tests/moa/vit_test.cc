@@ -84,7 +84,8 @@ TEST(CountsTest, MatchIndependentModulesAndThePaper) {
   VisionTransformerImpl vit(ViTOptions().norm_pre(true).norm_eps(1e-5).num_classes(7));
   const ParameterCounts c = CountParameters(vit);
   EXPECT_EQ(c.backbone, counts["vit_b16_clip_backbone"].get<int64_t>());
-  EXPECT_EQ(c.backbone, 85799424);  // the reference's CLIP ViT-B/16 (moa-method.md 1)
+  // The reference's CLIP ViT-B/16 (docs/method.md, Backbone and head).
+  EXPECT_EQ(c.backbone, 85799424);
   EXPECT_EQ(c.head, 768 * 7 + 7);
 
   MnistCnnImpl cnn(1, 10);

@@ -1,6 +1,6 @@
 // Shared helpers for moa's GoogleTest executables: status assertions, temporary directories, and
-// running the Python parity references (DESIGN.md section 6: a missing Python side fails, it
-// never skips).
+// running the Python parity references (a missing Python side fails, it never skips:
+// docs/architecture.md, Folders, tests/).
 #pragma once
 
 #include <string>
