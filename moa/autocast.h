@@ -1,7 +1,8 @@
 // Mixed precision for a forward pass (train.precision = bf16): while an AutocastScope lives,
 // matrix products, convolutions and attention on `device` run in bfloat16 with fp32 accumulation,
 // as torch.autocast(device_type, dtype=torch.bfloat16); parameters, gradients and optimizer state
-// stay fp32. A disabled scope changes nothing.
+// stay fp32. A disabled scope changes nothing. AutocastOff leaves autocast for a scope (the
+// router with moa.fp32_gate computes in float32 inside a bf16 forward).
 //
 //   { AutocastScope bf16(device, config.train.precision == "bf16"); logits = model->forward(x); }
 //   loss = cross_entropy(logits.to(torch::kFloat32), labels);
@@ -38,6 +39,21 @@ class AutocastScope {
   bool enabled_;
   bool was_enabled_ = false;
   at::ScalarType previous_dtype_ = at::kBFloat16;
+};
+
+class AutocastOff {
+ public:
+  explicit AutocastOff(const torch::Device& device)
+      : type_(device.type()), was_enabled_(at::autocast::is_autocast_enabled(type_)) {
+    at::autocast::set_autocast_enabled(type_, false);
+  }
+  ~AutocastOff() { at::autocast::set_autocast_enabled(type_, was_enabled_); }
+  AutocastOff(const AutocastOff&) = delete;
+  AutocastOff& operator=(const AutocastOff&) = delete;
+
+ private:
+  c10::DeviceType type_;
+  bool was_enabled_;
 };
 
 }  // namespace moa

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include "common/splitmix.h"
+#include "moa/autocast.h"
 #include "parallel/autograd_collectives.h"
 
 namespace moa {
@@ -92,6 +94,9 @@ RouterImpl::RouterImpl(const RouterOptions& options) : options_(options) {
 }
 
 torch::Tensor RouterImpl::Logits(const torch::Tensor& x) {
+  // moa.fp32_gate: the router in float32 even inside a bf16 autocast forward.
+  std::optional<AutocastOff> full_precision;
+  if (options_.fp32()) full_precision.emplace(x.device());
   torch::Tensor input = options_.fp32() ? x.to(torch::kFloat32) : x;
   if (options_.kind() == "linear") return proj->forward(input);
   namespace F = torch::nn::functional;

@@ -3,6 +3,7 @@
 // losses and the Kronecker update against python3-torch, and where gradients go.
 #include <cmath>
 
+#include "moa/autocast.h"
 #include "moa/moa_layer.h"
 #include "moa/peft.h"
 #include "moa/safetensors.h"
@@ -40,6 +41,26 @@ TEST(RouterTest, ParameterShapesAndInit) {
   int64_t count = 0;
   for (const auto& p : router.parameters()) count += p.numel();
   EXPECT_EQ(count, 197889);  // the reference's router (docs/method.md, Router)
+}
+
+// moa.fp32_gate inside a bf16 autocast forward: the router's products stay float32 and equal the
+// router outside autocast bit for bit; without it they run in bfloat16.
+TEST(RouterTest, Fp32GateLeavesAutocast) {
+  torch::manual_seed(2);
+  RouterImpl fp32(RouterOptions(64, 4).proj_dim(32).fp32(true));
+  RouterImpl plain(RouterOptions(64, 4).proj_dim(32));
+  const torch::Tensor x = torch::randn({10, 64});
+  const torch::Tensor outside = fp32.Logits(x);
+  torch::Tensor inside, narrow;
+  {
+    AutocastScope bf16(torch::Device(torch::kCPU), true);
+    inside = fp32.Logits(x);
+    narrow = plain.proj->forward(x);
+    EXPECT_TRUE(at::autocast::is_autocast_enabled(torch::kCPU)) << "the scope was not restored";
+  }
+  EXPECT_EQ(inside.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(inside, outside));
+  EXPECT_EQ(narrow.scalar_type(), torch::kBFloat16);
 }
 
 TEST(RouteTest, NoNoiseInEvaluationAndKeyedNoiseInTraining) {
