@@ -3,5 +3,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
+# ccache shares objects between clones (paths relative to the clone) and caches what uses the
+# precompiled LibTorch header (the sloppiness GCC's precompiled headers need).
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$here}"
+export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build -j "${MOA_BUILD_JOBS:-2}"
