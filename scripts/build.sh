@@ -7,5 +7,13 @@ cd "$here"
 # precompiled LibTorch header (the sloppiness GCC's precompiled headers need).
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$here}"
 export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+# LibTorch's CMake files warn about things that do not concern this build (CUDA architectures,
+# kineto): the configure log is shown only when configuring fails.
+configure_log=$(mktemp)
+if ! cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >"$configure_log" 2>&1; then
+  cat "$configure_log" >&2
+  rm -f "$configure_log"
+  exit 1
+fi
+rm -f "$configure_log"
 ninja -C build -j "${MOA_BUILD_JOBS:-2}"
