@@ -1,5 +1,7 @@
 #include "moa/moa_layer.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <functional>
 
 #include "common/timer.h"
@@ -198,11 +200,15 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
     outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
     positions.push_back(at);
   }
-  // Under autocast the experts' outputs may be narrower than the tokens: keep their dtype.
-  torch::Tensor computed = torch::zeros(
-      {row, out_features_}, outputs.empty() ? tokens.options() : outputs.front().options());
+  // One dtype on every rank, so the return exchange sends and receives the same bytes: under
+  // autocast the experts' outputs are in the autocast dtype, whatever the tokens are.
+  const c10::DeviceType device_type = tokens.device().type();
+  const torch::ScalarType out_dtype = at::autocast::is_autocast_enabled(device_type)
+                                          ? at::autocast::get_autocast_dtype(device_type)
+                                          : tokens.scalar_type();
+  torch::Tensor computed = torch::zeros({row, out_features_}, tokens.options().dtype(out_dtype));
   if (!outputs.empty()) {
-    computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs));
+    computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs).to(out_dtype));
   } else if (torch::GradMode::is_enabled()) {
     // No token reached this rank's experts, but both exchanges must still run backward here, as
     // on every rank: the empty result is made to depend on what arrived (nothing) or, where that
@@ -219,8 +225,9 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   const torch::Tensor returned =
       parallel::DifferentiableAllToAllV(computed, recv_rows, send_rows, group);
   const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
-  torch::Tensor y = torch::zeros({tokens.size(0), out_features_}, tokens.options())
-                        .index_add(0, order, returned * gates);
+  const torch::Tensor weighted = returned * gates;
+  torch::Tensor y = torch::zeros({tokens.size(0), out_features_}, weighted.options())
+                        .index_add(0, order, weighted);
   timings_.combine_s += clock.Seconds();
   return y;
 }

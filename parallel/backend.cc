@@ -52,8 +52,11 @@ class NcclTensorCommunicator : public Communicator {
       : nccl_(std::move(nccl)),
         device_(torch::kCUDA, static_cast<c10::DeviceIndex>(nccl_->device())) {
     nccl_->set_blocking(false);
-    cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming);
-    cudaEventCreateWithFlags(&finished_, cudaEventDisableTiming);
+    // The events belong to the group's device, whichever device the calling thread is on.
+    c10::cuda::CUDAGuard guard(device_);
+    TORCH_CHECK(cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming) == cudaSuccess &&
+                    cudaEventCreateWithFlags(&finished_, cudaEventDisableTiming) == cudaSuccess,
+                "NCCL communicator: cannot create CUDA events on GPU ", device_.index());
   }
   ~NcclTensorCommunicator() override {
     cudaEventDestroy(queued_);
@@ -235,7 +238,8 @@ absl::StatusOr<Backend> ResolveBackend(const std::string& option, const torch::D
     return absl::InvalidArgumentError("parallel.backend = " + option +
                                       " is not one of auto, mpi, nccl");
   }
-  // One GPU per rank on every node: NCCL cannot put two ranks of a group on one device.
+  // auto takes NCCL only where every rank of a node can have a GPU of its own among those it
+  // sees: NCCL cannot put two ranks of a group on one device.
   const bool own_gpu = device.is_cuda() && mesh.local_size <= visible_gpus;
   if (option == "auto") {
     return own_gpu && NcclAvailable() && mesh.world_size > 1 ? Backend::kNccl : Backend::kMpi;
@@ -250,13 +254,8 @@ absl::StatusOr<Backend> ResolveBackend(const std::string& option, const torch::D
         "parallel.backend = nccl needs GPUs (parallel.device is cpu or no GPU is visible); use "
         "parallel.backend = mpi");
   }
-  if (!own_gpu) {
-    return absl::InvalidArgumentError(
-        "parallel.backend = nccl: " + std::to_string(mesh.local_size) +
-        " ranks on this node share " + std::to_string(visible_gpus) +
-        " GPU(s), and NCCL refuses two ranks on one GPU; use parallel.backend = mpi (device "
-        "tensors staged through host memory) or one rank per GPU");
-  }
+  // Ranks that each see only their own GPU (Slurm's --gpus-per-task) cannot be told apart from
+  // ranks sharing one here; NCCL itself refuses a GPU shared by two ranks of a group.
   return Backend::kNccl;
 }
 

@@ -23,8 +23,9 @@ namespace moa::parallel {
 
 enum class Backend { kMpi, kNccl };
 
-/// The backend for `option` on `device`; `nccl` on the CPU, with two ranks on one GPU, or in a
-/// build without NCCL is an error that says why.
+/// The backend for `option` on `device`; `nccl` on the CPU or in a build without NCCL is an
+/// error that says why (two ranks on one GPU: NCCL's own error when the group is made). `auto`
+/// takes NCCL only when the node's ranks are no more than the GPUs each sees.
 absl::StatusOr<Backend> ResolveBackend(const std::string& option, const torch::Device& device,
                                        const Mesh& mesh, int visible_gpus);
 

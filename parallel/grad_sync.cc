@@ -6,7 +6,9 @@ namespace moa::parallel {
 
 GradientSynchronizer::GradientSynchronizer(std::unique_ptr<Communicator> group,
                                            std::vector<torch::Tensor> params, int64_t bucket_bytes)
-    : group_(std::move(group)), params_(std::move(params)) {
+    : group_(std::move(group)),
+      params_(std::move(params)),
+      launch_inline_(group_->backend_name() == "nccl") {
   // Buckets follow reverse registration order, roughly the order backward produces gradients.
   bucket_of_.assign(params_.size(), -1);
   slot_of_.assign(params_.size(), -1);
@@ -80,8 +82,17 @@ void GradientSynchronizer::LaunchReady() {
   bool launched = false;
   while (next_launch_ < static_cast<int64_t>(buckets_.size()) &&
          buckets_[next_launch_].pending == 0) {
-    buckets_[next_launch_].launched = true;
-    queue_.push_back(next_launch_++);
+    Bucket& bucket = buckets_[next_launch_];
+    bucket.launched = true;
+    if (launch_inline_) {
+      // Queued on the group's stream from the backward thread itself: every rank issues its
+      // collectives on all groups in backward order, which NCCL needs to avoid a deadlock.
+      bucket.status = group_->AllReduce(bucket.buffer, ReduceOp::kAverage);
+      bucket.done = true;
+      ++next_launch_;
+    } else {
+      queue_.push_back(next_launch_++);
+    }
     launched = true;
   }
   if (launched) changed_.notify_all();

@@ -62,6 +62,9 @@ class GradientSynchronizer {
 
   std::unique_ptr<Communicator> group_;
   std::vector<torch::Tensor> params_;
+  // NCCL queues collectives without waiting, and ranks must issue them on all groups in one
+  // order: buckets are launched from the backward thread rather than the communication thread.
+  bool launch_inline_ = false;
   std::vector<int64_t> bucket_of_;
   std::vector<int64_t> slot_of_;
   std::vector<bool> arrived_;

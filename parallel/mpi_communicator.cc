@@ -29,6 +29,10 @@ absl::StatusOr<MPI_Datatype> TypeOf(const torch::Tensor& t) {
       return MPI_INT32_T;
     case torch::kUInt8:
       return MPI_UINT8_T;
+    case torch::kBFloat16:
+    case torch::kHalf:
+      // 16-bit floats only travel (gathers, broadcasts, all-to-all); reductions widen them.
+      return MPI_UINT16_T;
     default:
       return absl::InvalidArgumentError(std::string("MPI communicator: unsupported dtype ") +
                                         std::string(c10::toString(t.scalar_type())));
@@ -52,6 +56,13 @@ class MpiCommunicator : public Communicator {
   absl::Status AllReduce(torch::Tensor& tensor, ReduceOp op) override {
     if (!tensor.device().is_cpu()) {
       return ThroughHost(tensor, [&](torch::Tensor& host) { return AllReduce(host, op); });
+    }
+    if (tensor.scalar_type() == torch::kBFloat16 || tensor.scalar_type() == torch::kHalf) {
+      // MPI has no 16-bit float arithmetic: reduce in float32 and round once at the end.
+      torch::Tensor wide = tensor.to(torch::kFloat32);
+      MOA_RETURN_IF_ERROR(AllReduce(wide, op));
+      tensor.copy_(wide);
+      return absl::OkStatus();
     }
     MOA_RETURN_IF_ERROR(Check(tensor, "all_reduce"));
     auto type = TypeOf(tensor);

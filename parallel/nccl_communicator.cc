@@ -40,6 +40,12 @@ ncclRedOp_t ToNccl(ReduceOp op) {
   return ncclSum;
 }
 
+#define MOA_NCCL_RETURN_IF_ERROR(expr) \
+  do {                                 \
+    absl::Status status_ = (expr);     \
+    if (!status_.ok()) return status_; \
+  } while (0)
+
 absl::Status CudaStatus(cudaError_t code, const char* what) {
   if (code == cudaSuccess) return absl::OkStatus();
   return absl::UnavailableError(std::string("CUDA ") + what + ": " + cudaGetErrorString(code));
@@ -105,6 +111,7 @@ NcclCommunicator::~NcclCommunicator() {
       ncclCommDestroy(static_cast<ncclComm_t>(comm_));
     }
   }
+  if (scratch_ != nullptr) cudaFree(scratch_);
   if (stream_ != nullptr) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
 }
 
@@ -149,33 +156,42 @@ absl::Status NcclCommunicator::Broadcast(void* buffer, size_t count, DataType ty
   return s.ok() ? Wait("broadcast") : s;
 }
 
+absl::Status NcclCommunicator::EnsureScratch() {
+  // One device buffer per group, allocated once: (size + 1) x size counts, also the barrier's
+  // one value. cudaMalloc and cudaFree inside a step would synchronise the whole device.
+  if (scratch_ != nullptr) return absl::OkStatus();
+  void* buffer = nullptr;
+  MOA_NCCL_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
+  MOA_NCCL_RETURN_IF_ERROR(CudaStatus(
+      cudaMalloc(&buffer, sizeof(int64_t) * static_cast<size_t>(size_ + 1) * size_), "cudaMalloc"));
+  scratch_ = buffer;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<int64_t>> NcclCommunicator::RecvRows(
     const std::vector<int64_t>& send_rows) {
   if (static_cast<int>(send_rows.size()) != size_) {
     return absl::InvalidArgumentError("all_to_all_v: " + std::to_string(send_rows.size()) +
                                       " send counts for " + std::to_string(size_) + " ranks");
   }
-  // Counts first: all-gather every rank's send table, then read this rank's column.
-  int64_t* device_counts = nullptr;
+  MOA_NCCL_RETURN_IF_ERROR(EnsureScratch());
+  // Counts first: all-gather every rank's send table, then read this rank's column. Everything
+  // runs on the communicator's stream, which alone the host waits for.
+  auto* device_counts = static_cast<int64_t*>(scratch_);
   const size_t bytes = sizeof(int64_t) * size_;
-  if (auto s = CudaStatus(cudaMalloc(&device_counts, bytes * (size_ + 1)), "cudaMalloc"); !s.ok())
-    return s;
-  // On the communicator's stream, so the all-gather reads the counts after they arrive; the host
-  // waits for the table in any mode.
   auto stream = static_cast<cudaStream_t>(stream_);
+  std::vector<int64_t> table(static_cast<size_t>(size_) * size_);
   absl::Status status = CudaStatus(
       cudaMemcpyAsync(device_counts, send_rows.data(), bytes, cudaMemcpyHostToDevice, stream),
       "cudaMemcpyAsync");
   if (status.ok())
     status = AllGather(device_counts, device_counts + size_, size_, DataType::kInt64);
-  if (status.ok()) status = CudaStatus(cudaStreamSynchronize(stream), "all_to_all_v counts");
-  std::vector<int64_t> table(static_cast<size_t>(size_) * size_);
   if (status.ok()) {
-    status = CudaStatus(
-        cudaMemcpy(table.data(), device_counts + size_, bytes * size_, cudaMemcpyDeviceToHost),
-        "cudaMemcpy");
+    status = CudaStatus(cudaMemcpyAsync(table.data(), device_counts + size_, bytes * size_,
+                                        cudaMemcpyDeviceToHost, stream),
+                        "cudaMemcpyAsync");
   }
-  cudaFree(device_counts);
+  if (status.ok()) status = CudaStatus(cudaStreamSynchronize(stream), "all_to_all_v counts");
   if (!status.ok()) return status;
   std::vector<int64_t> recv_rows(size_);
   for (int src = 0; src < size_; ++src)
@@ -214,19 +230,19 @@ absl::Status NcclCommunicator::AllToAllV(const void* send, const std::vector<int
 }
 
 absl::Status NcclCommunicator::Barrier() {
-  float* one = nullptr;
-  if (auto s = CudaStatus(cudaMalloc(&one, sizeof(float)), "cudaMalloc"); !s.ok()) return s;
-  absl::Status status = AllReduce(one, 1, DataType::kFloat32, ReduceOp::kSum);
+  MOA_NCCL_RETURN_IF_ERROR(EnsureScratch());
+  absl::Status status = AllReduce(scratch_, 1, DataType::kFloat32, ReduceOp::kSum);
   if (status.ok()) {
     status = CudaStatus(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)), "barrier");
   }
-  cudaFree(one);
   return status;
 }
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Split(int color, int key) {
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
   c->device_ = device_;
+  c->rank_ = rank_;
+  if (auto s = CudaStatus(cudaSetDevice(device_), "cudaSetDevice"); !s.ok()) return s;
   ncclComm_t sub;
   if (auto s =
           Check(ncclCommSplit(static_cast<ncclComm_t>(comm_), color, key, &sub, nullptr), "split");

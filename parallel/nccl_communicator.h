@@ -70,9 +70,11 @@ class NcclCommunicator {
   NcclCommunicator() = default;
   absl::Status Check(int nccl_result, const char* op) const;
   absl::Status Wait(const char* op) const;
+  absl::Status EnsureScratch();
 
-  void* comm_ = nullptr;    // ncclComm_t
-  void* stream_ = nullptr;  // cudaStream_t
+  void* comm_ = nullptr;     // ncclComm_t
+  void* stream_ = nullptr;   // cudaStream_t
+  void* scratch_ = nullptr;  // device buffer for count exchanges and barriers
   int rank_ = 0;
   int size_ = 1;
   int device_ = 0;

@@ -52,6 +52,8 @@ export OPAL_PREFIX="$usr" OPAL_EXEC_PREFIX="$usr" OPAL_BINDIR="$usr/bin" \
   PMIX_INSTALL_PREFIX="$usr/lib/x86_64-linux-gnu/pmix2" \
   PMIX_MCA_mca_base_component_path="$usr/lib/x86_64-linux-gnu/pmix2/lib/pmix" \
   PATH="$usr/bin:$PATH"
+# Shared memory between ranks of one node only: the bundle carries no UCX or fabric libraries.
+export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
 mpirun=("$usr/bin/orterun" --allow-run-as-root --oversubscribe --bind-to none
   --mca btl_vader_single_copy_mechanism none)
 export MOA_SOURCE_DIR="$here" MOA_PYTHON="$python" OMP_NUM_THREADS=4

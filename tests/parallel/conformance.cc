@@ -108,8 +108,34 @@ void SplitCases(Communicator& comm) {
 
 }  // namespace
 
+// bfloat16 tensors (bf16 autocast's outputs travel in expert-parallel layers): small integers are
+// exact in bfloat16, so sums, gathers and exchanges must be exact too.
+void SixteenBitCases(Communicator& comm) {
+  const int r = comm.rank(), n = comm.size();
+  torch::Tensor t = torch::full({4}, static_cast<float>(r + 1), torch::kBFloat16);
+  MOA_ASSERT_OK(comm.AllReduce(t, ReduceOp::kSum));
+  EXPECT_TRUE(torch::equal(t, torch::full({4}, n * (n + 1) / 2.0, torch::kBFloat16)));
+  MOA_ASSERT_OK_AND_ASSIGN(
+      torch::Tensor all, comm.AllGather(torch::full({3}, static_cast<float>(r), torch::kBFloat16)));
+  for (int j = 0; j < n; ++j) {
+    EXPECT_TRUE(torch::equal(all[j], torch::full({3}, static_cast<float>(j), torch::kBFloat16)));
+  }
+  // One row of two values r * n + j to every rank j; rank r receives s * n + r from each s.
+  torch::Tensor rows = torch::empty({n, 2}, torch::kBFloat16);
+  for (int j = 0; j < n; ++j) rows[j].fill_(r * n + j);
+  std::vector<int64_t> received;
+  MOA_ASSERT_OK_AND_ASSIGN(torch::Tensor got,
+                           comm.AllToAllV(rows, std::vector<int64_t>(n, 1), &received));
+  ASSERT_EQ(got.scalar_type(), torch::kBFloat16);
+  for (int s = 0; s < n; ++s) {
+    EXPECT_TRUE(
+        torch::equal(got[s], torch::full({2}, static_cast<float>(s * n + r), torch::kBFloat16)));
+  }
+}
+
 void RunConformance(Communicator& comm) {
   AllReduceCases(comm);
+  SixteenBitCases(comm);
   GatherAndBroadcastCases(comm);
   AllToAllVCases(comm);
   SplitCases(comm);
