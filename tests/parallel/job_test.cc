@@ -223,6 +223,29 @@ INSTANTIATE_TEST_SUITE_P(Layouts, ExpertParallelTest,
                                   std::to_string(info.param.ep);
                          });
 
+// bf16 autocast with sharded LoRA experts: holders send back one dtype whether or not tokens
+// reached them, and MPI moves bfloat16; the job follows one process within bfloat16's rounding
+// summed in different orders (1e-3 relative on every record's loss).
+TEST(ExpertParallelBf16Test, TwoRanksFollowOneProcess) {
+  test::TempDir dir;
+  std::string out;
+  const std::string run = " train --config " + test::SourceDir() +
+                          "/configs/tiny.ini --adapter.method=moa --moa.proj_dim=16 "
+                          "--train.threads=1 --train.precision=bf16 "
+                          "--parallel.expert_mode=sharded --output.dir=";
+  ASSERT_EQ(test::RunShell(Moa() + run + dir.File("one") + " --parallel.ep=1", &out), 0) << out;
+  ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + run + dir.File("two") + " --parallel.ep=2", &out), 0)
+      << out;
+  const auto one = test::ReadJsonLines(dir.File("one/results.jsonl"));
+  const auto two = test::ReadJsonLines(dir.File("two/results.jsonl"));
+  ASSERT_EQ(one.size(), two.size());
+  for (size_t r = 0; r < one.size(); ++r) {
+    EXPECT_NEAR(two[r]["loss"].get<double>(), one[r]["loss"].get<double>(),
+                1e-3 * one[r]["loss"].get<double>())
+        << "record " << r;
+  }
+}
+
 // SWAD (which averages every rank's copy of every expert each step) and AdamW (whose state the
 // holders copy for checkpoints) with sharded experts.
 TEST(ExpertParallelSwadTest, SwadWithAdamwEqualsOneProcess) {
