@@ -236,14 +236,7 @@ TEST(ExpertParallelBf16Test, TwoRanksFollowOneProcess) {
   ASSERT_EQ(test::RunShell(Moa() + run + dir.File("one") + " --parallel.ep=1", &out), 0) << out;
   ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + run + dir.File("two") + " --parallel.ep=2", &out), 0)
       << out;
-  const auto one = test::ReadJsonLines(dir.File("one/results.jsonl"));
-  const auto two = test::ReadJsonLines(dir.File("two/results.jsonl"));
-  ASSERT_EQ(one.size(), two.size());
-  for (size_t r = 0; r < one.size(); ++r) {
-    EXPECT_NEAR(two[r]["loss"].get<double>(), one[r]["loss"].get<double>(),
-                1e-3 * one[r]["loss"].get<double>())
-        << "record " << r;
-  }
+  test::ExpectLossesNear(dir.File("two"), dir.File("one"), 1e-3);
 }
 
 // SWAD (which averages every rank's copy of every expert each step) and AdamW (whose state the

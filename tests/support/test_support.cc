@@ -75,4 +75,15 @@ std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
   return records;
 }
 
+void ExpectLossesNear(const std::string& run, const std::string& reference, double rtol) {
+  const auto got = ReadJsonLines(run + "/results.jsonl");
+  const auto want = ReadJsonLines(reference + "/results.jsonl");
+  ASSERT_EQ(got.size(), want.size()) << run << " against " << reference;
+  for (size_t r = 0; r < want.size(); ++r) {
+    const double expected = want[r]["loss"].get<double>();
+    EXPECT_NEAR(got[r]["loss"].get<double>(), expected, rtol * expected)
+        << run << " against " << reference << ", record " << r;
+  }
+}
+
 }  // namespace moa::test

@@ -74,4 +74,8 @@ int RunShell(const std::string& command, std::string* output);
 /// file is missing.
 std::vector<nlohmann::json> ReadJsonLines(const std::string& path);
 
+/// Expects run directory `run` to hold as many results.jsonl records as `reference`, each
+/// record's training loss within `rtol` (relative) of the reference's.
+void ExpectLossesNear(const std::string& run, const std::string& reference, double rtol);
+
 }  // namespace moa::test
