@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "common/files.h"
+#include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "moa/peft.h"
-#include "moa/safetensors.h"
 
 namespace moa {
 namespace {

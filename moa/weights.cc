@@ -2,9 +2,9 @@
 
 #include <set>
 
+#include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "moa/peft.h"
-#include "moa/safetensors.h"
 
 namespace moa {
 namespace {

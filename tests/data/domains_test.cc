@@ -3,10 +3,10 @@
 // shuffle, hashlib's md5).
 #include <algorithm>
 
+#include "common/safetensors.h"
 #include "data/dataset.h"
 #include "data/rotate.h"
 #include "data/splits.h"
-#include "moa/safetensors.h"
 #include "tests/support/test_support.h"
 
 namespace moa::data {

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/files.h"
-#include "moa/safetensors.h"
+#include "common/safetensors.h"
 #include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 

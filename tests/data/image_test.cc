@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/files.h"
+#include "common/safetensors.h"
 #include "common/splitmix.h"
 #include "data/image_io.h"
 #include "data/transforms.h"
-#include "moa/safetensors.h"
 #include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 

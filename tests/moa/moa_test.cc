@@ -3,10 +3,10 @@
 // losses and the Kronecker update against python3-torch, and where gradients go.
 #include <cmath>
 
+#include "common/safetensors.h"
 #include "moa/autocast.h"
 #include "moa/moa_layer.h"
 #include "moa/peft.h"
-#include "moa/safetensors.h"
 #include "tests/support/test_support.h"
 
 namespace moa {

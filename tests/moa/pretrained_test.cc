@@ -2,8 +2,8 @@
 // test time by the real libraries): names mapped, extra tensors ignored and counted, features
 // equal to the PyTorch forward to 1e-4; a PyTorch pickle loads the same; wrong files are refused.
 #include "moa/pretrained.h"
+#include "common/safetensors.h"
 #include "moa/models.h"
-#include "moa/safetensors.h"
 #include "tests/support/test_support.h"
 
 namespace moa {

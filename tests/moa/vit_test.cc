@@ -2,9 +2,9 @@
 // safetensors reader), and the parameter counts against independent PyTorch modules.
 #include <nlohmann/json.hpp>
 
+#include "common/safetensors.h"
 #include "moa/models.h"
 #include "moa/peft.h"
-#include "moa/safetensors.h"
 #include "tests/support/test_support.h"
 
 namespace moa {

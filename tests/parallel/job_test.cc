@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moa/safetensors.h"
+#include "common/safetensors.h"
 #include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 

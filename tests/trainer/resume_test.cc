@@ -11,9 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/safetensors.h"
 #include "launch/options.h"
 #include "moa/peft.h"
-#include "moa/safetensors.h"
 #include "moa/weights.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_config.h"

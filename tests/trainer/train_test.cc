@@ -4,9 +4,9 @@
 #include <fstream>
 
 #include "common/files.h"
+#include "common/safetensors.h"
 #include "launch/options.h"
 #include "moa/peft.h"
-#include "moa/safetensors.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_config.h"
 #include "trainer/selection.h"

@@ -1,4 +1,4 @@
-#include "moa/safetensors.h"
+#include "common/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
