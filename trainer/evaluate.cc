@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "data/stream.h"
 #include "moa/autocast.h"
 #include "moa/peft.h"
-#include "moa/safetensors.h"
 #include "moa/weights.h"
 #include "parallel/device.h"
 #include "trainer/trainer.h"

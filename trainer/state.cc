@@ -6,8 +6,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "common/safetensors.h"
 #include "common/status_macros.h"
-#include "moa/safetensors.h"
 
 namespace moa::trainer {
 namespace {
