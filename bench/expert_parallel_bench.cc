@@ -82,7 +82,7 @@ Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicato
   const int64_t local_images = config.images / ranks;
   context->global_batch = config.images;
   for (int64_t i = 0; i < local_images; ++i) context->global_rows.push_back(me * local_images + i);
-  context->dp_group = &world;
+  context->batch_group = &world;
   moa::MoaConfig moa_config;
   moa_config.ranks = config.ranks;
   moa_config.aux_loss = true;
@@ -126,7 +126,7 @@ Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicato
   }
   auto sync_group = world.Split(0, me);
   Check(sync_group.status());
-  moa::parallel::GradientSynchronizer sync(std::move(*sync_group), reduced, 4 << 20);
+  moa::parallel::GradientSynchronizer sync(**sync_group, reduced, 4 << 20);
   torch::optim::Adam adam(updated, torch::optim::AdamOptions(1e-4));
   Measured m;
   for (const torch::Tensor& p : reduced) m.gradient_mb += p.numel() * 4.0 / 1e6;

@@ -40,7 +40,8 @@ Measured TimeConfig(const std::string& path, int64_t per_domain, int steps) {
     return m;
   }
   auto info = moa::data::LookupDataset(config->data.dataset);
-  auto model = moa::trainer::BuildModel(*config, *info);
+  auto routing = std::make_shared<moa::RoutingContext>();
+  auto model = moa::trainer::BuildModel(*config, *info, routing);
   if (!model.ok()) {
     std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
     m.ms = -1;
@@ -59,7 +60,7 @@ Measured TimeConfig(const std::string& path, int64_t per_domain, int steps) {
   (*model)->train();
   int64_t step = 0;
   auto train_step = [&] {
-    (*model)->routing_context->step = step++;
+    routing->step = step++;
     torch::Tensor loss = torch::nn::functional::cross_entropy((*model)->forward(x), y);
     if (config->moa.aux_loss) loss = loss + moa::AuxiliaryLoss(**model);
     optimizer.zero_grad();

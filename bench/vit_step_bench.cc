@@ -90,14 +90,14 @@ int Child(const Args& a) {
     return 1;
   }
   auto info = moa::data::LookupDataset(config->data.dataset);
-  auto model = moa::trainer::BuildModel(*config, *info);
+  auto routing = std::make_shared<moa::RoutingContext>();
+  auto model = moa::trainer::BuildModel(*config, *info, routing);
   if (!model.ok()) {
     std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
     return 1;
   }
   const torch::Device device(a.device == "cuda" ? torch::kCUDA : torch::kCPU);
-  at::globalContext().setAllowTF32CuBLAS(false);
-  at::globalContext().setAllowTF32CuDNN(a.precision != "fp32");
+  moa::parallel::SetKernelPolicy(/*allow_tf32=*/a.precision != "fp32", /*deterministic=*/false);
   (*model)->to(device);
   const int64_t images = a.batch * a.domains;
   torch::manual_seed(0);
@@ -107,11 +107,11 @@ int Child(const Args& a) {
   for (auto& [name, p] : moa::TrainableParameters(**model)) params.push_back(p);
   auto optimizer = moa::trainer::MakeOptimizer(config->optim, params);
   (*model)->train();
-  (*model)->routing_context->global_batch = images;
+  routing->global_batch = images;
   int64_t step = 0;
   const bool bf16 = a.precision == "bf16";
   auto train_step = [&] {
-    (*model)->routing_context->step = step++;
+    routing->step = step++;
     torch::Tensor logits;
     {
       moa::AutocastScope autocast(device, bf16);

@@ -11,7 +11,7 @@
 namespace moa {
 
 MoaAdapterImpl::MoaAdapterImpl(int64_t in_features, int64_t out_features, const MoaConfig& config,
-                               int64_t layer, std::shared_ptr<RoutingContext> context,
+                               int64_t layer, std::shared_ptr<const RoutingContext> context,
                                std::shared_ptr<KroneckerRulesImpl> rules)
     : config_(config),
       layer_(layer),
@@ -131,10 +131,10 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
 
   if (training) {
     if (config_.aux_type == "switch") {
-      aux_loss_ = SwitchLoss(routing, config_.aux_weight, context_->dp_group);
+      aux_loss_ = SwitchLoss(routing, config_.aux_weight, context_->batch_group);
     } else {
       aux_loss_ =
-          ImportanceLoadLoss(routing, config_.top_k, config_.aux_weight, context_->dp_group);
+          ImportanceLoadLoss(routing, config_.top_k, config_.aux_weight, context_->batch_group);
     }
     for (int64_t e = 0; e < experts; ++e) stats_.assignments[e] += routing.expert_tokens[e].numel();
     stats_.dropped += routing.dropped;

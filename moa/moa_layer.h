@@ -75,7 +75,7 @@ class MoaAdapterImpl : public AdapterImpl {
   /// `layer` keys this layer's noise and dropout; `rules` is the model's shared Kronecker rule
   /// (needed for Kronecker experts only).
   MoaAdapterImpl(int64_t in_features, int64_t out_features, const MoaConfig& config, int64_t layer,
-                 std::shared_ptr<RoutingContext> context,
+                 std::shared_ptr<const RoutingContext> context,
                  std::shared_ptr<KroneckerRulesImpl> rules);
   torch::Tensor Delta(const torch::Tensor& x) override;
   std::string kind() const override { return "moa"; }
@@ -117,7 +117,7 @@ class MoaAdapterImpl : public AdapterImpl {
   int64_t in_features_;
   int64_t out_features_;
   ExpertParallel ep_;
-  std::shared_ptr<RoutingContext> context_;
+  std::shared_ptr<const RoutingContext> context_;
   std::vector<std::shared_ptr<AdapterImpl>> experts_;
   torch::Tensor aux_loss_;
   RouterStats stats_;

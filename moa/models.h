@@ -11,7 +11,6 @@
 #include <torch/torch.h>
 
 #include "moa/adapters.h"
-#include "moa/routing.h"
 
 namespace moa {
 
@@ -22,10 +21,6 @@ class ClassifierImpl : public torch::nn::Module {
   /// Features before the head (B x feature_dim).
   virtual torch::Tensor Features(const torch::Tensor& images) = 0;
   virtual torch::nn::Linear head() = 0;
-
-  /// The step facts that Mixture-of-Adapters layers key their randomness on; the trainer sets
-  /// them before every forward.
-  std::shared_ptr<RoutingContext> routing_context = std::make_shared<RoutingContext>();
 };
 
 struct ViTOptions {

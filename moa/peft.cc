@@ -67,7 +67,9 @@ AdaptableLinear TargetOf(Block& block, const std::string& name) {
 
 }  // namespace
 
-absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options, const MoaConfig& moa) {
+absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options, const MoaConfig& moa,
+                       std::shared_ptr<const RoutingContext> routing) {
+  if (routing == nullptr) routing = std::make_shared<RoutingContext>();
   const std::string& method = options.method;
   if (method != "full" && method != "attention" && method != "lora" && method != "kadaptation" &&
       method != "moa") {
@@ -115,8 +117,8 @@ absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options, const 
             linear->set_adapter(
                 std::make_shared<KroneckerImpl>(KroneckerOptions(in, out, options.rank), rules));
           } else {
-            linear->set_adapter(std::make_shared<MoaAdapterImpl>(in, out, moa, layer,
-                                                                 model.routing_context, rules));
+            linear->set_adapter(
+                std::make_shared<MoaAdapterImpl>(in, out, moa, layer, routing, rules));
           }
           ++layer;
         }

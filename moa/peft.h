@@ -31,9 +31,10 @@ absl::StatusOr<std::vector<std::string>> SelectTargets(const std::string& rule);
 
 /// Injects adapters (lora, kadaptation, moa with the [moa] settings) and sets requires_grad: only
 /// adapters, routers and the head train in PEFT modes; `attention` trains the qkv and proj
-/// weights and biases plus the head; `full` trains all.
-absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options,
-                       const MoaConfig& moa = {});
+/// weights and biases plus the head; `full` trains all. MoA layers read the step facts from
+/// `routing` (the trainer's); without one each layer has its own, for a local batch at step 0.
+absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options, const MoaConfig& moa = {},
+                       std::shared_ptr<const RoutingContext> routing = nullptr);
 
 /// Folds every LoRA adapter into its frozen Linear (W += scale B A) and removes the adapters, so
 /// the model computes the same function without them. Refuses models with other adapters (a

@@ -28,7 +28,7 @@ torch::Tensor KeepWithinCapacity(const torch::Tensor& local_chosen, double capac
   const torch::Tensor chosen = local_chosen.contiguous();
   const int64_t tokens = chosen.size(0), k = chosen.size(1);
   const int64_t samples = tokens / tokens_per_sample;
-  parallel::Communicator* group = context.dp_group;
+  parallel::Communicator* group = context.batch_group;
   const int ranks = group != nullptr ? group->size() : 1;
   torch::Tensor rows =
       context.global_rows.empty()

@@ -4,8 +4,8 @@
 // keyed randomness needs, so that noise and dropout masks are the same whether the global batch
 // runs on one rank or is split over many.
 //
-//   auto ctx = std::make_shared<RoutingContext>();
-//   ctx->seed = 0; ctx->step = 42;           // set by the trainer before each forward
+//   auto ctx = std::make_shared<RoutingContext>();  // owned by the trainer, read by the layers
+//   ctx->seed = 0; ctx->step = 42;                   // the trainer's, before each forward
 //   Routing r = Route(router->Logits(x), RouteOptions{...}, *ctx, layer, training);
 #pragma once
 
@@ -20,8 +20,9 @@
 
 namespace moa {
 
-/// What keyed randomness needs to know about the current step. The trainer owns one per model
-/// and updates it before every forward.
+/// What keyed randomness needs to know about the current step. The trainer owns one per run,
+/// hands it to the MoA layers when it builds the model (ApplyPeft), and updates it before every
+/// forward; the layers only read it.
 struct RoutingContext {
   int64_t seed = 0;
   int64_t step = 0;
@@ -29,8 +30,9 @@ struct RoutingContext {
   int64_t global_batch = 0;
   /// For each local sample, its row in the global batch (empty: identity).
   std::vector<int64_t> global_rows;
-  /// The data-parallel group over which importance and load are summed (null: this process).
-  parallel::Communicator* dp_group = nullptr;
+  /// The ranks whose slices make up the global batch, over which importance and load are summed:
+  /// every rank of the run, data- and expert-parallel alike (null: this process alone).
+  parallel::Communicator* batch_group = nullptr;
 };
 
 /// A 64-bit key from (seed, step, layer[, expert]) for torch CPU generators.

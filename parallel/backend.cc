@@ -232,7 +232,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclWorld(Communicator&, const
 #endif
 
 absl::StatusOr<Backend> ResolveBackend(const std::string& option, const torch::Device& device,
-                                       const Mesh& mesh, int visible_gpus) {
+                                       const MeshLayout& mesh, int visible_gpus) {
   if (option == "mpi") return Backend::kMpi;
   if (option != "auto" && option != "nccl") {
     return absl::InvalidArgumentError("parallel.backend = " + option +

@@ -17,7 +17,7 @@
 #include <torch/torch.h>
 
 #include "parallel/communicator.h"
-#include "parallel/mesh.h"
+#include "parallel/mesh_layout.h"
 
 namespace moa::parallel {
 
@@ -27,7 +27,7 @@ enum class Backend { kMpi, kNccl };
 /// error that says why (two ranks on one GPU: NCCL's own error when the group is made). `auto`
 /// takes NCCL only when the node's ranks are no more than the GPUs each sees.
 absl::StatusOr<Backend> ResolveBackend(const std::string& option, const torch::Device& device,
-                                       const Mesh& mesh, int visible_gpus);
+                                       const MeshLayout& mesh, int visible_gpus);
 
 /// True when this build has the NCCL backend.
 bool NcclAvailable();

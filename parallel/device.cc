@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include <torch/cuda.h>
@@ -44,7 +45,7 @@ int VisibleGpus() {
   return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
 }
 
-absl::StatusOr<torch::Device> SelectDevice(const std::string& option, const Mesh& mesh) {
+absl::StatusOr<torch::Device> SelectDevice(const std::string& option, const MeshLayout& mesh) {
   if (option == "cpu") return torch::Device(torch::kCPU);
   if (option != "auto" && option != "cuda") {
     return absl::InvalidArgumentError("parallel.device = " + option +
@@ -113,6 +114,17 @@ void ResetPeakMemory([[maybe_unused]] const torch::Device& device) {
 #if MOA_WITH_CUDA
   if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
 #endif
+}
+
+void SetKernelPolicy(bool allow_tf32, bool deterministic) {
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setAllowTF32CuDNN(allow_tf32);
+  if (deterministic) {
+    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+  }
 }
 
 }  // namespace moa::parallel

@@ -1,6 +1,6 @@
 // Which device a rank computes on, and what that device is. parallel.device = auto takes a GPU
 // when one is visible, cpu never does, cuda requires one; rank r takes GPU local_rank % count
-// (Open MPI's and Slurm's local-rank variables, through Mesh). DescribeDevice reports what
+// (Open MPI's and Slurm's local-rank variables, through MeshLayout). DescribeDevice reports what
 // env.json records per rank: device name, memory, driver, CUDA and NCCL versions.
 //
 //   MOA_ASSIGN_OR_RETURN(torch::Device device, parallel::SelectDevice("auto", mesh));
@@ -13,7 +13,7 @@
 #include <absl/status/statusor.h>
 #include <torch/torch.h>
 
-#include "parallel/mesh.h"
+#include "parallel/mesh_layout.h"
 
 namespace moa::parallel {
 
@@ -22,7 +22,7 @@ int VisibleGpus();
 
 /// The device for `option` (auto, cpu, cuda) on this rank; with a GPU it also becomes the
 /// process's current CUDA device. `cuda` without a visible GPU is an error naming rank and host.
-absl::StatusOr<torch::Device> SelectDevice(const std::string& option, const Mesh& mesh);
+absl::StatusOr<torch::Device> SelectDevice(const std::string& option, const MeshLayout& mesh);
 
 struct DeviceReport {
   std::string type;          // "cpu" or "cuda"
@@ -41,6 +41,11 @@ int64_t PeakMemoryBytes(const torch::Device& device);
 
 /// Starts the GPU allocator's peak afresh (the CPU's peak resident set cannot be reset).
 void ResetPeakMemory(const torch::Device& device);
+
+/// TF32 in cuDNN convolutions only when `allow_tf32` (never in cuBLAS matrix products); with
+/// `deterministic`, deterministic kernels everywhere, cuBLAS's and the GPU scatters' included
+/// (an operation without one then fails rather than differ between runs).
+void SetKernelPolicy(bool allow_tf32, bool deterministic);
 
 /// Machine name for messages and env.json.
 std::string Hostname();

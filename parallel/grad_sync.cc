@@ -4,11 +4,9 @@
 
 namespace moa::parallel {
 
-GradientSynchronizer::GradientSynchronizer(std::unique_ptr<Communicator> group,
-                                           std::vector<torch::Tensor> params, int64_t bucket_bytes)
-    : group_(std::move(group)),
-      params_(std::move(params)),
-      launch_inline_(group_->backend_name() == "nccl") {
+GradientSynchronizer::GradientSynchronizer(Communicator& group, std::vector<torch::Tensor> params,
+                                           int64_t bucket_bytes)
+    : group_(group), params_(std::move(params)), launch_inline_(group.backend_name() == "nccl") {
   // Buckets follow reverse registration order, roughly the order backward produces gradients.
   bucket_of_.assign(params_.size(), -1);
   slot_of_.assign(params_.size(), -1);
@@ -87,7 +85,7 @@ void GradientSynchronizer::LaunchReady() {
     if (launch_inline_) {
       // Queued on the group's stream from the backward thread itself: every rank issues its
       // collectives on all groups in backward order, which NCCL needs to avoid a deadlock.
-      bucket.status = group_->AllReduce(bucket.buffer, ReduceOp::kAverage);
+      bucket.status = group_.AllReduce(bucket.buffer, ReduceOp::kAverage);
       bucket.done = true;
       ++next_launch_;
     } else {
@@ -109,7 +107,7 @@ void GradientSynchronizer::CommunicationLoop() {
       queue_.pop_front();
     }
     Bucket& bucket = buckets_[index];
-    absl::Status status = group_->AllReduce(bucket.buffer, ReduceOp::kAverage);
+    absl::Status status = group_.AllReduce(bucket.buffer, ReduceOp::kAverage);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       bucket.status = status;

@@ -6,7 +6,7 @@
 // chose still takes part, so no rank waits forever --, waits for every bucket and writes the
 // averages back into .grad.
 //
-//   GradientSynchronizer sync(std::move(dp_group), trainable, /*bucket_bytes=*/4 << 20);
+//   GradientSynchronizer sync(mesh.gradients(), trainable, /*bucket_bytes=*/4 << 20);
 //   loss.backward();
 //   MOA_RETURN_IF_ERROR(sync.Finish());
 //   optimizer.step();
@@ -29,9 +29,9 @@ namespace moa::parallel {
 
 class GradientSynchronizer {
  public:
-  /// `group` is used only from the communication thread after construction (give this object
-  /// its own communicator, e.g. a Split of the data-parallel group).
-  GradientSynchronizer(std::unique_ptr<Communicator> group, std::vector<torch::Tensor> params,
+  /// `group` outlives this object and is used only by it after construction, possibly from its
+  /// communication thread (give it a communicator of its own, e.g. Mesh::gradients()).
+  GradientSynchronizer(Communicator& group, std::vector<torch::Tensor> params,
                        int64_t bucket_bytes);
   ~GradientSynchronizer();
   GradientSynchronizer(const GradientSynchronizer&) = delete;
@@ -60,7 +60,7 @@ class GradientSynchronizer {
   void CommunicationLoop();
   void ResetStep();
 
-  std::unique_ptr<Communicator> group_;
+  Communicator& group_;
   std::vector<torch::Tensor> params_;
   // NCCL queues collectives without waiting, and ranks must issue them on all groups in one
   // order: buckets are launched from the backward thread rather than the communication thread.

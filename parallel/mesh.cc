@@ -1,41 +1,49 @@
 #include "parallel/mesh.h"
 
-#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "common/status_macros.h"
 
 namespace moa::parallel {
-namespace {
 
-int64_t EnvInt(std::initializer_list<const char*> names, int64_t fallback) {
-  for (const char* name : names) {
-    if (const char* value = std::getenv(name)) return std::atoll(value);
+absl::StatusOr<std::unique_ptr<Mesh>> Mesh::Create(const MeshLayout& layout,
+                                                   Communicator& launcher_world, Backend backend,
+                                                   const torch::Device& device) {
+  if (layout.world_size != launcher_world.size() || layout.rank != launcher_world.rank()) {
+    return absl::FailedPreconditionError(
+        "the launcher reports rank " + std::to_string(layout.rank) + " of " +
+        std::to_string(layout.world_size) + " processes but MPI has rank " +
+        std::to_string(launcher_world.rank()) + " of " + std::to_string(launcher_world.size()) +
+        "; start moa with mpirun or srun --mpi=pmix");
   }
-  return fallback;
-}
-
-}  // namespace
-
-absl::StatusOr<Mesh> DetectMesh(int64_t dp, int64_t ep) {
-  Mesh mesh;
-  mesh.world_size = EnvInt({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}, 1);
-  mesh.rank = EnvInt({"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"}, 0);
-  mesh.local_rank = EnvInt({"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}, 0);
-  mesh.local_size =
-      EnvInt({"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}, 1);
-  if (ep < 1) return absl::InvalidArgumentError("parallel.ep must be at least 1");
-  if (dp == 0) dp = mesh.world_size / ep;
-  if (dp < 1 || dp * ep != mesh.world_size) {
-    return absl::InvalidArgumentError("parallel.dp x parallel.ep = " + std::to_string(dp) + " x " +
-                                      std::to_string(ep) + " does not match the " +
-                                      std::to_string(mesh.world_size) + " processes launched");
+  auto mesh = std::unique_ptr<Mesh>(new Mesh());
+  mesh->layout_ = layout;
+  mesh->world_ = &launcher_world;
+  if (backend == Backend::kNccl) {
+    MOA_ASSIGN_OR_RETURN(mesh->owned_world_, MakeNcclWorld(launcher_world, device));
+    mesh->world_ = mesh->owned_world_.get();
   }
-  mesh.dp = dp;
-  mesh.ep = ep;
+  Communicator& world = *mesh->world_;
+  const int rank = static_cast<int>(layout.rank);
+  MOA_ASSIGN_OR_RETURN(mesh->gradients_, world.Split(0, rank));
+  if (layout.ep > 1) {
+    const int dp_rank = static_cast<int>(layout.dp_rank());
+    const int ep_rank = static_cast<int>(layout.ep_rank());
+    MOA_ASSIGN_OR_RETURN(mesh->ep_group_, world.Split(dp_rank, ep_rank));
+    MOA_ASSIGN_OR_RETURN(mesh->expert_replicas_, world.Split(ep_rank, dp_rank));
+  }
   return mesh;
 }
 
-std::string DescribeMesh(const Mesh& mesh) {
-  return "rank " + std::to_string(mesh.rank) + " of " + std::to_string(mesh.world_size) + " (dp " +
-         std::to_string(mesh.dp) + " x ep " + std::to_string(mesh.ep) + ")";
+Communicator& Mesh::ep_group() const {
+  if (!ep_group_) throw std::logic_error("Mesh::ep_group() needs parallel.ep > 1");
+  return *ep_group_;
+}
+
+Communicator& Mesh::expert_replicas() const {
+  if (!expert_replicas_) throw std::logic_error("Mesh::expert_replicas() needs parallel.ep > 1");
+  return *expert_replicas_;
 }
 
 }  // namespace moa::parallel

@@ -1,32 +1,56 @@
-// The process mesh: world = dp x ep (parallel.dp, parallel.ep), this process's coordinates in it,
-// and how many ranks share this node. Detected from the launcher's environment (Open MPI, Slurm,
-// PMI) before any communicator exists; one process without a launcher is a 1 x 1 mesh.
+// The communicators of a run's process mesh (docs/architecture.md, Interfaces): the world every
+// collective of the run goes through (the launcher's MPI world, or an NCCL world over it), and
+// every sub-group, made once, in one order on every rank, and handed out by role:
+//
+//   world            all ranks: losses, evaluation, router statistics, replica checks
+//   gradients        all ranks again, used only by the shared-parameter gradient synchronizer
+//                    (which may run collectives on its own thread)
+//   ep_group         the ep ranks with this dp rank: sharded experts' token exchange (ep > 1)
+//   expert_replicas  the dp ranks with this ep rank: a held expert's copies (ep > 1)
+//
+//   MOA_ASSIGN_OR_RETURN(std::unique_ptr<Mesh> mesh,
+//                        Mesh::Create(layout, launcher_world, Backend::kMpi, device));
+//   mesh->world().AllReduce(loss, ReduceOp::kSum);
 #pragma once
 
-#include <cstdint>
-#include <string>
+#include <memory>
 
 #include <absl/status/statusor.h>
+#include <torch/torch.h>
+
+#include "parallel/backend.h"
+#include "parallel/communicator.h"
+#include "parallel/mesh_layout.h"
 
 namespace moa::parallel {
 
-struct Mesh {
-  int64_t world_size = 1;
-  int64_t rank = 0;
-  int64_t local_rank = 0;
-  int64_t local_size = 1;  // ranks on this node
-  int64_t dp = 1;
-  int64_t ep = 1;
-  /// Rank order is dp-major: rank = dp_rank * ep + ep_rank.
-  int64_t dp_rank() const { return rank / ep; }
-  int64_t ep_rank() const { return rank % ep; }
+class Mesh {
+ public:
+  /// Every rank of `launcher_world` calls it together. With Backend::kNccl the world is an NCCL
+  /// group over `launcher_world` on `device`; with kMpi it is `launcher_world` itself, which must
+  /// outlive the mesh. The layout must match the world's size and this rank.
+  static absl::StatusOr<std::unique_ptr<Mesh>> Create(const MeshLayout& layout,
+                                                      Communicator& launcher_world, Backend backend,
+                                                      const torch::Device& device);
+  Mesh(const Mesh&) = delete;
+  Mesh& operator=(const Mesh&) = delete;
+
+  const MeshLayout& layout() const { return layout_; }
+  Communicator& world() const { return *world_; }
+  Communicator& gradients() const { return *gradients_; }
+  /// Both need ep > 1 (with ep = 1 no expert is sharded and nothing asks for them).
+  Communicator& ep_group() const;
+  Communicator& expert_replicas() const;
+
+ private:
+  Mesh() = default;
+
+  MeshLayout layout_;
+  std::unique_ptr<Communicator> owned_world_;  // the NCCL world, when the backend is NCCL
+  Communicator* world_ = nullptr;
+  std::unique_ptr<Communicator> gradients_;
+  std::unique_ptr<Communicator> ep_group_;
+  std::unique_ptr<Communicator> expert_replicas_;
 };
-
-/// Reads the world layout the launcher exported (OMPI_COMM_WORLD_*, PMI_*, SLURM_*), checks
-/// that dp x ep equals the world size (dp = 0 means world / ep), and returns the mesh.
-absl::StatusOr<Mesh> DetectMesh(int64_t dp, int64_t ep);
-
-/// "rank R of N" style description for logs and env.json.
-std::string DescribeMesh(const Mesh& mesh);
 
 }  // namespace moa::parallel

@@ -1,5 +1,7 @@
 #include "trainer/build.h"
 
+#include <algorithm>
+
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "moa/factory.h"
@@ -32,8 +34,9 @@ absl::StatusOr<data::DatasetInfo> ModelDatasetInfo(const RunConfig& config) {
   return info;
 }
 
-absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
-                                                           const data::DatasetInfo& info) {
+absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(
+    const RunConfig& config, const data::DatasetInfo& info,
+    std::shared_ptr<const RoutingContext> routing) {
   ModelSpec spec;
   spec.arch = config.model.arch;
   spec.vit.img_size(config.model.img_size)
@@ -62,8 +65,42 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& conf
                          << " tensors (" << report.scheme << " names), " << report.ignored
                          << " outside the vision tower or CLIP's projection ignored";
   }
-  MOA_RETURN_IF_ERROR(ApplyPeft(*model, config.adapter, config.moa));
+  MOA_RETURN_IF_ERROR(ApplyPeft(*model, config.adapter, config.moa, std::move(routing)));
   return model;
+}
+
+data::StreamOptions TrainStreamOptions(const RunConfig& config,
+                                       const std::vector<int64_t>& train_envs, int rank, int ranks,
+                                       int64_t first_step, const torch::Device& device) {
+  data::StreamOptions options;
+  options.train_domains = train_envs;
+  options.batch_size = config.data.batch_size;
+  options.seed = config.train.seed;
+  options.dp_rank = rank;
+  options.dp_size = ranks;
+  options.first_step = first_step;
+  options.prefetch = std::max<int64_t>(2, config.data.workers * 2);
+  options.workers = config.data.workers;
+  options.image_size = config.model.img_size;
+  options.pin_memory = device.is_cuda();
+  return options;
+}
+
+std::shared_ptr<RoutingContext> TrainRoutingContext(const RunConfig& config, int64_t train_domains,
+                                                    parallel::Communicator* batch_group) {
+  auto context = std::make_shared<RoutingContext>();
+  const int64_t rank = batch_group ? batch_group->rank() : 0;
+  const int64_t ranks = batch_group ? batch_group->size() : 1;
+  const int64_t per_rank = config.data.batch_size / ranks;
+  context->seed = config.train.seed;
+  context->global_batch = config.data.batch_size * train_domains;
+  for (int64_t k = 0; k < train_domains; ++k) {
+    for (int64_t j = 0; j < per_rank; ++j) {
+      context->global_rows.push_back(k * config.data.batch_size + rank * per_rank + j);
+    }
+  }
+  context->batch_group = batch_group;
+  return context;
 }
 
 }  // namespace moa::trainer

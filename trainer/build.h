@@ -8,21 +8,37 @@
 #include <absl/status/statusor.h>
 
 #include "data/dataset.h"
+#include "data/stream.h"
 #include "moa/models.h"
+#include "moa/routing.h"
+#include "parallel/communicator.h"
 #include "trainer/config.h"
 
 namespace moa::trainer {
 
 /// Builds the configured classifier (initialised from train.seed), applies PEFT and loads
 /// model.backbone when set; the data set's info gives channels and classes when
-/// model.num_classes is 0. Touches no data.
-absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(const RunConfig& config,
-                                                           const data::DatasetInfo& info);
+/// model.num_classes is 0. Touches no data. MoA layers read `routing` (see ApplyPeft).
+absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(
+    const RunConfig& config, const data::DatasetInfo& info,
+    std::shared_ptr<const RoutingContext> routing = nullptr);
 
 /// What BuildModel needs to know of the configured dataset, without loading it: the registry's
 /// description with model.num_classes when that is set, else the dataset's own classes
 /// (ImageFolder's from a scan of data.data_dir's folders: data::DescribeDataset).
 absl::StatusOr<data::DatasetInfo> ModelDatasetInfo(const RunConfig& config);
+
+/// The training stream of rank `rank` of `ranks`: every rank, data- or expert-parallel, takes its
+/// own slice of each training domain's global minibatch, from `first_step` on.
+data::StreamOptions TrainStreamOptions(const RunConfig& config,
+                                       const std::vector<int64_t>& train_envs, int rank, int ranks,
+                                       int64_t first_step, const torch::Device& device);
+
+/// The routing context of rank `rank` of the ranks of `batch_group` (null: one process): the
+/// global batch's size and this rank's rows of it (domain-major, each rank holding a contiguous
+/// slice of every domain's minibatch), so keyed router noise is the same at any world size.
+std::shared_ptr<RoutingContext> TrainRoutingContext(const RunConfig& config, int64_t train_domains,
+                                                    parallel::Communicator* batch_group);
 
 /// The dataset options a configuration describes.
 absl::StatusOr<data::LoadOptions> DatasetOptions(const RunConfig& config);

@@ -76,4 +76,19 @@ absl::Status ReduceRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>
   return absl::OkStatus();
 }
 
+absl::Status CheckReplicas(const std::vector<torch::Tensor>& params, parallel::Communicator& world,
+                           int64_t step) {
+  if (world.size() == 1) return absl::OkStatus();
+  std::vector<torch::Tensor> flat;
+  for (const torch::Tensor& p : params) flat.push_back(p.detach().reshape({-1}));
+  MOA_ASSIGN_OR_RETURN(torch::Tensor all, world.AllGather(torch::cat(flat)));
+  for (int r = 1; r < world.size(); ++r) {
+    if (!torch::equal(all[r], all[0])) {
+      return absl::InternalError("trainable parameters differ between rank 0 and rank " +
+                                 std::to_string(r) + " after step " + std::to_string(step));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moa::trainer

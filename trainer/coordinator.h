@@ -34,4 +34,9 @@ absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& d
 absl::Status ReduceRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
                                parallel::Communicator& world, nlohmann::ordered_json* out);
 
+/// train.check_replicas, after a step: the trainable tensors must be bit-identical on every rank;
+/// an error names the first rank that differs from rank 0 and the step.
+absl::Status CheckReplicas(const std::vector<torch::Tensor>& params, parallel::Communicator& world,
+                           int64_t step);
+
 }  // namespace moa::trainer

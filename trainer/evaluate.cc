@@ -63,7 +63,7 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
   MOA_ASSIGN_OR_RETURN(data::DomainDataset dataset, data::LoadDataset(load));
   MOA_RETURN_IF_ERROR(data::CompleteInfo(dataset, {}, &info));
   MOA_ASSIGN_OR_RETURN(const torch::Device device,
-                       parallel::SelectDevice(config.parallel.device, parallel::Mesh{}));
+                       parallel::SelectDevice(config.parallel.device, parallel::MeshLayout{}));
   std::vector<std::shared_ptr<ClassifierImpl>> models;
   for (const std::string& path : adapters) {
     MOA_ASSIGN_OR_RETURN(auto model, ModelWithAdapters(config, info, path, device));

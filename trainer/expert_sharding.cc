@@ -8,13 +8,14 @@
 namespace moa::trainer {
 
 absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
-    const std::vector<std::shared_ptr<MoaAdapterImpl>>& layers, const parallel::Mesh& mesh,
-    parallel::Communicator& world, const ExpertShardingOptions& options) {
+    const std::vector<std::shared_ptr<MoaAdapterImpl>>& layers, const parallel::Mesh& process_mesh,
+    const ExpertShardingOptions& options) {
+  const parallel::MeshLayout& mesh = process_mesh.layout();
+  parallel::Communicator& world = process_mesh.world();
   auto sharding = std::unique_ptr<ExpertSharding>(new ExpertSharding());
   sharding->layers_ = layers;
   sharding->ep_rank_ = static_cast<int>(mesh.ep_rank());
-  MOA_ASSIGN_OR_RETURN(sharding->ep_group_, world.Split(static_cast<int>(mesh.dp_rank()),
-                                                        static_cast<int>(mesh.ep_rank())));
+  sharding->ep_group_ = &process_mesh.ep_group();
   if (options.mode == "auto") {
     // A configured link rate replaces the collective measurements (latency then 20 us).
     sharding->rates_ = MeasureMachineRates(world, /*links=*/options.link_gb_per_s <= 0);
@@ -59,7 +60,7 @@ absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
     ExpertLayerPlan& plan = plans[l];
     plan.sharded = chosen[static_cast<int64_t>(l)].item<int64_t>() == 1;
     if (plan.sharded) {
-      layer->set_expert_parallel({sharding->ep_group_.get(), plan.owner});
+      layer->set_expert_parallel({sharding->ep_group_, plan.owner});
       for (int64_t e = 0; e < layer->num_experts(); ++e) {
         for (const torch::Tensor& p : layer->expert(e)->parameters()) {
           sharding->sharded_.insert(Key(p));

@@ -40,11 +40,11 @@ struct ExpertLayerPlan {
 
 class ExpertSharding {
  public:
-  /// Plans every layer for `mesh` (ep > 1) and hands the sharded ones their group. Every rank of
-  /// `world` calls it (the rates are measured together).
+  /// Plans every layer for `mesh` (ep > 1) and hands the sharded ones its ep group. Every rank of
+  /// the mesh's world calls it (the rates are measured together).
   static absl::StatusOr<std::unique_ptr<ExpertSharding>> Create(
       const std::vector<std::shared_ptr<MoaAdapterImpl>>& layers, const parallel::Mesh& mesh,
-      parallel::Communicator& world, const ExpertShardingOptions& options);
+      const ExpertShardingOptions& options);
 
   /// True for an expert parameter of a sharded layer (held here or elsewhere).
   bool IsShardedExpert(const torch::Tensor& p) const { return sharded_.count(Key(p)) > 0; }
@@ -62,7 +62,7 @@ class ExpertSharding {
  private:
   static const void* Key(const torch::Tensor& p) { return p.unsafeGetTensorImpl(); }
 
-  std::unique_ptr<parallel::Communicator> ep_group_;
+  parallel::Communicator* ep_group_ = nullptr;  // the mesh's
   std::vector<std::shared_ptr<MoaAdapterImpl>> layers_;
   std::vector<ExpertLayerPlan> plans_;
   std::set<const void*> sharded_, held_;

@@ -82,4 +82,22 @@ std::string FormatEvaluation(const nlohmann::ordered_json& record,
   return table;
 }
 
+std::string FormatStepLine(int64_t step, int64_t steps, double loss, double images_per_s,
+                           double eta) {
+  char line[160];
+  std::snprintf(line, sizeof(line), "step %lld/%lld | loss %.4f | %.0f img/s | eta %s",
+                static_cast<long long>(step), static_cast<long long>(steps), loss, images_per_s,
+                FormatDuration(eta).c_str());
+  return line;
+}
+
+std::string DescribeDomains(const data::DomainDataset& dataset) {
+  std::string text;
+  for (const data::Domain& d : dataset.domains) {
+    text += (text.empty() ? "" : ", ") + d.name + " (" + std::to_string(d.in.size()) + " in, " +
+            std::to_string(d.out.size()) + " out)";
+  }
+  return text;
+}
+
 }  // namespace moa::trainer

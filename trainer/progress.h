@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/dataset.h"
+
 namespace moa::trainer {
 
 /// "1h02m" or "3m05s".
@@ -18,6 +20,13 @@ std::string FormatDuration(double seconds);
 /// remaining evaluations.
 double EtaSeconds(int64_t step, int64_t steps, int64_t freq, double train_seconds,
                   int64_t evals_done, double eval_seconds);
+
+/// A log line between evaluations: "step S/N | loss L | R img/s | eta T".
+std::string FormatStepLine(int64_t step, int64_t steps, double loss, double images_per_s,
+                           double eta);
+
+/// "name (I in, O out), ..." for every domain of a loaded dataset.
+std::string DescribeDomains(const data::DomainDataset& dataset);
 
 /// The progress line and per-domain table of one results.jsonl record; `domains` are the
 /// environments' names, `test_envs` their held-out indices.

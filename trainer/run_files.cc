@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "common/version.h"
+#include "moa/weights.h"
 #include "parallel/device.h"
 #include "parallel/mpi_communicator.h"
 
@@ -79,7 +81,7 @@ absl::StatusOr<nlohmann::ordered_json> GatherDeviceReports(const torch::Device& 
   return reports;
 }
 
-nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::Mesh& mesh,
+nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::MeshLayout& mesh,
                                const std::string& backend, int threads, const torch::Device& device,
                                const nlohmann::ordered_json& devices) {
   nlohmann::ordered_json env;
@@ -129,6 +131,30 @@ absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& p
   }
   if (!rewrite.empty()) MOA_RETURN_IF_ERROR(WriteFileAtomically(rewrite, kept));
   return records;
+}
+
+absl::Status PrepareRunDir(const std::string& dir, const RunConfig& config,
+                           const nlohmann::ordered_json& env) {
+  MOA_RETURN_IF_ERROR(MakeDirs(dir + "/checkpoints"));
+  MOA_RETURN_IF_ERROR(WriteFileAtomically(dir + "/config.ini", config.resolved_ini));
+  MOA_RETURN_IF_ERROR(WriteFileAtomically(dir + "/env.json", env.dump(2) + "\n"));
+  if (config.train.resume.empty()) std::filesystem::remove(dir + "/results.jsonl");
+  std::filesystem::remove(dir + "/done");
+  return absl::OkStatus();
+}
+
+absl::Status SaveCheckpoint(const torch::nn::Module& model, const std::string& dir,
+                            const std::string& name, int64_t step, double validation,
+                            const RunConfig& config) {
+  nlohmann::ordered_json meta;
+  meta["step"] = step;
+  if (validation >= 0) meta["training_domain_validation_acc"] = validation;
+  meta["method"] = config.adapter.method;
+  const std::string base = dir + "/checkpoints/" + name;
+  MOA_RETURN_IF_ERROR(
+      SaveTrainable(model, base + ".safetensors",
+                    {{"moa_step", std::to_string(step)}, {"moa_config", config.resolved_ini}}));
+  return WriteFileAtomically(base + ".json", meta.dump(2) + "\n");
 }
 
 }  // namespace moa::trainer

@@ -1,6 +1,7 @@
-// The files of a run directory that are not checkpoints: what results.jsonl records of the run
-// (DomainBed's `args` and `hparams`), env.json (versions, world layout, every rank's device), and
-// reading back results.jsonl for a resumed run.
+// The files of a run directory (docs/architecture.md, Run files) other than the full training
+// state (state.h): config.ini and env.json (versions, world layout, every rank's device) when the
+// run starts, what results.jsonl records of the run (DomainBed's `args` and `hparams`), the
+// trainable-tensor checkpoints, and reading back results.jsonl for a resumed run.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "parallel/communicator.h"
-#include "parallel/mesh.h"
+#include "parallel/mesh_layout.h"
 #include "trainer/config.h"
 
 namespace moa::trainer {
@@ -30,9 +31,22 @@ absl::StatusOr<nlohmann::ordered_json> GatherDeviceReports(const torch::Device& 
 
 /// env.json: moa's commit, LibTorch, MPI, CUDA and NCCL versions, hosts, the world layout and
 /// backend, threads, this rank's device and precision, and `devices` (GatherDeviceReports).
-nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::Mesh& mesh,
+nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::MeshLayout& mesh,
                                const std::string& backend, int threads, const torch::Device& device,
                                const nlohmann::ordered_json& devices);
+
+/// Makes `dir`/checkpoints and writes config.ini (the resolved configuration) and env.json
+/// atomically; a fresh run (no train.resume) starts a new results.jsonl; `done` is removed until
+/// the run completes. The coordinator alone calls it.
+absl::Status PrepareRunDir(const std::string& dir, const RunConfig& config,
+                           const nlohmann::ordered_json& env);
+
+/// checkpoints/`name`.safetensors (the trainable tensors, with the step and configuration as
+/// metadata) and checkpoints/`name`.json (step, method and, when `validation` >= 0, the
+/// training-domain validation accuracy), both written atomically.
+absl::Status SaveCheckpoint(const torch::nn::Module& model, const std::string& dir,
+                            const std::string& name, int64_t step, double validation,
+                            const RunConfig& config);
 
 /// The records of `path` (results.jsonl) up to and including `step`, without SWAD's record; when
 /// `rewrite` names a file, those lines are written there atomically (a killed run may have

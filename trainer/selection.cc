@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "common/status_macros.h"
+
 namespace moa::trainer {
 namespace {
 
@@ -96,6 +98,29 @@ std::string FormatSelectionTable(const std::vector<Selection>& selections,
     text += cell;
   }
   return text;
+}
+
+absl::StatusOr<std::vector<Selection>> SelectRunModels(const std::vector<nlohmann::json>& records,
+                                                       const nlohmann::json& swad_record,
+                                                       const std::vector<int64_t>& train_envs,
+                                                       const std::vector<int64_t>& test_envs) {
+  MOA_ASSIGN_OR_RETURN(std::vector<Selection> selections,
+                       SelectModels(records, train_envs, test_envs));
+  if (!swad_record.is_object()) return selections;
+  MOA_ASSIGN_OR_RETURN(double validation, TrainingDomainValidation(swad_record, train_envs));
+  Selection swad, in_domain;
+  swad.method = "SWAD";
+  in_domain.method = "SWAD (inD)";
+  swad.step = in_domain.step = swad_record["step"].get<int64_t>();
+  for (int64_t t : test_envs) {
+    swad.test_in.push_back(swad_record["env" + std::to_string(t) + "_in_acc"].get<double>());
+    swad.average += swad.test_in.back() / static_cast<double>(test_envs.size());
+    in_domain.test_in.push_back(validation);
+  }
+  in_domain.average = validation;
+  selections.push_back(swad);
+  selections.push_back(in_domain);
+  return selections;
 }
 
 }  // namespace moa::trainer

@@ -33,6 +33,14 @@ absl::StatusOr<std::vector<Selection>> SelectModels(const std::vector<nlohmann::
                                                     const std::vector<int64_t>& train_envs,
                                                     const std::vector<int64_t>& test_envs);
 
+/// What a run reports: SelectModels, plus with `swad_record` (null without SWAD) "SWAD", the
+/// averaged weights' test-domain `in` accuracy, and "SWAD (inD)", their training-domain
+/// validation accuracy (as the reference reports it).
+absl::StatusOr<std::vector<Selection>> SelectRunModels(const std::vector<nlohmann::json>& records,
+                                                       const nlohmann::json& swad_record,
+                                                       const std::vector<int64_t>& train_envs,
+                                                       const std::vector<int64_t>& test_envs);
+
 /// The table of selections: one row per method, a column per test domain and "Avg.", percentages
 /// with 3 decimals, and the chosen step.
 std::string FormatSelectionTable(const std::vector<Selection>& selections,

@@ -93,7 +93,7 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
   context->global_batch = samples;
   context->global_rows.clear();
   for (int64_t i = 0; i < per; ++i) context->global_rows.push_back(me * per + i);
-  context->dp_group = world.get();
+  context->batch_group = world.get();
   const torch::Tensor xs = x.narrow(0, me * per, per).clone().requires_grad_(c.input_grad);
   const torch::Tensor ys = sharded->Delta(xs);
   // Each rank's aux loss is the global one; its backward all-reduce counts it once per rank.

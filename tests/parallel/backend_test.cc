@@ -8,8 +8,8 @@
 namespace moa::parallel {
 namespace {
 
-Mesh Ranks(int64_t world, int64_t per_node) {
-  Mesh mesh;
+MeshLayout Ranks(int64_t world, int64_t per_node) {
+  MeshLayout mesh;
   mesh.world_size = world;
   mesh.local_size = per_node;
   return mesh;

@@ -1,30 +1,30 @@
-// The process mesh read from the launcher's environment.
+// The process mesh layout read from the launcher's environment.
 #include <cstdlib>
 
-#include "parallel/mesh.h"
+#include "parallel/mesh_layout.h"
 #include "tests/support/test_support.h"
 
 namespace moa::parallel {
 namespace {
 
-TEST(MeshTest, SingleProcessIsOneByOne) {
+TEST(MeshLayoutTest, SingleProcessIsOneByOne) {
   unsetenv("OMPI_COMM_WORLD_SIZE");
   unsetenv("PMI_SIZE");
   unsetenv("SLURM_NTASKS");
-  MOA_ASSERT_OK_AND_ASSIGN(Mesh mesh, DetectMesh(0, 1));
+  MOA_ASSERT_OK_AND_ASSIGN(MeshLayout mesh, DetectMeshLayout(0, 1));
   EXPECT_EQ(mesh.world_size, 1);
   EXPECT_EQ(mesh.dp, 1);
-  EXPECT_FALSE(DetectMesh(2, 1).ok());
+  EXPECT_FALSE(DetectMeshLayout(2, 1).ok());
 }
 
-TEST(MeshTest, OpenMpiEnvironmentGivesCoordinates) {
+TEST(MeshLayoutTest, OpenMpiEnvironmentGivesCoordinates) {
   setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
   setenv("OMPI_COMM_WORLD_RANK", "3", 1);
-  MOA_ASSERT_OK_AND_ASSIGN(Mesh mesh, DetectMesh(0, 2));
+  MOA_ASSERT_OK_AND_ASSIGN(MeshLayout mesh, DetectMeshLayout(0, 2));
   EXPECT_EQ(mesh.dp, 2);
   EXPECT_EQ(mesh.dp_rank(), 1);
   EXPECT_EQ(mesh.ep_rank(), 1);
-  auto bad = DetectMesh(3, 1);
+  auto bad = DetectMeshLayout(3, 1);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("parallel.dp"), std::string::npos);
   unsetenv("OMPI_COMM_WORLD_SIZE");
