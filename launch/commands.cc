@@ -2,12 +2,13 @@
 
 #include <cstdio>
 #include <iostream>
-#include <map>
+#include <optional>
 #include <thread>
 
 #include "common/logging.h"
 #include "data/dataset.h"
 #include "data/image_folder.h"
+#include "launch/cli.h"
 #include "launch/collect.h"
 #include "launch/options.h"
 #include "launch/sweep.h"
@@ -31,65 +32,52 @@ constexpr const char* kUsage =
     "  eval       evaluate adapter checkpoints on every domain: --adapters A [B ...] (an\n"
     "             ensemble's logits are averaged)\n"
     "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone\n"
-    "  data check --dataset NAME --data_dir DIR [--workers N]: list an image-folder dataset's\n"
-    "             environments, classes and counts, and decode every image\n"
+    "  data check --data.dataset NAME --data.data_dir DIR [--data.workers N]: list an\n"
+    "             image-folder dataset's environments, classes and counts, and decode every image\n"
     "  sweep      launch|list|delete_incomplete a hyper-parameter sweep (local, mpirun, slurm)\n"
     "  collect    --input_dir DIR: DomainBed's model-selection tables of a sweep\n"
     "\n"
-    "Options are INI keys: a file given with --config, overridden by --section.key=value.\n"
-    "`moa <command> --help` lists every option with its default.\n";
+    "Options are INI keys: a file given with --config, overridden by --section.key=value (or\n"
+    "--section.key value). `moa <command> --help` lists a command's flags and options.\n";
 
-struct ParsedArgs {
+// What train, pretrain, info, eval and export were given.
+struct RunCommandArgs {
   std::string config;
   std::string resume;
   std::vector<std::string> adapters;
   std::string output;
   bool merge = false;
   std::vector<std::string> overrides;
-  bool help = false;
-  std::string error;
 };
 
-ParsedArgs ParseArgs(const std::vector<std::string>& args) {
-  ParsedArgs parsed;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      parsed.help = true;
-    } else if (a == "--config") {
-      if (i + 1 >= args.size()) {
-        parsed.error = "--config needs a file";
-        return parsed;
-      }
-      parsed.config = args[++i];
-    } else if (a.rfind("--config=", 0) == 0) {
-      parsed.config = a.substr(9);
-    } else if (a == "--adapters") {
-      while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0)
-        parsed.adapters.push_back(args[++i]);
-    } else if (a == "--output" && i + 1 < args.size()) {
-      parsed.output = args[++i];
-    } else if (a == "--merge") {
-      parsed.merge = true;
-    } else if (a == "--resume" || a.rfind("--resume=", 0) == 0) {
-      if (a == "--resume" && i + 1 >= args.size()) {
-        parsed.error = "--resume needs a run directory";
-        return parsed;
-      }
-      parsed.resume = a == "--resume" ? args[++i] : a.substr(9);
-    } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos) {
-      if (a.find('=') == std::string::npos && i + 1 < args.size() &&
-          args[i + 1].rfind("--", 0) != 0) {
-        parsed.overrides.push_back(a + "=" + args[++i]);
-      } else {
-        parsed.overrides.push_back(a);
-      }
-    } else {
-      parsed.error = "unexpected argument '" + a + "' (options look like --section.key=value)";
-      return parsed;
-    }
+// The flags of `command` (train, pretrain, info, eval or export), bound to `args`.
+CommandLine RunCommandLine(const std::string& command, RunCommandArgs* args) {
+  std::string usage = "usage: moa " + command + " [--config FILE] [--section.key=value ...]\n";
+  if (command == "train") usage += "       moa train --resume RUN_DIR [--section.key=value ...]\n";
+  if (command == "eval") usage = "usage: moa eval --config FILE --adapters A [B ...]\n";
+  if (command == "export") {
+    usage = "usage: moa export --config FILE --merge --adapters A --output OUT.safetensors\n";
   }
-  return parsed;
+  CommandLine cli(command, usage);
+  cli.AddString("config", "FILE", "the INI configuration (default: every option's default)",
+                &args->config);
+  if (command == "train" || command == "pretrain") {
+    cli.AddString("resume", "RUN_DIR",
+                  "continue the run in RUN_DIR from its last checkpoint, with its config.ini",
+                  &args->resume);
+  }
+  if (command == "eval" || command == "export") {
+    cli.AddList("adapters", "FILE",
+                command == "eval" ? "adapter checkpoints (several: an ensemble, logits averaged)"
+                                  : "the LoRA checkpoint to fold into the backbone",
+                &args->adapters);
+  }
+  if (command == "export") {
+    cli.AddSwitch("merge", "fold the LoRA update into the backbone's weights", &args->merge);
+    cli.AddString("output", "FILE", "where the merged model's safetensors go", &args->output);
+  }
+  cli.AddConfigKeys(&args->overrides);
+  return cli;
 }
 
 std::string WithCommas(int64_t n) {
@@ -130,11 +118,12 @@ int Info(const trainer::RunConfig& config) {
   return 0;
 }
 
-int TrainOrPretrain(trainer::RunConfig config, bool pretrain) {
+int TrainOrPretrain(LaunchConfig launch_config, bool pretrain) {
+  trainer::RunConfig& config = launch_config.run;
   if (pretrain) {
     config.adapter.method = "full";
     config.model.backbone.clear();
-    config.resolved_ini = ToIni(config);
+    config.resolved_ini = ToIni(launch_config);
   }
   std::unique_ptr<parallel::Communicator> world = parallel::MakeWorldCommunicator();
   if (world->size() > 1) {
@@ -166,27 +155,27 @@ int TrainOrPretrain(trainer::RunConfig config, bool pretrain) {
 // every image, naming each one that fails. Returns 0 when every image decodes.
 int DataCheck(const std::vector<std::string>& args) {
   std::string dataset = "ImageFolder", data_dir;
-  int workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    const bool has_value = i + 1 < args.size();
-    if (a == "--dataset" && has_value) {
-      dataset = args[++i];
-    } else if (a == "--data_dir" && has_value) {
-      data_dir = args[++i];
-    } else if (a == "--workers" && has_value) {
-      workers = std::max(1, std::atoi(args[++i].c_str()));
-    } else {
-      std::cerr << "moa data check: unexpected argument '" << a
-                << "' (--dataset NAME --data_dir DIR [--workers N])\n";
-      return 2;
-    }
-  }
+  int64_t workers = static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  CommandLine cli("data check",
+                  "usage: moa data check --data.dataset NAME --data.data_dir DIR "
+                  "[--data.workers N]\n\n"
+                  "Lists an image-folder dataset's environments, classes and image counts, then "
+                  "decodes every\nimage and names each one that fails (exit code 1).\n");
+  cli.AddString("data.dataset", "NAME",
+                "an image-folder dataset: PACS, VLCS, OfficeHome, TerraIncognita, DomainNet or "
+                "ImageFolder (default: ImageFolder)",
+                &dataset);
+  cli.AddString("data.data_dir", "DIR", "the folder holding the dataset (required)", &data_dir);
+  cli.AddInteger("data.workers", "N", "decoding threads (default: every core)", 1, &workers);
+  cli.AddDeprecated("dataset", "data.dataset");
+  cli.AddDeprecated("data_dir", "data.data_dir");
+  cli.AddDeprecated("workers", "data.workers");
+  if (std::optional<int> exit_code = cli.ParseOrExitCode(args)) return *exit_code;
   auto info = data::LookupDataset(dataset);
   if (!info.ok() || info->channels != 3 || data_dir.empty()) {
     std::cerr << "moa data check: "
               << (!info.ok()         ? std::string(info.status().message())
-                  : data_dir.empty() ? std::string("--data_dir is required")
+                  : data_dir.empty() ? std::string("--data.data_dir is required")
                                      : dataset + " is not an image-folder dataset")
               << "\n";
     return 2;
@@ -212,9 +201,11 @@ int DataCheck(const std::vector<std::string>& args) {
     std::printf("\n");
     files.insert(files.end(), env.files.begin(), env.files.end());
   }
-  std::printf("decoding %zu images on %d threads\n", files.size(), workers);
+  std::printf("decoding %zu images on %lld threads\n", files.size(),
+              static_cast<long long>(workers));
   std::fflush(stdout);
-  const data::CheckReport report = data::CheckImages(files, data::ImageCheck::kFull, workers);
+  const data::CheckReport report =
+      data::CheckImages(files, data::ImageCheck::kFull, static_cast<int>(workers));
   for (const data::CheckFailure& failure : report.failures) {
     std::printf("cannot decode: %s\n", failure.message.c_str());
   }
@@ -249,15 +240,10 @@ int RunCommand(const std::vector<std::string>& args) {
     std::cerr << "moa: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   }
-  const ParsedArgs parsed = ParseArgs(std::vector<std::string>(args.begin() + 1, args.end()));
-  if (parsed.help) {
-    std::printf("usage: moa %s [--config FILE] [--section.key=value ...]\n\noptions:%s",
-                command.c_str(), OptionsHelp().c_str());
-    return 0;
-  }
-  if (!parsed.error.empty()) {
-    std::cerr << "moa " << command << ": " << parsed.error << "\n";
-    return 2;
+  RunCommandArgs parsed;
+  CommandLine cli = RunCommandLine(command, &parsed);
+  if (std::optional<int> exit_code = cli.ParseOrExitCode({args.begin() + 1, args.end()})) {
+    return *exit_code;
   }
   // --resume DIR: the run's own configuration, continued in place.
   std::string config_path = parsed.config;
@@ -267,14 +253,17 @@ int RunCommand(const std::vector<std::string>& args) {
     overrides.push_back("train.resume=" + parsed.resume);
     overrides.push_back("output.dir=" + parsed.resume);
   }
-  auto config = LoadConfig(config_path, overrides);
-  if (!config.ok()) {
-    std::cerr << "moa " << command << ": " << config.status().message() << "\n";
+  auto launch_config = LoadLaunchConfig(config_path, overrides);
+  if (!launch_config.ok()) {
+    std::cerr << "moa " << command << ": " << launch_config.status().message() << "\n";
     return 2;
   }
-  if (command == "info") return Info(*config);
+  if (command == "train" || command == "pretrain") {
+    return TrainOrPretrain(*launch_config, command == "pretrain");
+  }
+  const trainer::RunConfig& config = launch_config->run;
   if (command == "eval") {
-    auto scores = trainer::EvaluateAdapters(*config, parsed.adapters);
+    auto scores = trainer::EvaluateAdapters(config, parsed.adapters);
     if (!scores.ok()) {
       std::cerr << "moa eval: " << scores.status().message() << "\n";
       return 1;
@@ -288,7 +277,7 @@ int RunCommand(const std::vector<std::string>& args) {
                    "OUT.safetensors\n";
       return 2;
     }
-    const absl::Status status = trainer::ExportMerged(*config, parsed.adapters[0], parsed.output);
+    const absl::Status status = trainer::ExportMerged(config, parsed.adapters[0], parsed.output);
     if (!status.ok()) {
       std::cerr << "moa export: " << status.message() << "\n";
       return 1;
@@ -296,7 +285,7 @@ int RunCommand(const std::vector<std::string>& args) {
     std::printf("wrote %s\n", parsed.output.c_str());
     return 0;
   }
-  return TrainOrPretrain(*config, command == "pretrain");
+  return Info(config);
 }
 
 }  // namespace moa::launch

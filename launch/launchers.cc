@@ -195,8 +195,7 @@ int RunJobsAsProcesses(const std::vector<SweepJob>& jobs, const SweepOptions& op
 }
 
 absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
-                                        const SweepOptions& options,
-                                        const trainer::SlurmConfig& slurm) {
+                                        const SweepOptions& options, const SlurmConfig& slurm) {
   if (jobs.empty()) return absl::InvalidArgumentError("no job to put in a Slurm script");
   for (const auto& [key, value] :
        std::vector<std::pair<std::string, std::string>>{{"slurm.partition", slurm.partition},
@@ -207,7 +206,7 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
     if (!value.empty()) MOA_RETURN_IF_ERROR(CheckDirectiveValue(key, value));
   }
   const std::string log_dir = options.output_dir + "/slurm";
-  MOA_RETURN_IF_ERROR(CheckDirectiveValue("--output_dir", log_dir));
+  MOA_RETURN_IF_ERROR(CheckDirectiveValue("--output.dir", log_dir));
 
   std::string s;
   s += "#!/bin/bash\n";
@@ -281,8 +280,7 @@ std::string QueuedSlurmTask(const std::string& run_dir) {
 }
 
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
-                                          const SweepOptions& options,
-                                          const trainer::SlurmConfig& slurm) {
+                                          const SweepOptions& options, const SlurmConfig& slurm) {
   MOA_ASSIGN_OR_RETURN(const std::string script, SlurmScript(jobs, options, slurm));
   const std::string dir = options.output_dir + "/slurm";
   MOA_RETURN_IF_ERROR(MakeDirs(dir));

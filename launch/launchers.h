@@ -9,8 +9,8 @@
 
 #include <absl/status/statusor.h>
 
-#include "launch/sweep.h"
-#include "trainer/config.h"
+#include "launch/options.h"
+#include "launch/sweep_jobs.h"
 
 namespace moa::launch {
 
@@ -27,15 +27,13 @@ int RunJobsAsProcesses(const std::vector<SweepJob>& jobs, const SweepOptions& op
 /// with `srun --mpi=<slurm.mpi> <moa> train ...`. Errors name the [slurm] key whose value no
 /// #SBATCH line can carry.
 absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
-                                        const SweepOptions& options,
-                                        const trainer::SlurmConfig& slurm);
+                                        const SweepOptions& options, const SlurmConfig& slurm);
 
 /// Writes the script to output_dir/slurm/sweep-<time>.sbatch and, unless options.dry_run, submits
 /// it with `sbatch --parsable`, prints the Slurm job id and records each run's array task
 /// (JOBID_INDEX) in its run directory's slurm_task file; returns the script's path.
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
-                                          const SweepOptions& options,
-                                          const trainer::SlurmConfig& slurm);
+                                          const SweepOptions& options, const SlurmConfig& slurm);
 
 /// The Slurm array task recorded in `run_dir`/slurm_task when squeue still lists it (pending or
 /// running), else "" (no record, no squeue, or the task has ended).

@@ -1,79 +1,23 @@
-// `moa sweep`: DomainBed's sweep machinery (docs/architecture.md, Sweeps and collect) for moa runs.
-// The job list is trials x datasets x methods x test-environment sets x hyper-parameter draws; a
-// job's id is the md5 of its arguments and names its run directory under the sweep's output
-// directory; a job is done when that directory holds `done`, incomplete when it exists without it,
-// and not launched when it does not exist.
+// `moa sweep launch|list|delete_incomplete`: its command line, and launching, listing or deleting
+// the jobs that sweep_jobs.h plans (docs/architecture.md, Sweeps and collect).
 //
-//   moa sweep launch --config configs/tiny.ini --test_envs single --n_hparams 4
-//       --n_trials 2 --launcher slurm --output_dir sweeps/tiny --slurm.partition=gpu
+//   moa sweep launch --config configs/tiny.ini --data.test_envs single --n_hparams 4
+//       --n_trials 2 --launcher slurm --output.dir sweeps/tiny --slurm.partition=gpu
 #pragma once
 
-#include <cstdint>
+#include <iostream>
 #include <string>
 #include <vector>
 
 #include <absl/status/statusor.h>
 
+#include "launch/sweep_jobs.h"
+
 namespace moa::launch {
 
-/// What `moa sweep` was asked to do.
-struct SweepOptions {
-  std::string command;                // launch, list or delete_incomplete
-  std::string config;                 // the base configuration, absolute (may be empty)
-  std::vector<std::string> datasets;  // empty: the configuration's dataset
-  std::vector<std::string> methods;   // empty: the configuration's adapter.method
-  std::string test_envs = "pairs";    // single, pairs, or a list such as 0,1+2
-  int64_t n_hparams_from = 0;         // draws [n_hparams_from, n_hparams)
-  int64_t n_hparams = 20;
-  int64_t n_trials = 3;
-  std::string launcher = "local";      // local, mpirun or slurm
-  std::string output_dir;              // absolute
-  int64_t max_parallel = 1;            // local and mpirun: jobs running at once
-  int64_t np = 2;                      // mpirun: ranks per job
-  std::string mpirun = "mpirun";       // mpirun: the command and its own flags
-  std::string moa;                     // the moa executable, absolute (default: this one)
-  bool dry_run = false;                // slurm: write the script without submitting it
-  std::vector<std::string> overrides;  // --section.key=value for every job
-};
-
-/// One training run of the sweep.
-struct SweepJob {
-  std::string id;   // md5 of the arguments (hex)
-  std::string dir;  // output_dir/id
-  std::string dataset;
-  std::string method;
-  std::vector<int64_t> test_envs;
-  int64_t hparams_seed = 0;
-  int64_t trial_seed = 0;
-  /// The arguments of `moa train` (after the word train), --output.dir last.
-  std::vector<std::string> train_args;
-
-  /// "RotatedFashionMNIST lora test_envs=0,1 hparams_seed=3 trial_seed=0"
-  std::string Describe() const;
-};
-
-enum class JobState { kNotLaunched, kIncomplete, kDone };
-const char* JobStateName(JobState state);
-
-/// Parses the words after `moa sweep`.
-absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args);
-
-/// The test-environment sets of a specification for a dataset of `n_envs` environments:
-/// "single" (each environment alone), "pairs" (DomainBed's default: each environment, each
-/// followed by its pairs with later ones, as leave-one-domain-out selection needs), or a comma
-/// list of sets whose environments are joined by '+' ("0,5" or "0,0+1").
-absl::StatusOr<std::vector<std::vector<int64_t>>> TestEnvSets(const std::string& spec,
-                                                              int64_t n_envs);
-
-/// The jobs in DomainBed's order (trial, dataset, method, test envs, draw). Every job's
-/// configuration is loaded and checked, so a bad option fails here, naming the job.
-absl::StatusOr<std::vector<SweepJob>> MakeSweepJobs(const SweepOptions& options);
-
-JobState StateOf(const SweepJob& job);
-
-/// The arguments of `moa` that run a job now: `train --resume DIR` when its run directory holds a
-/// full-state checkpoint (a killed or requeued job continues), else `train` + train_args.
-std::vector<std::string> RunArgs(const SweepJob& job);
+/// Parses the words after `moa sweep`; deprecation lines for old spellings go to `notes`.
+absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args,
+                                            std::ostream& notes = std::cerr);
 
 /// `moa sweep ...`; returns the exit code.
 int RunSweepCommand(const std::vector<std::string>& args);

@@ -1,6 +1,6 @@
-// The resolved configuration of a run, one struct per INI section (docs/architecture.md,
-// Configuration). The option declarations (names, defaults, help, checks) live in
-// launch/options.cc; this header is only the data the trainer consumes.
+// The configuration of a run, one struct per INI section, each member holding its documented
+// default (docs/architecture.md, Configuration); launch/option_table.cc adds names, help and
+// checks.
 #pragma once
 
 #include <cstdint>
@@ -13,97 +13,83 @@
 namespace moa::trainer {
 
 struct DataConfig {
-  std::string dataset;
-  std::string data_dir;
-  std::string source;
-  std::vector<int64_t> test_envs;
-  double holdout_fraction = 0;
-  int64_t batch_size = 0;
-  int64_t max_per_domain = 0;
-  int64_t workers = 0;
-  std::string check;
+  std::string dataset = "RotatedFashionMNIST";
+  std::string data_dir;        // empty: Debian's Fashion-MNIST for the Fashion datasets
+  std::string source = "all";  // all (DomainBed), train or test IDX images
+  std::vector<int64_t> test_envs = {0};
+  double holdout_fraction = 0.2;
+  int64_t batch_size = 32;     // per training domain, global over data-parallel ranks
+  int64_t max_per_domain = 0;  // 0: all samples
+  int64_t workers = 2;
+  std::string check = "header";  // none, header or full
   bool skip_corrupt = false;
 };
 
 struct ModelConfig {
-  std::string arch;
-  int64_t img_size = 0;
-  int64_t patch_size = 0;
-  int64_t dim = 0;
-  int64_t depth = 0;
-  int64_t heads = 0;
-  double mlp_ratio = 0;
-  bool norm_pre = false;
-  double norm_eps = 0;
-  std::string backbone;
-  int64_t num_classes = 0;
+  std::string arch = "vit";  // vit or mnist_cnn
+  int64_t img_size = 224;
+  int64_t patch_size = 16;
+  int64_t dim = 768;
+  int64_t depth = 12;
+  int64_t heads = 12;
+  double mlp_ratio = 4.0;
+  bool norm_pre = true;  // CLIP's LayerNorm after the position embedding
+  double norm_eps = 1e-5;
+  std::string backbone;     // empty: random initialisation
+  int64_t num_classes = 0;  // 0: the dataset's
 };
 
 /// The [adapter] section is the model library's PEFT description itself.
 using AdapterConfig = moa::PeftOptions;
 
 struct OptimConfig {
-  std::string optimizer;
-  double lr = 0;
+  std::string optimizer = "adam";  // adam or adamw
+  double lr = 5e-5;
   double weight_decay = 0;
   bool fused = true;  // ATen's fused Adam/AdamW kernel (false: torch::optim's per-tensor update)
 };
 
 struct TrainConfig {
-  int64_t steps = 0;
-  int64_t checkpoint_freq = 0;
+  int64_t steps = -1;            // -1: the dataset's default (LoadConfig resolves it)
+  int64_t checkpoint_freq = -1;  // -1: the dataset's default (LoadConfig resolves it)
   int64_t seed = 0;
   int64_t trial_seed = 0;
   int64_t hparams_seed = 0;
-  int64_t threads = 0;
+  int64_t threads = 0;  // 0: cores per node / ranks per node
   std::string resume;
   bool check_replicas = false;
-  int64_t log_every = 0;
-  std::string precision;       // fp32 or bf16 (autocast; trainable tensors stay fp32)
-  bool deterministic = false;  // deterministic kernels (GPU scatter included)
+  int64_t log_every = 50;
+  std::string precision = "fp32";  // fp32 or bf16 (autocast; trainable tensors stay fp32)
+  bool deterministic = false;      // deterministic kernels (GPU scatter included)
 };
 
 struct EvalConfig {
-  std::string mode;
-  int64_t batch_size = 0;
+  std::string mode = "full";  // full or fast
+  int64_t batch_size = 128;
 };
 
 struct ParallelConfig {
-  int64_t dp = 0;
-  int64_t ep = 0;
-  std::string expert_mode;
-  double link_gb_per_s = 0;  // the planner's link rate (0: measured at start-up)
-  double gflops = 0;         // the planner's compute rate (0: measured at start-up)
-  std::string device;        // auto, cpu or cuda
-  std::string backend;       // auto, mpi or nccl
-  double bucket_mb = 0;
+  int64_t dp = 0;  // 0: world size / ep
+  int64_t ep = 1;
+  std::string expert_mode = "auto";  // auto, sharded or replicated
+  double link_gb_per_s = 0;          // the planner's link rate (0: measured at start-up)
+  double gflops = 0;                 // the planner's compute rate (0: measured at start-up)
+  std::string device = "auto";       // auto, cpu or cuda
+  std::string backend = "auto";      // auto, mpi or nccl
+  double bucket_mb = 4.0;
 };
 
 struct SwadConfig {
   bool enabled = false;
-  int64_t n_converge = 0;
-  int64_t n_tolerance = 0;
-  double tolerance_ratio = 0;
-  std::string rule;
+  int64_t n_converge = 3;
+  int64_t n_tolerance = 6;
+  double tolerance_ratio = 0.3;
+  std::string rule = "paper";  // paper or reference
 };
 
 struct OutputConfig {
-  std::string dir;
-  std::string save;
-};
-
-/// How `moa sweep --launcher slurm` asks Slurm for resources; training ignores it.
-struct SlurmConfig {
-  std::string partition;
-  std::string account;
-  int64_t nodes = 0;
-  int64_t ntasks_per_node = 0;
-  int64_t gpus_per_task = 0;
-  int64_t cpus_per_task = 0;
-  std::string time;
-  std::string mpi;
-  int64_t max_running = 0;
-  std::string job_name;
+  std::string dir = "runs/run";
+  std::string save = "selected";  // none, selected or all
 };
 
 struct RunConfig {
@@ -117,7 +103,6 @@ struct RunConfig {
   ParallelConfig parallel;
   SwadConfig swad;
   OutputConfig output;
-  SlurmConfig slurm;
   /// The file the configuration was read from (for messages); empty when none.
   std::string config_path;
   /// The resolved configuration as INI text, written to config.ini.

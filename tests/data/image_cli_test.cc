@@ -20,7 +20,8 @@ TEST(DataCheckCommandTest, ListsCountsAndNamesFilesThatDoNotDecode) {
   moa::test::TempDir dir;
   data::test::WriteImageFolder(dir.path(), {"north", "south"}, {"cat", "dog", "owl"}, 2);
   std::string out;
-  ASSERT_EQ(moa::test::RunShell(Moa() + " data check --data_dir " + dir.path(), &out), 0) << out;
+  ASSERT_EQ(moa::test::RunShell(Moa() + " data check --data.data_dir " + dir.path(), &out), 0)
+      << out;
   EXPECT_NE(out.find("2 environments, 3 classes"), std::string::npos) << out;
   EXPECT_NE(out.find("north"), std::string::npos) << out;
   EXPECT_NE(out.find("6 images: cat 2, dog 2, owl 2"), std::string::npos) << out;
@@ -29,17 +30,39 @@ TEST(DataCheckCommandTest, ListsCountsAndNamesFilesThatDoNotDecode) {
   MOA_ASSERT_OK_AND_ASSIGN(std::string jpeg, ReadFile(dir.path() + "/south/owl/img0.jpg"));
   MOA_ASSERT_OK(WriteFileAtomically(dir.path() + "/south/owl/img0.jpg", jpeg.substr(0, 200)));
   MOA_ASSERT_OK(WriteFileAtomically(dir.path() + "/north/cat/notes.png", "text"));
-  EXPECT_EQ(moa::test::RunShell(Moa() + " data check --data_dir " + dir.path(), &out), 1) << out;
+  EXPECT_EQ(moa::test::RunShell(Moa() + " data check --data.data_dir=" + dir.path(), &out), 1)
+      << out;
   EXPECT_NE(out.find("cannot decode: " + dir.path() + "/south/owl/img0.jpg"), std::string::npos)
       << out;
   EXPECT_NE(out.find("cannot decode: " + dir.path() + "/north/cat/notes.png"), std::string::npos)
       << out;
   EXPECT_NE(out.find("2 of 13 images do not decode"), std::string::npos) << out;
 
-  EXPECT_EQ(
-      moa::test::RunShell(Moa() + " data check --dataset PACS --data_dir " + dir.path(), &out), 1);
+  EXPECT_EQ(moa::test::RunShell(
+                Moa() + " data check --data.dataset PACS --data.data_dir " + dir.path(), &out),
+            1);
   EXPECT_NE(out.find("dataset folder " + dir.path() + "/PACS does not exist"), std::string::npos)
       << out;
+}
+
+// The spellings from before the one parser (--dataset, --data_dir, --workers) still work, each
+// with a line naming its new spelling.
+TEST(DataCheckCommandTest, OldSpellingsStillWorkWithADeprecationNote) {
+  moa::test::TempDir dir;
+  data::test::WriteImageFolder(dir.path(), {"north", "south"}, {"cat", "dog"}, 1);
+  std::string out;
+  ASSERT_EQ(moa::test::RunShell(Moa() + " data check --dataset ImageFolder --data_dir " +
+                                    dir.path() + " --workers=1",
+                                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("all 4 images decode"), std::string::npos) << out;
+  EXPECT_NE(out.find("decoding 4 images on 1 threads"), std::string::npos) << out;
+  for (const char* line : {"moa data check: --dataset is deprecated; use --data.dataset\n",
+                           "moa data check: --data_dir is deprecated; use --data.data_dir\n",
+                           "moa data check: --workers is deprecated; use --data.workers\n"}) {
+    EXPECT_NE(out.find(line), std::string::npos) << out;
+  }
 }
 
 TEST(ImageTrainingTest, TrainsOnAnImageFolderAndRecordsEveryEnvironment) {
@@ -95,9 +118,9 @@ TEST(ImageModelCommandsTest, InfoAndExportSeeTheFolderClasses) {
                 &out),
             0)
       << out;
-  const std::string export_args = " --merge --adapters " +
-                                  dir.File("run/checkpoints/selected.safetensors") + " --output " +
-                                  dir.File("merged.safetensors");
+  const std::string export_args =
+      " --merge --adapters=" + dir.File("run/checkpoints/selected.safetensors") +
+      " --output=" + dir.File("merged.safetensors");
   ASSERT_EQ(moa::test::RunShell(Moa() + " export" + config + data_dir + export_args, &out), 0)
       << out;
   MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile merged, ReadSafetensors(dir.File("merged.safetensors")));

@@ -97,5 +97,113 @@ TEST(CommandsTest, BadConfigurationExitsWithTwoAndNamesTheKey) {
   EXPECT_NE(out.find("train.steps"), std::string::npos) << out;
 }
 
+std::string Tiny() { return test::SourceDir() + "/configs/tiny.ini"; }
+
+// Every command reads `--flag=value` and `--flag value` alike. A bad configuration value (exit 2,
+// the key named) shows that --config and the key were both read.
+TEST(CommandsTest, EveryCommandTakesBothValueForms) {
+  for (const char* command : {"train", "pretrain", "info", "eval", "export"}) {
+    for (const std::string& args :
+         {" --config=" + Tiny() + " --train.steps 0", " --config " + Tiny() + " --train.steps=0"}) {
+      std::string out;
+      EXPECT_EQ(test::RunShell(Moa() + " " + command + args, &out), 2) << command << args;
+      EXPECT_NE(out.find("moa " + std::string(command) + ": train.steps: must be -1"),
+                std::string::npos)
+          << command << args << "\n"
+          << out;
+    }
+  }
+  test::TempDir dir;
+  for (const std::string& args : {" --input_dir=" + dir.File("none") + " --format=markdown",
+                                  " --input_dir " + dir.File("none") + " --format markdown"}) {
+    std::string out;
+    EXPECT_EQ(test::RunShell(Moa() + " collect" + args, &out), 1) << out;
+    EXPECT_NE(out.find("--input_dir " + dir.File("none") + " is not a directory"),
+              std::string::npos)
+        << out;
+  }
+  for (const std::string& args :
+       {" --config=" + Tiny() +
+            " --data.test_envs=0,5 --n_hparams=1 --n_trials=1 --output.dir=" + dir.File("sweep"),
+        " --config " + Tiny() + " --data.test_envs 0,5 --n_hparams 1 --n_trials 1 --output.dir " +
+            dir.File("sweep")}) {
+    std::string out;
+    ASSERT_EQ(test::RunShell(Moa() + " sweep list" + args, &out), 0) << out;
+    EXPECT_NE(out.find("2 jobs: 0 done, 0 incomplete, 2 not launched"), std::string::npos) << out;
+  }
+  for (const std::string& args : {" --data.data_dir=" + dir.File("none") + " --data.workers=1",
+                                  " --data.data_dir " + dir.File("none") + " --data.workers 1"}) {
+    std::string out;
+    EXPECT_EQ(test::RunShell(Moa() + " data check" + args, &out), 1) << out;
+    EXPECT_NE(out.find("does not exist"), std::string::npos) << out;
+  }
+}
+
+// `moa export --output=x` was "unknown option --output" before the one parser.
+TEST(CommandsTest, ExportWritesToOutputGivenWithEquals) {
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(test::RunShell(
+                Moa() + " train --config " + Tiny() +
+                    " --train.steps=2 --train.checkpoint_freq=2 --output.dir=" + dir.File("run"),
+                &out),
+            0)
+      << out;
+  const std::string adapter = dir.File("run/checkpoints/selected.safetensors");
+  ASSERT_EQ(test::RunShell(Moa() + " export --config=" + Tiny() + " --merge --adapters=" + adapter +
+                               " --output=" + dir.File("merged.safetensors"),
+                           &out),
+            0)
+      << out;
+  EXPECT_TRUE(std::filesystem::exists(dir.File("merged.safetensors"))) << out;
+  EXPECT_NE(out.find("wrote " + dir.File("merged.safetensors")), std::string::npos) << out;
+}
+
+TEST(CommandsTest, UnknownOptionsAndMissingValuesNameTheCommand) {
+  const std::pair<std::string, std::string> cases[] = {
+      {" export --outputs x", "moa export: unknown option --outputs"},
+      {" train --adapters a", "moa train: unknown option --adapters"},
+      {" info --config", "moa info: --config needs a value"},
+      {" eval --adapters", "moa eval: --adapters needs a value"},
+      {" collect --output.dir x", "moa collect: unknown option --output.dir"},
+      {" data check --data.workers many", "moa data check: --data.workers needs an integer"},
+      {" sweep list --output.dir /tmp/x --n_trials=0", "moa sweep: --n_trials needs an integer"},
+      {" train --train.step=3", "moa train: unknown option --train.step"},
+  };
+  for (const auto& [args, message] : cases) {
+    std::string out;
+    EXPECT_EQ(test::RunShell(Moa() + args, &out), 2) << args << "\n" << out;
+    EXPECT_NE(out.find(message), std::string::npos) << args << "\n" << out;
+  }
+}
+
+TEST(CommandsTest, EveryCommandsHelpListsItsFlags) {
+  const std::pair<std::string, std::vector<std::string>> cases[] = {
+      {"train", {"--config FILE", "--resume RUN_DIR", "--optim.lr", "[slurm]"}},
+      {"pretrain", {"--config FILE", "--model.arch"}},
+      {"info", {"--config FILE", "--adapter.method"}},
+      {"eval", {"--adapters FILE [FILE ...]", "--eval.batch_size"}},
+      {"export", {"--merge", "--output FILE", "--adapters FILE [FILE ...]", "--data.data_dir"}},
+      {"data check",
+       {"--data.dataset NAME", "--data.data_dir DIR", "--data.workers N", "--data_dir",
+        "now --data.data_dir"}},
+      {"sweep",
+       {"--output.dir DIR", "--data.test_envs SPEC", "--adapter.method METHOD", "--n_hparams N",
+        "--launcher L", "--output_dir", "now --output.dir", "--slurm.partition",
+        "Swept hyper-parameters"}},
+      {"collect", {"--input_dir DIR", "--format F"}},
+  };
+  for (const auto& [command, texts] : cases) {
+    std::string out;
+    ASSERT_EQ(test::RunShell(Moa() + " " + command + " --help", &out), 0) << command;
+    for (const std::string& text : texts) {
+      EXPECT_NE(out.find(text), std::string::npos) << command << ": " << text << "\n" << out;
+    }
+  }
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " export --help", &out), 0);
+  EXPECT_EQ(out.find("  --resume RUN_DIR"), std::string::npos) << out;  // a flag of train only
+}
+
 }  // namespace
 }  // namespace moa

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "common/files.h"
 #include "launch/hparams.h"
@@ -55,8 +56,8 @@ TEST(SweepTest, TestEnvironmentSets) {
 TEST(SweepTest, JobListIdsAndArguments) {
   test::TempDir dir;
   const SweepOptions options =
-      Parse({"launch", "--config", Tiny(), "--test_envs", "pairs", "--n_hparams", "2", "--n_trials",
-             "3", "--output_dir", dir.path(), "--train.steps=4"});
+      Parse({"launch", "--config", Tiny(), "--data.test_envs", "pairs", "--n_hparams", "2",
+             "--n_trials", "3", "--output.dir", dir.path(), "--train.steps=4"});
   auto jobs = MakeSweepJobs(options);
   MOA_ASSERT_OK(jobs);
   ASSERT_EQ(jobs->size(), 3u * 21u * 2u);  // trials x (singles + pairs) x draws
@@ -92,16 +93,52 @@ TEST(SweepTest, JobListIdsAndArguments) {
   MOA_ASSERT_OK(again);
   EXPECT_EQ((*again)[7].id, (*jobs)[7].id);
   auto other =
-      MakeSweepJobs(Parse({"launch", "--config", Tiny(), "--test_envs", "pairs", "--n_hparams", "2",
-                           "--n_trials", "3", "--output_dir", dir.path(), "--train.steps=5"}));
+      MakeSweepJobs(Parse({"launch", "--config", Tiny(), "--data.test_envs", "pairs", "--n_hparams",
+                           "2", "--n_trials", "3", "--output.dir", dir.path(), "--train.steps=5"}));
   MOA_ASSERT_OK(other);
   EXPECT_NE((*other)[7].id, (*jobs)[7].id);
   // [slurm] options change no job.
-  auto slurm = MakeSweepJobs(
-      Parse({"launch", "--config", Tiny(), "--test_envs", "pairs", "--n_hparams", "2", "--n_trials",
-             "3", "--output_dir", dir.path(), "--train.steps=4", "--slurm.partition=gpu"}));
+  auto slurm = MakeSweepJobs(Parse({"launch", "--config", Tiny(), "--data.test_envs", "pairs",
+                                    "--n_hparams", "2", "--n_trials", "3", "--output.dir",
+                                    dir.path(), "--train.steps=4", "--slurm.partition=gpu"}));
   MOA_ASSERT_OK(slurm);
   EXPECT_EQ((*slurm)[7].id, (*jobs)[7].id);
+}
+
+// The spellings from before the one parser (--test_envs, --output_dir, --datasets, --methods)
+// still work, each with a line naming its new spelling, and plan the same jobs as the new ones.
+TEST(SweepTest, OldSpellingsStillWorkWithADeprecationNote) {
+  std::ostringstream notes;
+  auto old = ParseSweepArgs(
+      {"launch", "--config", Tiny(), "--test_envs", "0,5", "--output_dir", "/tmp/x", "--datasets",
+       "RotatedFashionMNIST", "--methods", "lora,moa", "--n_hparams", "1", "--n_trials", "1"},
+      notes);
+  MOA_ASSERT_OK(old);
+  for (const char* line : {"moa sweep: --test_envs is deprecated; use --data.test_envs\n",
+                           "moa sweep: --output_dir is deprecated; use --output.dir\n",
+                           "moa sweep: --datasets is deprecated; use --data.dataset\n",
+                           "moa sweep: --methods is deprecated; use --adapter.method\n"}) {
+    EXPECT_NE(notes.str().find(line), std::string::npos) << notes.str();
+  }
+  std::ostringstream no_notes;
+  auto current =
+      ParseSweepArgs({"launch", "--config=" + Tiny(), "--data.test_envs=0,5", "--output.dir=/tmp/x",
+                      "--data.dataset=RotatedFashionMNIST", "--adapter.method", "lora", "moa",
+                      "--n_hparams=1", "--n_trials=1"},
+                     no_notes);
+  MOA_ASSERT_OK(current);
+  EXPECT_EQ(no_notes.str(), "");
+  EXPECT_EQ(current->methods, (std::vector<std::string>{"lora", "moa"}));
+  EXPECT_EQ(current->output_dir, "/tmp/x");
+  auto old_jobs = MakeSweepJobs(*old);
+  auto current_jobs = MakeSweepJobs(*current);
+  MOA_ASSERT_OK(old_jobs);
+  MOA_ASSERT_OK(current_jobs);
+  ASSERT_EQ(current_jobs->size(), 4u);  // 2 methods x 2 test environments
+  ASSERT_EQ(old_jobs->size(), current_jobs->size());
+  for (size_t i = 0; i < old_jobs->size(); ++i) EXPECT_EQ((*old_jobs)[i].id, (*current_jobs)[i].id);
+  EXPECT_EQ((*current_jobs)[3].Describe(),
+            "RotatedFashionMNIST moa test_envs=5 hparams_seed=0 trial_seed=0");
 }
 
 // An ImageFolder sweep takes its environments from data.data_dir's folders, as training does.
@@ -110,8 +147,8 @@ TEST(SweepTest, ImageFolderEnvironmentsComeFromItsFolder) {
   data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y"}, 1);
   const std::string config = test::SourceDir() + "/configs/tiny_images.ini";
   const std::vector<std::string> args = {
-      "launch", "--config",   config, "--test_envs",  "single",         "--n_hparams",
-      "1",      "--n_trials", "1",    "--output_dir", dir.File("sweep")};
+      "launch", "--config",   config, "--data.test_envs", "single",         "--n_hparams",
+      "1",      "--n_trials", "1",    "--output.dir",     dir.File("sweep")};
   std::vector<std::string> with_data = args;
   with_data.push_back("--data.data_dir=" + dir.File("data"));
   auto jobs = MakeSweepJobs(Parse(with_data));
@@ -126,7 +163,7 @@ TEST(SweepTest, ImageFolderEnvironmentsComeFromItsFolder) {
 }
 
 TEST(SweepTest, HyperparameterDraws) {
-  trainer::RunConfig lora = DefaultConfig();
+  trainer::RunConfig lora = DefaultConfig().run;
   lora.adapter.method = "lora";
   EXPECT_TRUE(DrawHparams(lora, 0, 0, {}).empty());
   const auto a = DrawHparams(lora, 3, 1, {});
@@ -178,15 +215,19 @@ TEST(SweepTest, HyperparameterDraws) {
 
 TEST(SweepTest, BadArgumentsNameTheProblem) {
   const std::pair<std::vector<std::string>, std::string> cases[] = {
-      {{"launch", "--config", Tiny()}, "--output_dir is required"},
-      {{"launch", "--output_dir", "/tmp/x", "--launcher", "pbs"}, "--launcher must be local"},
-      {{"launch", "--output_dir", "/tmp/x", "--n_trials", "0"}, "--n_trials needs an integer"},
-      {{"launch", "--output_dir", "/tmp/x", "--output.dir=/tmp/y"},
-       "--output.dir is set by moa sweep"},
-      {{"launch", "--output_dir", "/tmp/x", "--config", "/nonexistent.ini"},
+      {{"launch", "--config", Tiny()}, "--output.dir is required"},
+      {{"launch", "--output.dir", "/tmp/x", "--launcher", "pbs"}, "--launcher must be local"},
+      {{"launch", "--output.dir", "/tmp/x", "--n_trials", "0"}, "--n_trials needs an integer"},
+      {{"launch", "--output.dir", "/tmp/x", "--train.seed=3"}, "--train.seed is set by moa sweep"},
+      {{"launch", "--output.dir", "/tmp/x", "--n_hparams"}, "--n_hparams needs a value"},
+      {{"launch", "--output.dir", "/tmp/x", "--n_trials=many"},
+       "--n_trials needs an integer of at least 1, got 'many'"},
+      {{"launch", "--output.dir", "/tmp/x", "--output_directory", "/tmp/y"},
+       "unknown option --output_directory (see `moa sweep --help`)"},
+      {{"launch", "--output.dir", "/tmp/x", "--config", "/nonexistent.ini"},
        "--config /nonexistent.ini is not a file"},
-      {{"relaunch", "--output_dir", "/tmp/x"}, "unknown sweep command 'relaunch'"},
-      {{"launch", "--output_dir", "/tmp/x", "stray"}, "unexpected argument 'stray'"},
+      {{"relaunch", "--output.dir", "/tmp/x"}, "unknown sweep command 'relaunch'"},
+      {{"launch", "--output.dir", "/tmp/x", "stray"}, "unexpected argument 'stray'"},
   };
   for (const auto& [args, message] : cases) {
     auto options = ParseSweepArgs(args);
@@ -194,8 +235,8 @@ TEST(SweepTest, BadArgumentsNameTheProblem) {
     EXPECT_NE(options.status().message().find(message), std::string::npos)
         << options.status().message();
   }
-  auto jobs = MakeSweepJobs(Parse({"launch", "--config", Tiny(), "--output_dir", "/tmp/x",
-                                   "--test_envs", "0", "--optim.lr=-1", "--n_hparams", "1"}));
+  auto jobs = MakeSweepJobs(Parse({"launch", "--config", Tiny(), "--output.dir", "/tmp/x",
+                                   "--data.test_envs", "0", "--optim.lr=-1", "--n_hparams", "1"}));
   ASSERT_FALSE(jobs.ok());
   EXPECT_NE(jobs.status().message().find("optim.lr: must be positive"), std::string::npos)
       << jobs.status().message();
@@ -216,7 +257,7 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
   const SweepOptions options = Parse({"launch",
                                       "--config",
                                       Tiny(),
-                                      "--test_envs",
+                                      "--data.test_envs",
                                       "0,5",
                                       "--n_hparams",
                                       "2",
@@ -224,7 +265,7 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
                                       "1",
                                       "--launcher",
                                       "slurm",
-                                      "--output_dir",
+                                      "--output.dir",
                                       dir.File("sweep"),
                                       "--moa",
                                       Moa(),
@@ -241,7 +282,7 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
   auto jobs = MakeSweepJobs(options);
   MOA_ASSERT_OK(jobs);
   ASSERT_EQ(jobs->size(), 4u);
-  auto base = LoadConfig(Tiny(), options.overrides);
+  auto base = LoadSweepBase(options);
   MOA_ASSERT_OK(base);
   auto script = SlurmScript(*jobs, options, base->slurm);
   MOA_ASSERT_OK(script);
@@ -289,7 +330,7 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
   EXPECT_EQ(out, "moa sweep: " + (*jobs)[3].dir + " is done; nothing to run\n");
 
   // A value no #SBATCH line can carry is refused, naming its key.
-  trainer::SlurmConfig bad = base->slurm;
+  SlurmConfig bad = base->slurm;
   bad.partition = "gpu; rm -rf /";
   auto refused = SlurmScript(*jobs, options, bad);
   ASSERT_FALSE(refused.ok());
@@ -298,8 +339,8 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
 
   // The command with --dry_run writes the script and submits nothing.
   ASSERT_EQ(test::RunShell(Moa() + " sweep launch --config " + Tiny() +
-                               " --test_envs 0 --n_hparams 1 --n_trials 1 --launcher slurm"
-                               " --dry_run --output_dir " +
+                               " --data.test_envs 0 --n_hparams 1 --n_trials 1 --launcher slurm"
+                               " --dry_run --output.dir " +
                                dir.File("dry"),
                            &out),
             0)
@@ -325,8 +366,8 @@ int CountLines(const std::string& path) {
 TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
   test::TempDir dir;
   const std::string sweep = Moa() + " sweep launch --config " + Tiny() +
-                            " --test_envs 0,5 --n_hparams 2 --n_trials 1 --max_parallel 2"
-                            " --train.steps=6 --train.checkpoint_freq=3 --output_dir " +
+                            " --data.test_envs 0,5 --n_hparams 2 --n_trials 1 --max_parallel 2"
+                            " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
                             dir.File("sweep");
   std::string out;
   ASSERT_EQ(test::RunShell(sweep, &out), 0) << out;
@@ -357,8 +398,8 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
   fs::create_directories(dir.File("sweep/not_a_job"));
   std::ofstream(dir.File("sweep/notes.txt")) << "mine\n";
   const std::string list = Moa() + " sweep list --config " + Tiny() +
-                           " --test_envs 0,5 --n_hparams 2 --n_trials 1"
-                           " --train.steps=6 --train.checkpoint_freq=3 --output_dir " +
+                           " --data.test_envs 0,5 --n_hparams 2 --n_trials 1"
+                           " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
                            dir.File("sweep");
   ASSERT_EQ(test::RunShell(list, &out), 0) << out;
   EXPECT_NE(out.find("4 jobs: 2 done, 2 incomplete, 0 not launched"), std::string::npos) << out;
@@ -377,8 +418,8 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
 
   fs::remove(runs[2] + "/done");
   ASSERT_EQ(test::RunShell(Moa() + " sweep delete_incomplete --config " + Tiny() +
-                               " --test_envs 0,5 --n_hparams 2 --n_trials 1"
-                               " --train.steps=6 --train.checkpoint_freq=3 --output_dir " +
+                               " --data.test_envs 0,5 --n_hparams 2 --n_trials 1"
+                               " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
                                dir.File("sweep"),
                            &out),
             0)
@@ -405,9 +446,9 @@ TEST(SweepTest, MpirunLauncher) {
   test::TempDir dir;
   std::string out;
   ASSERT_EQ(test::RunShell(Moa() + " sweep launch --config " + Tiny() +
-                               " --test_envs 5 --n_hparams 1 --n_trials 1 --launcher mpirun"
+                               " --data.test_envs 5 --n_hparams 1 --n_trials 1 --launcher mpirun"
                                " --np 2 --mpirun '" MOA_TEST_MPIRUN
-                               "' --train.steps=4 --train.checkpoint_freq=2 --output_dir " +
+                               "' --train.steps=4 --train.checkpoint_freq=2 --output.dir " +
                                dir.File("sweep"),
                            &out),
             0)

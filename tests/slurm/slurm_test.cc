@@ -115,7 +115,8 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
   const std::string sweep_dir = dir.File("sweep");
   const std::string launch = cluster.With(
       Moa() + " sweep launch --config " + Tiny() +
-      " --test_envs 0,5 --n_hparams 2 --n_trials 1 --launcher slurm --output_dir " + sweep_dir +
+      " --data.test_envs 0,5 --n_hparams 2 --n_trials 1 --launcher slurm --output.dir " +
+      sweep_dir +
       " --train.steps=6 --train.checkpoint_freq=3 --slurm.cpus_per_task=1 --slurm.time=00:10:00");
   std::string out;
   ASSERT_EQ(test::RunShell(launch, &out), 0) << out;
@@ -195,8 +196,8 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
 
   // An MPI plugin this Slurm lacks is refused before anything is submitted.
   EXPECT_EQ(test::RunShell(cluster.With(Moa() + " sweep launch --config " + Tiny() +
-                                        " --test_envs 0 --n_hparams 1 --n_trials 1 --launcher "
-                                        "slurm --slurm.mpi=pmix_v99 --output_dir " +
+                                        " --data.test_envs 0 --n_hparams 1 --n_trials 1 --launcher "
+                                        "slurm --slurm.mpi=pmix_v99 --output.dir " +
                                         dir.File("bad_mpi")),
                            &out),
             1);
@@ -210,7 +211,7 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
   const std::string long_dir = dir.File("long");
   const std::string long_launch =
       cluster.With(Moa() + " sweep launch --config " + Tiny() +
-                   " --test_envs 0 --n_hparams 1 --n_trials 1 --launcher slurm --output_dir " +
+                   " --data.test_envs 0 --n_hparams 1 --n_trials 1 --launcher slurm --output.dir " +
                    long_dir + " --train.steps=1500 --train.checkpoint_freq=25");
   ASSERT_EQ(test::RunShell(long_launch, &out), 0) << out;
   const std::string long_job = SubmittedJob(out);
