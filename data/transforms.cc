@@ -1,3 +1,6 @@
+// The transforms of data/transforms.h. About 430 lines, one file on purpose: Pillow's resampling,
+// blends and HSV conversion are reproduced bit for bit here, next to the torchvision steps that
+// use them, so each can be read against its original in one place.
 #include "data/transforms.h"
 
 #include <algorithm>

@@ -74,7 +74,7 @@ struct RouteOptions {
   bool noise = true;         // Gaussian noise of std 1/E on the logits, in training only
   bool renormalize = false;  // gates = top-k probabilities / their sum (else the raw ones)
   /// 0: never drop; else, in training, each expert keeps its first ceil(factor * T * k / E)
-  /// assignments, T the tokens of the global batch (over RoutingContext::dp_group), in global
+  /// assignments, T the tokens of the global batch (over RoutingContext::batch_group), in global
   /// token order. Evaluation keeps every assignment, so scores do not depend on how the
   /// evaluation batches are cut or sharded.
   double capacity_factor = 0;

@@ -1,9 +1,6 @@
-// `moa sweep`: test-environment sets, the job list and its ids, hyper-parameter draws, the
-// Slurm script (its quoting checked by running it with a stand-in srun that prints its
-// arguments), ImageFolder's environments read from its folder, and the local and mpirun launchers
-// end to end on the tiny configuration: relaunching a finished sweep runs nothing,
-// delete_incomplete removes only unfinished runs of the sweep, and a relaunched incomplete run
-// resumes from its checkpoint.
+// `moa sweep` planning: test-environment sets, the job list and its ids, the old spellings,
+// ImageFolder's environments read from its folder, hyper-parameter draws and bad arguments.
+// The launchers end to end: sweep_launch_test.cc.
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -17,6 +14,7 @@
 #include "launch/options.h"
 #include "launch/sweep.h"
 #include "tests/data/image_fixtures.h"
+#include "tests/launch/sweep_support.h"
 #include "tests/support/test_support.h"
 
 namespace moa::launch {
@@ -24,14 +22,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Moa() { return test::BinaryDir() + "/moa"; }
-std::string Tiny() { return test::SourceDir() + "/configs/tiny.ini"; }
-
-SweepOptions Parse(const std::vector<std::string>& args) {
-  auto options = ParseSweepArgs(args);
-  EXPECT_TRUE(options.ok()) << options.status();
-  return options.ok() ? *options : SweepOptions{};
-}
+using test::Moa;
+using test::Parse;
+using test::Tiny;
 
 std::string Arg(const SweepJob& job, const std::string& key) {
   for (const std::string& a : job.train_args) {
@@ -240,225 +233,6 @@ TEST(SweepTest, BadArgumentsNameTheProblem) {
   ASSERT_FALSE(jobs.ok());
   EXPECT_NE(jobs.status().message().find("optim.lr: must be positive"), std::string::npos)
       << jobs.status().message();
-}
-
-// A stand-in srun on PATH prints the arguments it gets, one per line.
-std::string FakeSrunDir(const test::TempDir& dir) {
-  const std::string bin = dir.File("bin");
-  fs::create_directories(bin);
-  std::ofstream(bin + "/srun") << "#!/bin/bash\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n";
-  chmod((bin + "/srun").c_str(), 0755);
-  return bin;
-}
-
-TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
-  test::TempDir dir;
-  const std::string weird = "/data/it's a \"dir\" $HOME `x`";
-  const SweepOptions options = Parse({"launch",
-                                      "--config",
-                                      Tiny(),
-                                      "--data.test_envs",
-                                      "0,5",
-                                      "--n_hparams",
-                                      "2",
-                                      "--n_trials",
-                                      "1",
-                                      "--launcher",
-                                      "slurm",
-                                      "--output.dir",
-                                      dir.File("sweep"),
-                                      "--moa",
-                                      Moa(),
-                                      "--dry_run",
-                                      "--data.data_dir=" + weird,
-                                      "--slurm.partition=gpu",
-                                      "--slurm.account=dg-lab",
-                                      "--slurm.time=02:00:00",
-                                      "--slurm.gpus_per_task=1",
-                                      "--slurm.cpus_per_task=8",
-                                      "--slurm.ntasks_per_node=4",
-                                      "--slurm.nodes=2",
-                                      "--slurm.max_running=3"});
-  auto jobs = MakeSweepJobs(options);
-  MOA_ASSERT_OK(jobs);
-  ASSERT_EQ(jobs->size(), 4u);
-  auto base = LoadSweepBase(options);
-  MOA_ASSERT_OK(base);
-  auto script = SlurmScript(*jobs, options, base->slurm);
-  MOA_ASSERT_OK(script);
-  for (const std::string& line : std::vector<std::string>{
-           "#SBATCH --array=0-3%3\n", "#SBATCH --nodes=2\n", "#SBATCH --ntasks-per-node=4\n",
-           "#SBATCH --cpus-per-task=8\n", "#SBATCH --gpus-per-task=1\n",
-           "#SBATCH --time=02:00:00\n", "#SBATCH --partition=gpu\n", "#SBATCH --account=dg-lab\n",
-           "#SBATCH --requeue\n", "moa=" + Moa() + "\n", "mpi=pmix\n"}) {
-    EXPECT_NE(script->find(line), std::string::npos) << line << "\n" << *script;
-  }
-  EXPECT_NE(script->find("  3)  # RotatedFashionMNIST lora test_envs=5 hparams_seed=1"),
-            std::string::npos)
-      << *script;
-
-  // The script as Slurm runs it, task 3, with the stand-in srun.
-  const std::string path = dir.File("job.sbatch");
-  MOA_ASSERT_OK(WriteFileAtomically(path, *script));
-  std::string out;
-  ASSERT_EQ(test::RunShell("PATH=" + FakeSrunDir(dir) + ":$PATH SLURM_ARRAY_TASK_ID=3 bash " + path,
-                           &out),
-            0)
-      << out;
-  std::vector<std::string> expected = {"--mpi=pmix", Moa(), "train"};
-  for (const std::string& a : (*jobs)[3].train_args) expected.push_back(a);
-  std::string expected_text;
-  for (const std::string& a : expected) expected_text += a + "\n";
-  EXPECT_EQ(out, expected_text);
-  EXPECT_NE(out.find("--data.data_dir=" + weird + "\n"), std::string::npos);
-
-  // A run with a full-state checkpoint resumes; a done run does nothing.
-  fs::create_directories((*jobs)[3].dir + "/checkpoints");
-  std::ofstream((*jobs)[3].dir + "/checkpoints/state.safetensors") << "x";
-  ASSERT_EQ(test::RunShell("PATH=" + FakeSrunDir(dir) + ":$PATH SLURM_ARRAY_TASK_ID=3 bash " + path,
-                           &out),
-            0);
-  EXPECT_NE(out.find("resuming " + (*jobs)[3].dir + " from its last checkpoint"), std::string::npos)
-      << out;
-  EXPECT_NE(out.find("--mpi=pmix\n" + Moa() + "\ntrain\n--resume\n" + (*jobs)[3].dir + "\n"),
-            std::string::npos)
-      << out;
-  std::ofstream((*jobs)[3].dir + "/done") << "done\n";
-  ASSERT_EQ(test::RunShell("PATH=" + FakeSrunDir(dir) + ":$PATH SLURM_ARRAY_TASK_ID=3 bash " + path,
-                           &out),
-            0);
-  EXPECT_EQ(out, "moa sweep: " + (*jobs)[3].dir + " is done; nothing to run\n");
-
-  // A value no #SBATCH line can carry is refused, naming its key.
-  SlurmConfig bad = base->slurm;
-  bad.partition = "gpu; rm -rf /";
-  auto refused = SlurmScript(*jobs, options, bad);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.status().message().find("slurm.partition = 'gpu; rm -rf /'"), std::string::npos)
-      << refused.status().message();
-
-  // The command with --dry_run writes the script and submits nothing.
-  ASSERT_EQ(test::RunShell(Moa() + " sweep launch --config " + Tiny() +
-                               " --data.test_envs 0 --n_hparams 1 --n_trials 1 --launcher slurm"
-                               " --dry_run --output.dir " +
-                               dir.File("dry"),
-                           &out),
-            0)
-      << out;
-  EXPECT_NE(out.find("--dry_run: not submitted"), std::string::npos) << out;
-  int scripts = 0;
-  for (const auto& e : fs::directory_iterator(dir.File("dry/slurm"))) {
-    scripts += e.path().extension() == ".sbatch";
-  }
-  EXPECT_EQ(scripts, 1);
-}
-
-std::string ReadAll(const std::string& path) {
-  auto text = ReadFile(path);
-  return text.ok() ? *text : "";
-}
-
-int CountLines(const std::string& path) {
-  const std::string text = ReadAll(path);
-  return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
-}
-
-TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
-  test::TempDir dir;
-  const std::string sweep = Moa() + " sweep launch --config " + Tiny() +
-                            " --data.test_envs 0,5 --n_hparams 2 --n_trials 1 --max_parallel 2"
-                            " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
-                            dir.File("sweep");
-  std::string out;
-  ASSERT_EQ(test::RunShell(sweep, &out), 0) << out;
-  EXPECT_NE(out.find("4 jobs: 0 done, 0 incomplete, 4 not launched"), std::string::npos) << out;
-  EXPECT_NE(out.find("4 jobs ran, 0 failed"), std::string::npos) << out;
-  std::vector<std::string> runs;
-  for (const auto& e : fs::directory_iterator(dir.File("sweep"))) runs.push_back(e.path());
-  ASSERT_EQ(runs.size(), 4u);
-  for (const std::string& run : runs) {
-    EXPECT_TRUE(fs::exists(run + "/done")) << run;
-    EXPECT_EQ(CountLines(run + "/results.jsonl"), 3) << run;  // steps 0, 3, 5
-    EXPECT_TRUE(fs::exists(run + "/job.json")) << run;
-  }
-
-  // Relaunching runs nothing and changes nothing.
-  const auto stamp = fs::last_write_time(runs[0] + "/results.jsonl");
-  ASSERT_EQ(test::RunShell(sweep, &out), 0) << out;
-  EXPECT_NE(out.find("4 jobs: 4 done, 0 incomplete, 0 not launched"), std::string::npos) << out;
-  EXPECT_NE(out.find("nothing to launch"), std::string::npos) << out;
-  EXPECT_EQ(out.find("started"), std::string::npos) << out;
-  EXPECT_EQ(fs::last_write_time(runs[0] + "/results.jsonl"), stamp);
-
-  // One run killed after its first checkpoints (no `done`), one that never reached a checkpoint,
-  // and foreign entries: delete_incomplete removes the two runs and nothing else.
-  fs::remove(runs[0] + "/done");
-  fs::remove(runs[1] + "/done");
-  fs::remove_all(runs[1] + "/checkpoints");
-  fs::create_directories(dir.File("sweep/not_a_job"));
-  std::ofstream(dir.File("sweep/notes.txt")) << "mine\n";
-  const std::string list = Moa() + " sweep list --config " + Tiny() +
-                           " --data.test_envs 0,5 --n_hparams 2 --n_trials 1"
-                           " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
-                           dir.File("sweep");
-  ASSERT_EQ(test::RunShell(list, &out), 0) << out;
-  EXPECT_NE(out.find("4 jobs: 2 done, 2 incomplete, 0 not launched"), std::string::npos) << out;
-
-  // Relaunch: the run with a checkpoint resumes, the other starts again.
-  ASSERT_EQ(test::RunShell(sweep, &out), 0) << out;
-  EXPECT_NE(out.find("relaunching 2 incomplete jobs"), std::string::npos) << out;
-  EXPECT_NE(out.find("2 entries of " + dir.File("sweep") + " belong to no job"), std::string::npos)
-      << out;
-  EXPECT_NE(ReadAll(runs[0] + "/err.txt").find("resumed " + runs[0] + " after step 5"),
-            std::string::npos)
-      << ReadAll(runs[0] + "/err.txt");
-  EXPECT_EQ(CountLines(runs[0] + "/results.jsonl"), 3);
-  EXPECT_EQ(CountLines(runs[1] + "/results.jsonl"), 3);
-  EXPECT_TRUE(fs::exists(runs[0] + "/done"));
-
-  fs::remove(runs[2] + "/done");
-  ASSERT_EQ(test::RunShell(Moa() + " sweep delete_incomplete --config " + Tiny() +
-                               " --data.test_envs 0,5 --n_hparams 2 --n_trials 1"
-                               " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
-                               dir.File("sweep"),
-                           &out),
-            0)
-      << out;
-  EXPECT_NE(out.find("deleted 1 incomplete job"), std::string::npos) << out;
-  EXPECT_FALSE(fs::exists(runs[2]));
-  EXPECT_TRUE(fs::exists(runs[0] + "/done"));
-  EXPECT_TRUE(fs::exists(runs[3] + "/done"));
-  EXPECT_TRUE(fs::exists(dir.File("sweep/not_a_job")));
-  EXPECT_TRUE(fs::exists(dir.File("sweep/notes.txt")));
-  ASSERT_EQ(test::RunShell(list, &out), 0) << out;
-  EXPECT_NE(out.find("4 jobs: 3 done, 0 incomplete, 1 not launched"), std::string::npos) << out;
-
-  // collect reads the sweep (foreign entries noted, not touched).
-  ASSERT_EQ(test::RunShell(Moa() + " collect --input_dir " + dir.File("sweep"), &out), 0) << out;
-  EXPECT_NE(out.find("Total records: 9"), std::string::npos) << out;
-  EXPECT_NE(out.find("-------- Dataset: RotatedFashionMNIST, model selection method: "
-                     "training-domain validation set"),
-            std::string::npos)
-      << out;
-}
-
-TEST(SweepTest, MpirunLauncher) {
-  test::TempDir dir;
-  std::string out;
-  ASSERT_EQ(test::RunShell(Moa() + " sweep launch --config " + Tiny() +
-                               " --data.test_envs 5 --n_hparams 1 --n_trials 1 --launcher mpirun"
-                               " --np 2 --mpirun '" MOA_TEST_MPIRUN
-                               "' --train.steps=4 --train.checkpoint_freq=2 --output.dir " +
-                               dir.File("sweep"),
-                           &out),
-            0)
-      << out;
-  EXPECT_NE(out.find("1 job ran, 0 failed"), std::string::npos) << out;
-  std::string run;
-  for (const auto& e : fs::directory_iterator(dir.File("sweep"))) run = e.path();
-  EXPECT_TRUE(fs::exists(run + "/done"));
-  EXPECT_NE(ReadAll(run + "/env.json").find("\"size\": 2"), std::string::npos)
-      << ReadAll(run + "/env.json");
 }
 
 }  // namespace

@@ -1,48 +1,23 @@
 // Whole jobs under mpirun: data-parallel training equals one process (dp = 2 and 4, MoA with
 // router noise, Kronecker dropout and the auxiliary loss on; and on an image folder with
-// augmentation on), so does expert-parallel training
-// (ep = 2, 4 and dp 2 x ep 2, with a capacity that drops assignments), checkpoints move between
-// ep layouts, and a failing `moa train` rank (damaged data on one rank, a rank killed mid-training,
-// a non-finite loss) ends the job quickly with the rank named.
-#include <signal.h>
-#include <sys/types.h>
-
-#include <chrono>
-#include <cstdlib>
+// augmentation on), so does expert-parallel training (ep = 2, 4 and dp 2 x ep 2, with a capacity
+// that drops assignments), and checkpoints move between ep layouts. Failing ranks:
+// failure_test.cc.
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <iterator>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "common/safetensors.h"
 #include "tests/data/image_fixtures.h"
+#include "tests/parallel/job_support.h"
 #include "tests/support/test_support.h"
 
 namespace moa {
 namespace {
 
-// mpirun with this project's options, before the ranks' program(s).
-std::string MpirunOptions() {
-  return "timeout 120 mpirun --allow-run-as-root --oversubscribe --bind-to none "
-         "--mca btl_vader_single_copy_mechanism none ";
-}
-
-std::string Mpirun(int np) { return MpirunOptions() + "-np " + std::to_string(np) + " "; }
-
-std::string Moa() { return test::BinaryDir() + "/moa"; }
-
-// The tiny configuration with everything random switched on.
-std::string TinyMoa(const std::string& dir) {
-  return " train --config " + test::SourceDir() +
-         "/configs/tiny.ini --adapter.method=moa --moa.expert=kronecker --moa.phm_dim=8 "
-         "--moa.top_k=2 --moa.noise=true --moa.kron_dropout=0.5 --moa.aux_loss=true "
-         "--moa.proj_dim=16 "
-         "--train.check_replicas=true --train.threads=1 --output.dir=" +
-         dir;
-}
+using test::Moa;
+using test::Mpirun;
+using test::TinyMoa;
 
 // Two runs of the same configuration on the same global batches: equal records and adapters.
 // Tolerance: losses and evaluation losses to 1e-4 relative (float sums in another order);
@@ -309,151 +284,6 @@ TEST(ExpertParallelResumeTest, CheckpointReshardsAcrossEp) {
             0)
       << out;
   ExpectResumedEvaluationsMatch(dir.File("whole"), dir.File("to_ep4"));
-}
-
-struct Ended {
-  int code;
-  double seconds;
-  std::string output;
-};
-
-Ended RunTimed(const std::string& command) {
-  const auto start = std::chrono::steady_clock::now();
-  Ended e;
-  e.code = test::RunShell(command, &e.output);
-  e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return e;
-}
-
-// One rank of three reads a copy of the image folder whose JPEG files lost their last bytes (a
-// node with a damaged copy of the data): the header check at start passes, so that rank fails
-// while training, decoding its first damaged image, and the two ranks with good data, waiting in
-// the gradient all-reduce, must not hang.
-TEST(FailureTest, RankWithDamagedDataEndsTheJobNamingIt) {
-  test::TempDir dir;
-  data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y", "z"}, 3);
-  std::filesystem::copy(dir.File("data"), dir.File("damaged"),
-                        std::filesystem::copy_options::recursive);
-  int damaged = 0;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir.File("damaged"))) {
-    if (entry.path().extension() != ".jpg") continue;
-    std::filesystem::resize_file(entry.path(), entry.file_size() - 16);  // drops the end marker
-    ++damaged;
-  }
-  ASSERT_GT(damaged, 0);
-  const std::string train = Moa() + " train --config " + test::SourceDir() +
-                            "/configs/tiny_images.ini --data.batch_size=6 --train.steps=50 " +
-                            "--output.dir=" + dir.File("run") + " --data.data_dir=";
-  // Open MPI's multiple-program form: ranks 0 and 2 read the good copy, rank 1 the damaged one.
-  const Ended e = RunTimed(MpirunOptions() + "-np 1 " + train + dir.File("data") + " : -np 1 " +
-                           train + dir.File("damaged") + " : -np 1 " + train + dir.File("data"));
-  EXPECT_NE(e.code, 0);
-  EXPECT_NE(e.code, 124) << "timed out: the ranks with good data hung";
-  EXPECT_LT(e.seconds, 60.0);
-  EXPECT_NE(e.output.find("rank 1 on"), std::string::npos) << e.output;
-  EXPECT_NE(e.output.find("truncated JPEG"), std::string::npos) << e.output;
-  EXPECT_EQ(e.output.find("rank 0 on"), std::string::npos) << e.output;
-  EXPECT_EQ(e.output.find("rank 2 on"), std::string::npos) << e.output;
-  EXPECT_FALSE(std::filesystem::exists(dir.File("run/done")));
-}
-
-// A `moa` process of this test's run (its command line names `marker`) and its rank.
-struct RankProcess {
-  pid_t pid;
-  int rank;
-};
-
-std::string ReadProcFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// The live `moa` processes whose command line contains `marker`, with the rank Open MPI gave
-// them (its OMPI_COMM_WORLD_RANK), found through /proc.
-std::vector<RankProcess> MoaProcesses(const std::string& marker) {
-  std::vector<RankProcess> found;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    const std::string cmdline = ReadProcFile(entry.path() / "cmdline");
-    const std::string program = cmdline.substr(0, cmdline.find('\0'));
-    if (program != Moa() || cmdline.find(marker) == std::string::npos) continue;
-    if (ReadProcFile(entry.path() / "stat").find(") Z ") != std::string::npos) continue;
-    const std::string environ = ReadProcFile(entry.path() / "environ");
-    const std::string key = std::string("\0") + "OMPI_COMM_WORLD_RANK=";
-    const size_t at = environ.find(key);
-    const int rank = at == std::string::npos ? -1 : std::atoi(environ.c_str() + at + key.size());
-    found.push_back({static_cast<pid_t>(std::stoi(name)), rank});
-  }
-  return found;
-}
-
-// Waits until `done()` holds or `seconds` pass; returns done().
-bool WaitFor(const std::function<bool()>& done, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
-}
-
-// Rank 2 of a three-rank MoA training job is killed with SIGKILL once the run has written its
-// first evaluation: the job must end soon after, with an error naming the rank, and leave no
-// `moa` process of the run behind.
-TEST(FailureTest, KilledRankEndsTheJobNamingIt) {
-  test::TempDir dir;
-  const std::string run = dir.File("run");
-  const std::string log = dir.File("job.log"), status = dir.File("job.status");
-  // Long enough that it is still training when killed; the job's own limit is mpirun's timeout.
-  const std::string job = Mpirun(3) + Moa() + TinyMoa(run) +
-                          " --data.batch_size=6 --train.steps=100000 --train.checkpoint_freq=5";
-  ASSERT_EQ(
-      std::system(("(" + job + " > " + log + " 2>&1; echo $? > " + status + ") > /dev/null 2>&1 &")
-                      .c_str()),
-      0);
-  const bool training = WaitFor(
-      [&] {
-        // A whole line: rank 0 has written the first evaluation's record.
-        return ReadProcFile(run + "/results.jsonl").find('\n') != std::string::npos ||
-               std::filesystem::exists(status);
-      },
-      60.0);
-  ASSERT_TRUE(training && !std::filesystem::exists(status))
-      << "the job ended or wrote no evaluation:\n"
-      << ReadProcFile(log);
-  pid_t victim = 0;
-  for (const RankProcess& p : MoaProcesses(run)) {
-    if (p.rank == 2) victim = p.pid;
-  }
-  ASSERT_GT(victim, 0) << "no moa process of rank 2 found";
-  const auto killed_at = std::chrono::steady_clock::now();
-  ASSERT_EQ(::kill(victim, SIGKILL), 0);
-
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(status); }, 60.0))
-      << "the job did not end after rank 2 was killed";
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
-  EXPECT_LT(seconds, 30.0);
-  const std::string output = ReadProcFile(log);
-  int code = -1;
-  std::ifstream(status) >> code;
-  EXPECT_NE(code, 0) << output;
-  EXPECT_NE(code, 124) << "timed out: the surviving ranks hung\n" << output;
-  EXPECT_NE(output.find("rank 2"), std::string::npos) << output;
-  EXPECT_NE(output.find("signal 9"), std::string::npos) << output;
-  EXPECT_FALSE(std::filesystem::exists(run + "/done"));
-  EXPECT_TRUE(WaitFor([&] { return MoaProcesses(run).empty(); }, 10.0))
-      << "ranks of the killed job are still running";
-}
-
-TEST(FailureTest, NanLossOnTwoRanksEndsTheJob) {
-  test::TempDir dir;
-  const Ended e = RunTimed(Mpirun(2) + Moa() + " train --config " + test::SourceDir() +
-                           "/configs/tiny.ini --optim.lr=1e30 --output.dir=" + dir.File("nan"));
-  EXPECT_NE(e.code, 0);
-  EXPECT_LT(e.seconds, 30.0);
-  EXPECT_NE(e.output.find("training loss is"), std::string::npos) << e.output;
-  EXPECT_NE(e.output.find("rank "), std::string::npos) << e.output;
 }
 
 }  // namespace
