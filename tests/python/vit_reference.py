@@ -1,8 +1,10 @@
 """timm's VisionTransformer as the independent reference for moa's ViT.
 
 Builds timm.models.vision_transformer.VisionTransformer with the given shape and random weights
-(LayerNorm affine parameters randomised too, so that every tensor matters), runs it in eval mode on
-a random batch and writes the state dict, the input and the logits to a safetensors file.
+(LayerNorm affine parameters randomised too, so that every tensor matters; matrices drawn with
+standard deviation fan_in^-1/2 rather than timm's 0.02, so that attention scores and GELU inputs
+are of order one, where a wrong softmax scale or GELU variant shows), runs it in eval mode on a
+random batch and writes the state dict, the input and the logits to a safetensors file.
 
 usage: vit_reference.py OUT.safetensors IMG PATCH IN_CHANS DIM DEPTH HEADS MLP_RATIO NORM_PRE EPS CLASSES
 """
@@ -32,6 +34,8 @@ def main():
                 p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith("weight") else 0.0))
             elif name.endswith("bias"):
                 p.copy_(torch.randn_like(p) * 0.05)
+            elif p.dim() >= 2:
+                p.copy_(torch.randn_like(p) * p[0].numel() ** -0.5)
     model.eval()
     x = torch.randn(3, in_chans, img, img)
     with torch.no_grad():
