@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "common/stop_signals.h"
 #include "data/dataset.h"
 #include "data/image_folder.h"
 #include "launch/cli.h"
@@ -132,6 +133,11 @@ int TrainOrPretrain(LaunchConfig launch_config, bool pretrain) {
   }
   auto summary =
       pretrain ? trainer::Pretrain(config, world.get()) : trainer::Train(config, world.get());
+  if (!summary.ok() && trainer::IsStopped(summary.status())) {
+    // Every rank stopped at the same step after the state was saved (the coordinator logged it):
+    // no abort, a distinct code.
+    return kPreemptedExitCode;
+  }
   if (!summary.ok() && world->size() > 1) {
     // One failing rank ends the whole job rather than leaving the others waiting in a collective.
     parallel::AbortJob(std::string(pretrain ? "pretrain" : "train") + ": " +

@@ -22,6 +22,7 @@
 
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "common/stop_signals.h"
 
 extern char** environ;
 
@@ -202,7 +203,8 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
                                                         {"slurm.account", slurm.account},
                                                         {"slurm.time", slurm.time},
                                                         {"slurm.job_name", slurm.job_name},
-                                                        {"slurm.mpi", slurm.mpi}}) {
+                                                        {"slurm.mpi", slurm.mpi},
+                                                        {"slurm.signal", slurm.signal}}) {
     if (!value.empty()) MOA_RETURN_IF_ERROR(CheckDirectiveValue(key, value));
   }
   const std::string log_dir = options.output_dir + "/slurm";
@@ -229,6 +231,9 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
   if (!slurm.time.empty()) s += "#SBATCH --time=" + slurm.time + "\n";
   if (!slurm.partition.empty()) s += "#SBATCH --partition=" + slurm.partition + "\n";
   if (!slurm.account.empty()) s += "#SBATCH --account=" + slurm.account + "\n";
+  // The warning signal goes to the tasks (not the batch shell): moa saves its state, exits with
+  // kPreemptedExitCode, and this script requeues the task, which then resumes.
+  if (!slurm.signal.empty()) s += "#SBATCH --signal=" + slurm.signal + "\n";
   s += "#SBATCH --requeue\n";
   s += "#SBATCH --open-mode=append\n";
   s += "#SBATCH --output=" + log_dir + "/%A_%a.out\n";
@@ -262,9 +267,19 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
   s += "if [ -f \"$run_dir/checkpoints/state.safetensors\" ]; then\n";
   s += "  echo \"moa sweep: resuming $run_dir from its last checkpoint (restart "
        "${SLURM_RESTART_COUNT:-0})\"\n";
-  s += "  exec srun --mpi=\"$mpi\" \"$moa\" train --resume \"$run_dir\"\n";
+  s += "  train=(train --resume \"$run_dir\")\n";
+  s += "else\n";
+  s += "  train=(train \"${args[@]}\" --output.dir=\"$run_dir\")\n";
   s += "fi\n";
-  s += "exec srun --mpi=\"$mpi\" \"$moa\" train \"${args[@]}\" --output.dir=\"$run_dir\"\n";
+  s += "status=0\n";
+  s += "srun --mpi=\"$mpi\" \"$moa\" \"${train[@]}\" || status=$?\n";
+  s += "if [ \"$status\" -eq " + std::to_string(kPreemptedExitCode) + " ]; then\n";
+  s += "  task=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n";
+  s +=
+      "  echo \"moa sweep: $run_dir stopped on a signal with its state saved; requeueing $task\"\n";
+  s += "  scontrol requeue \"$task\"\n";
+  s += "fi\n";
+  s += "exit \"$status\"\n";
   return s;
 }
 

@@ -270,6 +270,10 @@ const std::vector<Option>& OptionTable() {
                        OneOf({"fp32", "bf16"}));
     t.Add<bool>(MOA_FIELD(train, deterministic),
                 "deterministic kernels on GPU (slower; makes GPU runs repeat exactly)");
+    t.Add<int64_t>(MOA_FIELD(train, stop_grace),
+                   "after SIGUSR1 or SIGTERM, seconds to finish the step and save the state "
+                   "before the process ends anyway (0: no limit)",
+                   AtLeast<int64_t>(0));
     // [eval]
     t.Add<std::string>(MOA_FIELD(eval, mode),
                        "full, or fast (skip the training domains' `in` splits)",
@@ -315,6 +319,9 @@ const std::vector<Option>& OptionTable() {
     t.Add<std::string>(MOA_FIELD(output, dir), "run directory");
     t.Add<std::string>(MOA_FIELD(output, save), "adapter checkpoints to keep: none, selected, all",
                        OneOf({"none", "selected", "all"}));
+    t.Add<bool>(MOA_FIELD(output, overwrite),
+                "start afresh in an output.dir that holds a run (its results and checkpoints "
+                "are removed); without it such a folder is refused unless resumed");
     // [slurm]
     t.Add<std::string>(MOA_SLURM_FIELD(partition),
                        "Slurm partition of sweep jobs (empty: the cluster's default)");
@@ -335,6 +342,9 @@ const std::vector<Option>& OptionTable() {
     t.Add<int64_t>(MOA_SLURM_FIELD(max_running), "most array tasks running at once (0: no limit)",
                    AtLeast<int64_t>(0));
     t.Add<std::string>(MOA_SLURM_FIELD(job_name), "Slurm job name of the sweep");
+    t.Add<std::string>(MOA_SLURM_FIELD(signal),
+                       "sbatch --signal: the warning sent to the tasks before the time limit, "
+                       "SIG@SECONDS (empty: none); the task saves its state and is requeued");
     return t.Take();
   }();
   return table;

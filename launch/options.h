@@ -27,6 +27,8 @@ struct SlurmConfig {
   std::string mpi = "pmix";   // srun --mpi plugin
   int64_t max_running = 0;    // 0: no limit
   std::string job_name = "moa-sweep";
+  /// sbatch --signal: the warning Slurm sends the tasks before the time limit (empty: none).
+  std::string signal = "USR1@180";
 };
 
 /// Everything a configuration file holds: the run's sections and [slurm].

@@ -51,6 +51,12 @@ void MoaAdapterImpl::ResetStats() {
   stats_.assignments.assign(experts_.size(), 0);
 }
 
+void MoaAdapterImpl::RestoreStats(const RouterStats& stats) {
+  TORCH_CHECK(stats.assignments.size() == experts_.size(), "MoA layer ", layer_, ": statistics of ",
+              stats.assignments.size(), " experts for ", experts_.size());
+  stats_ = stats;
+}
+
 torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   const bool training = is_training();
   const int64_t in_features = x.size(-1);

@@ -84,6 +84,8 @@ class MoaAdapterImpl : public AdapterImpl {
   const torch::Tensor& aux_loss() const { return aux_loss_; }
   const RouterStats& stats() const { return stats_; }
   void ResetStats();
+  /// Continues from `stats` (a resumed run's interval); the expert count must match.
+  void RestoreStats(const RouterStats& stats);
   const DispatchTimings& timings() const { return timings_; }
   void ResetTimings() { timings_ = DispatchTimings(); }
   /// Shards the experts over `ep.group` (routed dispatch).

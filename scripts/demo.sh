@@ -10,11 +10,13 @@ start=$(date +%s)
 bash scripts/setup.sh
 bash scripts/build.sh
 built=$(date +%s)
-build/moa pretrain --config configs/demo_pretrain.ini "$@"
+# A rerun of the demo starts its runs afresh (without the option, moa refuses a finished run's
+# folder).
+build/moa pretrain --config configs/demo_pretrain.ini --output.overwrite=true "$@"
 pretrained=$(date +%s)
-build/moa train --config configs/rfmnist_lora.ini "$@"
+build/moa train --config configs/rfmnist_lora.ini --output.overwrite=true "$@"
 lora=$(date +%s)
-build/moa train --config configs/rfmnist_lora_moa.ini "$@"
+build/moa train --config configs/rfmnist_lora_moa.ini --output.overwrite=true "$@"
 done_at=$(date +%s)
 echo
 echo "== held-out 75-degree domain, test-domain \`in\` accuracy (%) =="

@@ -61,6 +61,9 @@ struct TrainConfig {
   int64_t log_every = 50;
   std::string precision = "fp32";  // fp32 or bf16 (autocast; trainable tensors stay fp32)
   bool deterministic = false;      // deterministic kernels (GPU scatter included)
+  /// After SIGUSR1/SIGTERM: seconds to finish the step and save the state before the process
+  /// ends anyway (0: no limit).
+  int64_t stop_grace = 300;
 };
 
 struct EvalConfig {
@@ -90,6 +93,7 @@ struct SwadConfig {
 struct OutputConfig {
   std::string dir = "runs/run";
   std::string save = "selected";  // none, selected or all
+  bool overwrite = false;         // start afresh in a folder that holds a run
 };
 
 struct RunConfig {

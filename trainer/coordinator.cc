@@ -1,6 +1,9 @@
 #include "trainer/coordinator.h"
 
 #include <algorithm>
+#include <cstdio>
+
+#include <absl/strings/str_split.h>
 
 #include "common/status_macros.h"
 #include "trainer/evaluate.h"
@@ -87,6 +90,52 @@ absl::Status CheckReplicas(const std::vector<torch::Tensor>& params, parallel::C
       return absl::InternalError("trainable parameters differ between rank 0 and rank " +
                                  std::to_string(r) + " after step " + std::to_string(step));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ExportRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
+                               parallel::Communicator& world,
+                               std::map<std::string, std::string>* metadata) {
+  for (const auto& layer : moa_layers) {
+    const RouterStats& local = layer->stats();
+    std::vector<int64_t> counts = local.assignments;
+    counts.push_back(local.dropped);
+    counts.push_back(local.forwards);
+    torch::Tensor summed = torch::tensor(counts, torch::kInt64);
+    MOA_RETURN_IF_ERROR(world.AllReduce(summed, parallel::ReduceOp::kSum));
+    std::string text;
+    for (int64_t e = 0; e < static_cast<int64_t>(local.assignments.size()) + 1; ++e) {
+      text += std::to_string(summed[e].item<int64_t>()) + ",";
+    }
+    char aux[40];  // the coordinator's own: every rank holds the global auxiliary loss
+    std::snprintf(aux, sizeof(aux), "%lld,%.17g", static_cast<long long>(local.forwards),
+                  local.aux_sum);
+    (*metadata)["router_stats_" + std::to_string(layer->layer())] = text + aux;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ImportRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
+                               const std::map<std::string, std::string>& metadata, bool lead) {
+  if (!lead) return absl::OkStatus();
+  for (const auto& layer : moa_layers) {
+    auto it = metadata.find("router_stats_" + std::to_string(layer->layer()));
+    if (it == metadata.end()) continue;  // saved at an evaluation: nothing since
+    std::vector<std::string> fields = absl::StrSplit(it->second, ',');
+    const size_t experts = static_cast<size_t>(layer->num_experts());
+    if (fields.size() != experts + 3) {
+      return absl::DataLossError("router statistics of MoA layer " +
+                                 std::to_string(layer->layer()) + " in the checkpoint have " +
+                                 std::to_string(fields.size()) + " fields, expected " +
+                                 std::to_string(experts + 3));
+    }
+    RouterStats stats;
+    for (size_t e = 0; e < experts; ++e) stats.assignments.push_back(std::stoll(fields[e]));
+    stats.dropped = std::stoll(fields[experts]);
+    stats.forwards = std::stoll(fields[experts + 1]);
+    stats.aux_sum = std::stod(fields[experts + 2]);
+    layer->RestoreStats(stats);
   }
   return absl::OkStatus();
 }

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <absl/status/status.h>
@@ -33,6 +35,17 @@ absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& d
 /// results.jsonl's `router` holds; every layer's statistics restart.
 absl::Status ReduceRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
                                parallel::Communicator& world, nlohmann::ordered_json* out);
+
+/// The router statistics since the last evaluation, for a state saved between evaluations: counts
+/// summed over ranks and the coordinator's auxiliary-loss sums, as checkpoint metadata (filled on
+/// every rank; the coordinator saves it). A collective. ImportRouterStats gives the coordinator
+/// those sums back on resume (the other ranks start from zero), so the next evaluation's record
+/// is the uninterrupted run's.
+absl::Status ExportRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
+                               parallel::Communicator& world,
+                               std::map<std::string, std::string>* metadata);
+absl::Status ImportRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
+                               const std::map<std::string, std::string>& metadata, bool lead);
 
 /// train.check_replicas, after a step: the trainable tensors must be bit-identical on every rank;
 /// an error names the first rank that differs from rank 0 and the step.

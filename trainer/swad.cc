@@ -179,6 +179,10 @@ bool Swad::CloseSegment(double validation_loss) {
 void Swad::Export(std::vector<std::pair<std::string, torch::Tensor>>* tensors,
                   std::map<std::string, std::string>* metadata) const {
   for (const auto& [name, sum] : final_sum_) tensors->emplace_back("swad/final/" + name, sum);
+  for (const auto& [name, sum] : current_.sum) tensors->emplace_back("swad/current/" + name, sum);
+  (*metadata)["swad_current"] = std::to_string(current_.steps) + "," +
+                                std::to_string(current_.first_step) + "," +
+                                std::to_string(current_.last_step);
   for (const auto& [id, segment] : closed_) {
     for (const auto& [name, sum] : segment.sum) {
       tensors->emplace_back("swad/segment/" + std::to_string(id) + "/" + name, sum);
@@ -228,6 +232,8 @@ void Swad::Import(const std::vector<std::pair<std::string, torch::Tensor>>& tens
     const torch::Tensor t = stored.to(device);
     if (key.rfind("swad/final/", 0) == 0) {
       final_sum_[key.substr(11)] = t.clone();
+    } else if (key.rfind("swad/current/", 0) == 0) {
+      current_.sum[key.substr(13)] = t.clone();
     } else if (key.rfind("swad/segment/", 0) == 0) {
       const std::string rest = key.substr(13);
       const size_t slash = rest.find('/');
@@ -235,15 +241,23 @@ void Swad::Import(const std::vector<std::pair<std::string, torch::Tensor>>& tens
       closed_[id].sum[rest.substr(slash + 1)] = t.clone();
     }
   }
+  // "steps,first_step,last_step" of a segment.
+  auto read_counters = [](const std::string& text, Segment* segment) {
+    std::stringstream fields(text);
+    std::string field;
+    std::getline(fields, field, ',');
+    segment->steps = std::stoll(field);
+    std::getline(fields, field, ',');
+    segment->first_step = std::stoll(field);
+    std::getline(fields, field, ',');
+    segment->last_step = std::stoll(field);
+  };
   for (auto& [id, segment] : closed_) {
-    std::stringstream fields(metadata.at("swad_segment_" + std::to_string(id)));
-    std::getline(fields, item, ',');
-    segment.steps = std::stoll(item);
-    std::getline(fields, item, ',');
-    segment.first_step = std::stoll(item);
-    std::getline(fields, item, ',');
-    segment.last_step = std::stoll(item);
+    read_counters(metadata.at("swad_segment_" + std::to_string(id)), &segment);
   }
+  // Checkpoints written at evaluations before the open segment was saved have none.
+  auto current = metadata.find("swad_current");
+  if (current != metadata.end()) read_counters(current->second, &current_);
 }
 
 std::map<std::string, torch::Tensor> Swad::Finish() {

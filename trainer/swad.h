@@ -96,8 +96,8 @@ class Swad {
   /// run never converged.
   std::map<std::string, torch::Tensor> Finish();
 
-  /// The state a full-state checkpoint needs, taken at an evaluation (the current segment is
-  /// empty then), and its restoration.
+  /// The state a full-state checkpoint needs (the open segment included: a run stopped on a
+  /// signal saves between evaluations), and its restoration.
   void Export(std::vector<std::pair<std::string, torch::Tensor>>* tensors,
               std::map<std::string, std::string>* metadata) const;
   void Import(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,

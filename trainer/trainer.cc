@@ -6,6 +6,7 @@
 #include "common/files.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/stop_signals.h"
 #include "common/threads.h"
 #include "common/timer.h"
 #include "common/version.h"
@@ -24,6 +25,7 @@
 #include "trainer/optimizer.h"
 #include "trainer/progress.h"
 #include "trainer/run_files.h"
+#include "trainer/run_lock.h"
 #include "trainer/selection.h"
 #include "trainer/state.h"
 #include "trainer/swad.h"
@@ -85,6 +87,10 @@ class Runner {
           " ranks (every rank takes an equal slice of each domain's minibatch)");
     }
     lead_ = layout.rank == 0;
+    if (lead_) {  // before anything is written: no other live run, and no finished one lost
+      MOA_ASSIGN_OR_RETURN(lock_, RunLock::Acquire(config_.output.dir));
+      MOA_RETURN_IF_ERROR(ClaimRunDir(config_));
+    }
     threads_ = ResolveThreadCount(static_cast<int>(config_.train.threads),
                                   static_cast<int>(layout.local_size));
     ApplyThreadCount(threads_);
@@ -155,6 +161,7 @@ class Runner {
       first_step_ = state.step + 1;
       if (swad_) swad_->Import(state.extra_tensors, state.extra_metadata);
       best_validation_ = state.best_validation;
+      resumed_metadata_ = state.extra_metadata;
       // A killed run may have written records after its last state: they are dropped.
       MOA_ASSIGN_OR_RETURN(records_,
                            ReadRecordsUpTo(config_.train.resume + "/results.jsonl", state.step,
@@ -188,6 +195,9 @@ class Runner {
     const int64_t freq = config_.train.checkpoint_freq;
     const bool bf16 = config_.train.precision == "bf16";
     LossMeter loss_meter(device_);
+    loss_meter.Import(resumed_metadata_);
+    MOA_RETURN_IF_ERROR(ImportRouterStats(moa_layers_, resumed_metadata_, lead_));
+    StopSignals signals(static_cast<int>(config_.train.stop_grace));
     double step_time_sum = 0;
     int64_t interval_images = 0;
     Stopwatch run_clock, interval_clock;
@@ -209,7 +219,8 @@ class Runner {
       loss.backward();                            // 4. backward, gradients bucketed as they come
       MOA_RETURN_IF_ERROR(gradients_->Finish());  // 5. gradient averaging
       sync_seconds_ += gradients_->last_wait_seconds();
-      MOA_ASSIGN_OR_RETURN(torch::Tensor skip, loss_meter.Add(loss, *world_, step));
+      MOA_ASSIGN_OR_RETURN(torch::Tensor skip,
+                           loss_meter.Add(loss, *world_, step, signals.requested()));
       StepOptimizer(*optimizer_, config_.optim.fused, skip);  // 6. skipped on a non-finite loss
       const bool checkpoint = step % freq == 0 || step == steps - 1;
       const bool log_now = config_.train.log_every > 0 && step % config_.train.log_every == 0;
@@ -232,7 +243,10 @@ class Runner {
         Log(LogLevel::kInfo) << FormatStepLine(step, steps, loss_meter.mean(), images_per_s,
                                                Eta(step));
       }
-      if (!checkpoint) continue;
+      if (!checkpoint) {
+        if (loss_meter.stop_requested()) return Stop(step, &loss_meter);
+        continue;
+      }
 
       nlohmann::ordered_json record;
       record["step"] = step;
@@ -252,6 +266,8 @@ class Runner {
       loss_meter.Reset();
       interval_steps_ = interval_images = 0;
       interval_clock.Reset();
+      // The evaluation saved the state: nothing more to save before stopping.
+      if (loss_meter.stop_requested()) return Stop(step, nullptr);
     }
     if (swad_) MOA_RETURN_IF_ERROR(EvaluateSwad(records_.back()["step"].get<int64_t>()));
     return absl::OkStatus();
@@ -319,6 +335,29 @@ class Runner {
     return valley_dead;
   }
 
+  // After a stop signal, every rank at the same step: the full state (with the interval so far,
+  // unless an evaluation just saved it) so that `moa train --resume` continues as if
+  // uninterrupted, then a status that makes the exit code kPreemptedExitCode.
+  absl::Status Stop(int64_t step, const LossMeter* interval) {
+    if (interval != nullptr) {
+      if (sharding_) MOA_RETURN_IF_ERROR(sharding_->Refresh(optimizer_.get()));
+      TrainState state{step, best_validation_, {}, {}};
+      MOA_RETURN_IF_ERROR(ExportRouterStats(moa_layers_, *world_, &state.extra_metadata));
+      if (lead_) {
+        if (swad_) swad_->Export(&state.extra_tensors, &state.extra_metadata);
+        interval->Export(&state.extra_metadata);
+        MOA_RETURN_IF_ERROR(SaveTrainState(run_dir_ + "/checkpoints/state.safetensors", named_,
+                                           *optimizer_, state));
+      }
+    }
+    const absl::Status stopped = StoppedStatus(step, run_dir_);
+    // Said and unlocked before the barrier: once one rank exits, mpirun may end the others.
+    if (lead_) Log(LogLevel::kWarning) << stopped.message();
+    lock_.reset();
+    MOA_RETURN_IF_ERROR(world_->Barrier());  // no rank exits before the state is on disk
+    return stopped;
+  }
+
   // Evaluates the SWAD average, appends it to results.jsonl as its own record and saves it.
   absl::Status EvaluateSwad(int64_t last_step) {
     const std::map<std::string, torch::Tensor> averaged = swad_->Finish();
@@ -369,6 +408,7 @@ class Runner {
   const RunConfig& config_;
   bool pretrain_;
   parallel::Communicator& launcher_world_;  // MPI (or one process): the launcher's ranks
+  std::unique_ptr<RunLock> lock_;           // the coordinator's, on output.dir
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::Communicator* world_ = nullptr;  // the mesh's world: every collective of the run
   torch::Device device_{torch::kCPU};
@@ -387,6 +427,7 @@ class Runner {
   std::unique_ptr<Swad> swad_;
   int64_t first_step_ = 0;
   double best_validation_ = -1;
+  std::map<std::string, std::string> resumed_metadata_;  // the resumed state's
   std::vector<nlohmann::json> records_;
   nlohmann::json swad_record_;
   std::string run_dir_;
@@ -398,6 +439,14 @@ class Runner {
 };
 
 }  // namespace
+
+absl::Status StoppedStatus(int64_t step, const std::string& run_dir) {
+  return absl::CancelledError(
+      "stopped on a stop signal (SIGUSR1 or SIGTERM) after step " + std::to_string(step) +
+      " with the state saved; continue with `moa train --resume " + run_dir + "`");
+}
+
+bool IsStopped(const absl::Status& status) { return absl::IsCancelled(status); }
 
 absl::StatusOr<RunSummary> Train(const RunConfig& config, parallel::Communicator* world) {
   std::unique_ptr<parallel::Communicator> self;

@@ -34,6 +34,12 @@ struct RunSummary {
 /// 0 coordinates and alone writes the run files.
 absl::StatusOr<RunSummary> Train(const RunConfig& config, parallel::Communicator* world = nullptr);
 
+/// The status of a run that stopped on SIGUSR1 or SIGTERM (to any of its ranks) after saving its
+/// full state, naming the step and how to continue; `moa` exits with kPreemptedExitCode
+/// (common/stop_signals.h) for it.
+absl::Status StoppedStatus(int64_t step, const std::string& run_dir);
+bool IsStopped(const absl::Status& status);
+
 /// Trains every parameter on the configured dataset (all its domains are training domains) and
 /// writes output.dir/backbone.safetensors besides the run files.
 absl::StatusOr<RunSummary> Pretrain(const RunConfig& config,

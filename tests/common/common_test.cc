@@ -1,9 +1,15 @@
 // Atomic file writes, the status macros, thread counts and MD5.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
+#include <functional>
 
 #include "common/files.h"
 #include "common/hash.h"
 #include "common/status_macros.h"
+#include "common/stop_signals.h"
 #include "common/threads.h"
 #include "tests/support/test_support.h"
 
@@ -73,6 +79,53 @@ TEST(ThreadsTest, ExplicitCountWinsElseCoresPerRank) {
   EXPECT_EQ(ResolveThreadCount(3, 8), 3);
   EXPECT_GE(ResolveThreadCount(0, 1), 1);
   EXPECT_EQ(ResolveThreadCount(0, 100000), 1);
+}
+
+// How a child process that runs `body` ends: its exit code, or 128 + the signal that ended it.
+int EndingOf(const std::function<void()>& body) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    body();
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// A first SIGUSR1 or SIGTERM is only noted; a second one ends the process by that signal, and so
+// does the grace period running out (SIGALRM); the handlers before come back afterwards.
+TEST(StopSignalsTest, FirstSignalAsksSecondOrGraceEnds) {
+  for (int signal_number : {SIGUSR1, SIGTERM}) {
+    EXPECT_EQ(EndingOf([&] {
+                StopSignals signals(/*grace_seconds=*/0);
+                if (signals.requested()) _exit(1);
+                raise(signal_number);
+                _exit(signals.requested() ? 0 : 2);
+              }),
+              0)
+        << signal_number;
+    EXPECT_EQ(EndingOf([&] {
+                StopSignals signals(0);
+                raise(signal_number);
+                raise(signal_number);
+                _exit(3);  // not reached
+              }),
+              128 + signal_number);
+  }
+  EXPECT_EQ(EndingOf([] {
+              StopSignals signals(/*grace_seconds=*/1);
+              raise(SIGUSR1);
+              sleep(5);
+              _exit(4);  // not reached: the grace period ends it
+            }),
+            128 + SIGALRM);
+  EXPECT_EQ(EndingOf([] {
+              { StopSignals signals(0); }
+              raise(SIGUSR1);  // the default action again: the process ends
+              _exit(5);
+            }),
+            128 + SIGUSR1);
 }
 
 }  // namespace

@@ -135,6 +135,7 @@ TEST_F(OptionsTest, DefaultsAreTheDocumentedValues) {
   EXPECT_EQ(c.train.checkpoint_freq, -1);
   EXPECT_EQ(c.train.log_every, 50);
   EXPECT_EQ(c.train.precision, "fp32");
+  EXPECT_EQ(c.train.stop_grace, 300);
   EXPECT_EQ(c.eval.batch_size, 128);
   EXPECT_EQ(c.parallel.dp, 0);
   EXPECT_EQ(c.parallel.ep, 1);
@@ -144,9 +145,11 @@ TEST_F(OptionsTest, DefaultsAreTheDocumentedValues) {
   EXPECT_DOUBLE_EQ(c.swad.tolerance_ratio, 0.3);
   EXPECT_EQ(c.output.dir, "runs/run");
   EXPECT_EQ(c.output.save, "selected");
+  EXPECT_FALSE(c.output.overwrite);
   EXPECT_EQ(defaults.slurm.nodes, 1);
   EXPECT_EQ(defaults.slurm.mpi, "pmix");
   EXPECT_EQ(defaults.slurm.job_name, "moa-sweep");
+  EXPECT_EQ(defaults.slurm.signal, "USR1@180");
 }
 
 TEST_F(OptionsTest, ResolvedIniOfTheTinyConfiguration) {
@@ -165,10 +168,11 @@ TEST_F(OptionsTest, ResolvedIniOfTheTinyConfiguration) {
       "[optim]\noptimizer = adam\nlr = 0.001\nweight_decay = 0\nfused = true\n\n",
       "[train]\nsteps = 12\ncheckpoint_freq = 5\nseed = 0\ntrial_seed = 0\nhparams_seed = 0\n"
       "threads = 1\nresume = \ncheck_replicas = false\nlog_every = 0\nprecision = fp32\n"
-      "deterministic = false\n\n",
-      "[output]\ndir = /tmp/tiny\nsave = selected\n\n",
+      "deterministic = false\nstop_grace = 300\n\n",
+      "[output]\ndir = /tmp/tiny\nsave = selected\noverwrite = false\n\n",
       "[slurm]\npartition = \naccount = \nnodes = 1\nntasks_per_node = 1\ngpus_per_task = 0\n"
-      "cpus_per_task = 0\ntime = \nmpi = pmix\nmax_running = 0\njob_name = moa-sweep\n",
+      "cpus_per_task = 0\ntime = \nmpi = pmix\nmax_running = 0\njob_name = moa-sweep\n"
+      "signal = USR1@180\n",
   };
   for (const char* section : sections) {
     EXPECT_NE(ini.find(section), std::string::npos) << section << "\nnot in\n" << ini;

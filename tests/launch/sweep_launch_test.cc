@@ -71,7 +71,8 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
            "#SBATCH --array=0-3%3\n", "#SBATCH --nodes=2\n", "#SBATCH --ntasks-per-node=4\n",
            "#SBATCH --cpus-per-task=8\n", "#SBATCH --gpus-per-task=1\n",
            "#SBATCH --time=02:00:00\n", "#SBATCH --partition=gpu\n", "#SBATCH --account=dg-lab\n",
-           "#SBATCH --requeue\n", "moa=" + Moa() + "\n", "mpi=pmix\n"}) {
+           "#SBATCH --requeue\n", "#SBATCH --signal=USR1@180\n", "moa=" + Moa() + "\n",
+           "mpi=pmix\n"}) {
     EXPECT_NE(script->find(line), std::string::npos) << line << "\n" << *script;
   }
   EXPECT_NE(script->find("  3)  # RotatedFashionMNIST lora test_envs=5 hparams_seed=1"),
@@ -104,6 +105,20 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
   EXPECT_NE(out.find("--mpi=pmix\n" + Moa() + "\ntrain\n--resume\n" + (*jobs)[3].dir + "\n"),
             std::string::npos)
       << out;
+  // A task whose moa stopped on the warning signal (exit code 75, state saved) is requeued and
+  // ends with that code; stand-ins for srun (stopping) and scontrol (printing its arguments).
+  const std::string stopping = dir.File("stopping");
+  fs::create_directories(stopping);
+  std::ofstream(stopping + "/srun") << "#!/bin/bash\necho \"srun $*\"\nexit 75\n";
+  std::ofstream(stopping + "/scontrol") << "#!/bin/bash\necho \"scontrol $*\"\n";
+  chmod((stopping + "/srun").c_str(), 0755);
+  chmod((stopping + "/scontrol").c_str(), 0755);
+  EXPECT_EQ(test::RunShell("PATH=" + stopping +
+                               ":$PATH SLURM_ARRAY_JOB_ID=77 SLURM_ARRAY_TASK_ID=3 bash " + path,
+                           &out),
+            75)
+      << out;
+  EXPECT_NE(out.find("requeueing 77_3\nscontrol requeue 77_3\n"), std::string::npos) << out;
   std::ofstream((*jobs)[3].dir + "/done") << "done\n";
   ASSERT_EQ(test::RunShell("PATH=" + FakeSrunDir(dir) + ":$PATH SLURM_ARRAY_TASK_ID=3 bash " + path,
                            &out),

@@ -21,10 +21,14 @@ namespace {
 
 using test::Ended;
 using test::Moa;
+using test::MoaProcesses;
 using test::Mpirun;
 using test::MpirunOptions;
+using test::RankProcess;
+using test::ReadProcFile;
 using test::RunTimed;
 using test::TinyMoa;
+using test::WaitFor;
 
 // One rank of three reads a copy of the image folder whose JPEG files lost their last bytes (a
 // node with a damaged copy of the data): the header check at start passes, so that rank fails
@@ -56,46 +60,6 @@ TEST(FailureTest, RankWithDamagedDataEndsTheJobNamingIt) {
   EXPECT_EQ(e.output.find("rank 0 on"), std::string::npos) << e.output;
   EXPECT_EQ(e.output.find("rank 2 on"), std::string::npos) << e.output;
   EXPECT_FALSE(std::filesystem::exists(dir.File("run/done")));
-}
-
-// A `moa` process of this test's run (its command line names `marker`) and its rank.
-struct RankProcess {
-  pid_t pid;
-  int rank;
-};
-
-std::string ReadProcFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// The live `moa` processes whose command line contains `marker`, with the rank Open MPI gave
-// them (its OMPI_COMM_WORLD_RANK), found through /proc.
-std::vector<RankProcess> MoaProcesses(const std::string& marker) {
-  std::vector<RankProcess> found;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    const std::string cmdline = ReadProcFile(entry.path() / "cmdline");
-    const std::string program = cmdline.substr(0, cmdline.find('\0'));
-    if (program != Moa() || cmdline.find(marker) == std::string::npos) continue;
-    if (ReadProcFile(entry.path() / "stat").find(") Z ") != std::string::npos) continue;
-    const std::string environ = ReadProcFile(entry.path() / "environ");
-    const std::string key = std::string("\0") + "OMPI_COMM_WORLD_RANK=";
-    const size_t at = environ.find(key);
-    const int rank = at == std::string::npos ? -1 : std::atoi(environ.c_str() + at + key.size());
-    found.push_back({static_cast<pid_t>(std::stoi(name)), rank});
-  }
-  return found;
-}
-
-// Waits until `done()` holds or `seconds` pass; returns done().
-bool WaitFor(const std::function<bool()>& done, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
 }
 
 // Rank 2 of a three-rank MoA training job is killed with SIGKILL once the run has written its

@@ -1,9 +1,13 @@
 // Whole jobs under mpirun: data-parallel training equals one process (dp = 2 and 4, MoA with
 // router noise, Kronecker dropout and the auxiliary loss on; and on an image folder with
 // augmentation on), so does expert-parallel training (ep = 2, 4 and dp 2 x ep 2, with a capacity
-// that drops assignments), and checkpoints move between ep layouts. Failing ranks:
-// failure_test.cc.
+// that drops assignments), checkpoints move between ep layouts, and a job stopped by a signal
+// resumes exactly. Failing ranks: failure_test.cc.
+#include <signal.h>
+
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -18,6 +22,7 @@ namespace {
 using test::Moa;
 using test::Mpirun;
 using test::TinyMoa;
+using test::WaitFor;
 
 // Two runs of the same configuration on the same global batches: equal records and adapters.
 // Tolerance: losses and evaluation losses to 1e-4 relative (float sums in another order);
@@ -284,6 +289,55 @@ TEST(ExpertParallelResumeTest, CheckpointReshardsAcrossEp) {
             0)
       << out;
   ExpectResumedEvaluationsMatch(dir.File("whole"), dir.File("to_ep4"));
+}
+
+// A stop signal to one rank (as Slurm's --signal or `scancel --signal` deliver it to the tasks)
+// stops every rank at the same step: the job saves its full state, with the sharded experts
+// (ep = 2) refreshed from their holders, exits with kPreemptedExitCode (75), and `--resume` under
+// mpirun continues as if uninterrupted. The baseline is the same two-rank job, so the two runs
+// reduce in the same order.
+TEST(StopTest, SignalToOneRankStopsTheJobAndItResumesExactly) {
+  test::TempDir dir;
+  const std::string run = dir.File("stopped");
+  const std::string more = " --train.steps=30 --train.checkpoint_freq=10";
+  std::string out;
+  ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + TinyShardedMoa(dir.File("whole"), 2) + more, &out),
+            0)
+      << out;
+  const std::string log = dir.File("job.log"), status = dir.File("job.status");
+  const std::string job = Mpirun(2) + Moa() + TinyShardedMoa(run, 2) + more;
+  ASSERT_EQ(
+      std::system(("(" + job + " > " + log + " 2>&1; echo $? > " + status + ") > /dev/null 2>&1 &")
+                      .c_str()),
+      0);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return test::ReadProcFile(run + "/results.jsonl").find('\n') != std::string::npos ||
+               std::filesystem::exists(status);
+      },
+      60.0));
+  ASSERT_FALSE(std::filesystem::exists(status)) << "the job ended before the signal";
+  pid_t rank1 = 0;
+  for (const test::RankProcess& p : test::MoaProcesses(run)) {
+    if (p.rank == 1) rank1 = p.pid;
+  }
+  ASSERT_GT(rank1, 0) << "no moa process of rank 1 found";
+  ASSERT_EQ(::kill(rank1, SIGUSR1), 0);
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(status); }, 60.0))
+      << "the job did not stop";
+  int code = -1;
+  std::ifstream(status) >> code;
+  const std::string output = test::ReadProcFile(log);
+  EXPECT_EQ(code, 75) << output;
+  EXPECT_NE(output.find("stopped on a stop signal (SIGUSR1 or SIGTERM) after step"),
+            std::string::npos)
+      << output;
+  EXPECT_FALSE(std::filesystem::exists(run + "/done"));
+  EXPECT_FALSE(std::filesystem::exists(run + "/moa.lock"));
+  ASSERT_TRUE(std::filesystem::exists(run + "/checkpoints/state.safetensors"));
+
+  ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + " train --resume " + run, &out), 0) << out;
+  ExpectSameRun(dir.File("whole"), run);
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
-// Exact resume after SIGKILL, refusal of another configuration's checkpoint, adapter-only
-// evaluation (`moa eval`), ensembles, and merged export (`moa export --merge`).
+// Exact resume after SIGKILL and after a stop signal, refusal of another configuration's
+// checkpoint, adapter-only evaluation (`moa eval`), ensembles, and merged export (`moa export
+// --merge`).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -12,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/safetensors.h"
+#include "common/stop_signals.h"
 #include "launch/options.h"
 #include "moa/peft.h"
 #include "moa/weights.h"
@@ -73,6 +76,38 @@ std::string Join(const std::vector<std::string>& args) {
   return s;
 }
 
+// A resumed run's results.jsonl and checkpoints equal the uninterrupted run's exactly: losses,
+// accuracies and router statistics of every record (the SWAD record last), and every tensor of
+// the selected, state and SWAD checkpoints.
+void ExpectSameAsUninterrupted(const std::string& whole_dir, const std::string& resumed_dir) {
+  const auto whole = Lines(whole_dir + "/results.jsonl");
+  const auto resumed = Lines(resumed_dir + "/results.jsonl");
+  ASSERT_EQ(whole.size(), resumed.size());
+  for (size_t i = 0; i < whole.size(); ++i) {
+    auto a = nlohmann::json::parse(whole[i]);
+    auto b = nlohmann::json::parse(resumed[i]);
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      if (it.key().find("loss") != std::string::npos ||
+          it.key().find("_acc") != std::string::npos) {
+        EXPECT_EQ(it.value().dump(), b[it.key()].dump()) << it.key() << " at record " << i;
+      }
+    }
+    EXPECT_EQ(a["router"].dump(), b["router"].dump()) << "record " << i;
+  }
+  EXPECT_TRUE(nlohmann::json::parse(resumed.back()).value("swad", false))
+      << "the SWAD record is last";
+  for (const char* file : {"selected.safetensors", "state.safetensors", "swad.safetensors"}) {
+    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile x,
+                             ReadSafetensors(whole_dir + "/checkpoints/" + file));
+    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile y,
+                             ReadSafetensors(resumed_dir + "/checkpoints/" + file));
+    for (const auto& [name, t] : x.tensors) {
+      if (name.rfind("rng/", 0) == 0) continue;
+      EXPECT_TRUE(torch::equal(t, y.tensors.at(name))) << file << " " << name;
+    }
+  }
+}
+
 TEST(ResumeTest, KilledRunResumedEqualsUninterrupted) {
   test::TempDir dir;
   std::string out;
@@ -95,31 +130,44 @@ TEST(ResumeTest, KilledRunResumedEqualsUninterrupted) {
 
   ASSERT_EQ(test::RunShell(Moa() + " train --resume " + killed, &out), 0) << out;
   EXPECT_TRUE(std::filesystem::exists(killed + "/done"));
-  const auto whole = Lines(dir.File("whole/results.jsonl"));
-  const auto resumed = Lines(killed + "/results.jsonl");
-  ASSERT_EQ(whole.size(), resumed.size());
-  for (size_t i = 0; i < whole.size(); ++i) {
-    auto a = nlohmann::json::parse(whole[i]);
-    auto b = nlohmann::json::parse(resumed[i]);
-    for (auto it = a.begin(); it != a.end(); ++it) {
-      if (it.key().find("loss") != std::string::npos ||
-          it.key().find("_acc") != std::string::npos) {
-        EXPECT_EQ(it.value().dump(), b[it.key()].dump()) << it.key() << " at record " << i;
-      }
-    }
-    EXPECT_EQ(a["router"].dump(), b["router"].dump()) << "record " << i;
+  ExpectSameAsUninterrupted(dir.File("whole"), killed);
+}
+
+// SIGUSR1 (what Slurm's --signal and mpirun forward) mid-run: the run finishes its step, saves
+// its full state (between evaluations: with the interval's loss and SWAD's open segment), exits
+// with kPreemptedExitCode, and `--resume` continues it exactly.
+TEST(ResumeTest, StoppedRunResumedEqualsUninterrupted) {
+  test::TempDir dir;
+  std::vector<std::string> whole = Args(dir.File("whole")), stopped = Args(dir.File("stopped"));
+  // Evaluations every 10 steps: a stop most likely lands between two of them.
+  whole.push_back("--train.checkpoint_freq=10");
+  stopped.push_back("--train.checkpoint_freq=10");
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + Join(whole), &out), 0) << out;
+
+  const pid_t pid = Spawn(stopped);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline &&
+         Lines(dir.File("stopped/results.jsonl")).size() < 2) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  EXPECT_TRUE(nlohmann::json::parse(resumed.back()).value("swad", false))
-      << "the SWAD record is last";
-  for (const char* file : {"selected.safetensors", "state.safetensors", "swad.safetensors"}) {
-    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile x,
-                             ReadSafetensors(dir.File(std::string("whole/checkpoints/") + file)));
-    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile y, ReadSafetensors(killed + "/checkpoints/" + file));
-    for (const auto& [name, t] : x.tensors) {
-      if (name.rfind("rng/", 0) == 0) continue;
-      EXPECT_TRUE(torch::equal(t, y.tensors.at(name))) << file << " " << name;
-    }
-  }
+  kill(pid, SIGUSR1);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  ASSERT_EQ(WEXITSTATUS(status), kPreemptedExitCode);
+  ASSERT_FALSE(std::filesystem::exists(dir.File("stopped/done")));
+  ASSERT_FALSE(std::filesystem::exists(dir.File("stopped/moa.lock")))
+      << "the lock outlived the run";
+  MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile state,
+                           ReadSafetensors(dir.File("stopped/checkpoints/state.safetensors")));
+  const int64_t step = std::stoll(state.metadata.at("moa_step"));
+  RecordProperty("stopped_after_step", static_cast<int>(step));
+  std::printf("stopped after step %lld (%s)\n", static_cast<long long>(step),
+              step % 10 == 0 ? "an evaluation" : "between evaluations");
+
+  ASSERT_EQ(test::RunShell(Moa() + " train --resume " + dir.File("stopped"), &out), 0) << out;
+  ExpectSameAsUninterrupted(dir.File("whole"), dir.File("stopped"));
 }
 
 TEST(ResumeTest, CheckpointOfAnotherConfigurationIsRefused) {
