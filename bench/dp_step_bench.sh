@@ -8,7 +8,7 @@
 set -euo pipefail
 config=${1:-configs/rfmnist_lora.ini}
 out=$(mktemp -d)
-common="--config $config --model.backbone= --train.steps=62 --train.checkpoint_freq=61 --train.log_every=0 --data.max_per_domain=2000"
+common="--config $config --model.backbone=random --train.steps=62 --train.checkpoint_freq=61 --train.log_every=0 --data.max_per_domain=2000"
 build/moa train $common --train.threads=2 --output.dir="$out/one" >"$out/one.log" 2>&1
 mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none -np 2 \
   build/moa train $common --train.threads=1 --output.dir="$out/two" >"$out/two.log" 2>&1

@@ -31,7 +31,7 @@ struct Measured {
 Measured TimeConfig(const std::string& path, int64_t per_domain, int steps) {
   Measured m;
   m.config = path;
-  std::vector<std::string> overrides = {"model.backbone="};
+  std::vector<std::string> overrides = {"model.backbone=random"};
   if (per_domain > 0) overrides.push_back("data.batch_size=" + std::to_string(per_domain));
   auto config = moa::launch::LoadConfig(path, overrides);
   if (!config.ok()) {
@@ -75,7 +75,7 @@ Measured TimeConfig(const std::string& path, int64_t per_domain, int steps) {
 }
 
 double TorchMs(const std::string& path, int64_t per_domain, int steps, int threads) {
-  std::vector<std::string> overrides = {"model.backbone="};
+  std::vector<std::string> overrides = {"model.backbone=random"};
   if (per_domain > 0) overrides.push_back("data.batch_size=" + std::to_string(per_domain));
   auto config = moa::launch::LoadConfig(path, overrides);
   if (!config.ok() || config->adapter.method != "lora") return -1;

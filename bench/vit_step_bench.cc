@@ -48,7 +48,8 @@ const std::map<std::string, std::string> kConfigs = {{"lora", "configs/vitb16_lo
                                                      {"full", "configs/vitb16_full.ini"}};
 
 std::vector<std::string> Overrides(const Args& a, int64_t batch) {
-  std::vector<std::string> o = {"data.batch_size=" + std::to_string(batch), "model.backbone="};
+  std::vector<std::string> o = {"data.batch_size=" + std::to_string(batch),
+                                "model.backbone=random"};
   if (a.small) {
     o.insert(o.end(), {"model.dim=192", "model.depth=4", "model.heads=3", "moa.proj_dim=64"});
   }

@@ -15,6 +15,7 @@
 #include "launch/sweep.h"
 #include "moa/peft.h"
 #include "parallel/mpi_communicator.h"
+#include "trainer/build.h"
 #include "trainer/evaluate.h"
 #include "trainer/trainer.h"
 
@@ -97,9 +98,7 @@ int Info(const trainer::RunConfig& config) {
     std::cerr << "moa info: " << info.status().message() << "\n";
     return 2;
   }
-  trainer::RunConfig no_weights = config;
-  no_weights.model.backbone.clear();  // counts need no weights
-  auto model = trainer::BuildModel(no_weights, *info);
+  auto model = trainer::BuildModel(config, *info);
   if (!model.ok()) {
     std::cerr << "moa info: " << model.status().message() << "\n";
     return 2;
@@ -119,13 +118,7 @@ int Info(const trainer::RunConfig& config) {
   return 0;
 }
 
-int TrainOrPretrain(LaunchConfig launch_config, bool pretrain) {
-  trainer::RunConfig& config = launch_config.run;
-  if (pretrain) {
-    config.adapter.method = "full";
-    config.model.backbone.clear();
-    config.resolved_ini = ToIni(launch_config);
-  }
+int TrainOrPretrain(const trainer::RunConfig& config, bool pretrain) {
   std::unique_ptr<parallel::Communicator> world = parallel::MakeWorldCommunicator();
   if (world->size() > 1) {
     SetLogRankPrefix("[rank " + std::to_string(world->rank()) + "] ");
@@ -259,13 +252,22 @@ int RunCommand(const std::vector<std::string>& args) {
     overrides.push_back("train.resume=" + parsed.resume);
     overrides.push_back("output.dir=" + parsed.resume);
   }
+  if (command == "info") {
+    // Parameter counts need no weights.
+    overrides.push_back(std::string("model.backbone=") + trainer::kRandomBackbone);
+  }
+  if (command == "pretrain") {
+    // Pretraining trains the whole classifier from a random initialisation.
+    overrides.push_back("adapter.method=full");
+    overrides.push_back("model.backbone=");
+  }
   auto launch_config = LoadLaunchConfig(config_path, overrides);
   if (!launch_config.ok()) {
     std::cerr << "moa " << command << ": " << launch_config.status().message() << "\n";
     return 2;
   }
   if (command == "train" || command == "pretrain") {
-    return TrainOrPretrain(*launch_config, command == "pretrain");
+    return TrainOrPretrain(launch_config->run, command == "pretrain");
   }
   const trainer::RunConfig& config = launch_config->run;
   if (command == "eval") {

@@ -18,31 +18,32 @@ std::string FormatNumber(double v) {
   return text;
 }
 
+using Draw = std::function<std::string(double, const trainer::RunConfig&, int64_t)>;
+
 // 10^U(low, high).
-std::function<std::string(double, const trainer::RunConfig&)> LogUniform(double low, double high) {
-  return [=](double u, const trainer::RunConfig&) {
+Draw LogUniform(double low, double high) {
+  return [=](double u, const trainer::RunConfig&, int64_t) {
     return FormatNumber(std::pow(10.0, low + u * (high - low)));
   };
 }
 
-std::function<std::string(double, const trainer::RunConfig&)> Choice(
-    std::vector<std::string> values) {
-  return [values](double u, const trainer::RunConfig&) {
+Draw Choice(std::vector<std::string> values) {
+  return [values](double u, const trainer::RunConfig&, int64_t) {
     const size_t i = std::min(values.size() - 1, static_cast<size_t>(u * values.size()));
     return values[i];
   };
 }
 
-// int(2^U(3, 5.5)) as DomainBed, rounded down to a multiple of parallel.dp so that the global
-// batch divides among the data-parallel ranks.
-std::string DrawBatchSize(double u, const trainer::RunConfig& base) {
+// int(2^U(3, 5.5)) as DomainBed, rounded down to a multiple of the job's world size, so that the
+// global batch divides among its ranks (every rank, data- or expert-parallel, takes a slice).
+std::string DrawBatchSize(double u, const trainer::RunConfig&, int64_t world_size) {
   const int64_t batch = static_cast<int64_t>(std::pow(2.0, 3.0 + u * 2.5));
-  const int64_t dp = std::max<int64_t>(1, base.parallel.dp);
-  return std::to_string(std::max(dp, batch / dp * dp));
+  const int64_t ranks = std::max<int64_t>(1, world_size);
+  return std::to_string(std::max(ranks, batch / ranks * ranks));
 }
 
 // Top-k of 1 or 2, never more than the experts of moa.ranks.
-std::string DrawTopK(double u, const trainer::RunConfig& base) {
+std::string DrawTopK(double u, const trainer::RunConfig& base, int64_t) {
   const int64_t experts = static_cast<int64_t>(base.moa.ranks.size());
   return std::to_string(std::min<int64_t>(experts, u < 0.5 ? 1 : 2));
 }
@@ -60,7 +61,7 @@ const std::vector<HparamRange>& HparamRegistry() {
       {"optim.lr", {"full", "attention"}, "10^U(-5.5, -4)", LogUniform(-5.5, -4.0)},
       {"optim.lr", {"lora", "kadaptation", "moa"}, "10^U(-4.5, -2.5)", LogUniform(-4.5, -2.5)},
       {"optim.weight_decay", {}, "10^U(-6, -2)", LogUniform(-6.0, -2.0)},
-      {"data.batch_size", {}, "int(2^U(3, 5.5)), a multiple of parallel.dp", DrawBatchSize},
+      {"data.batch_size", {}, "int(2^U(3, 5.5)), a multiple of the job's ranks", DrawBatchSize},
       {"adapter.rank",
        {"lora", "kadaptation"},
        "one of 1, 2, 4, 8, 16",
@@ -84,6 +85,7 @@ double HparamUniform(int64_t hparams_seed, int64_t trial_seed, const std::string
 }
 
 std::vector<std::pair<std::string, std::string>> DrawHparams(const trainer::RunConfig& base,
+                                                             int64_t world_size,
                                                              int64_t hparams_seed,
                                                              int64_t trial_seed,
                                                              const std::set<std::string>& pinned) {
@@ -96,8 +98,8 @@ std::vector<std::pair<std::string, std::string>> DrawHparams(const trainer::RunC
         std::find(range.methods.begin(), range.methods.end(), method) == range.methods.end()) {
       continue;
     }
-    drawn.emplace_back(range.key,
-                       range.draw(HparamUniform(hparams_seed, trial_seed, range.key), base));
+    drawn.emplace_back(range.key, range.draw(HparamUniform(hparams_seed, trial_seed, range.key),
+                                             base, world_size));
   }
   return drawn;
 }

@@ -3,7 +3,8 @@
 // DomainBed's seed_hash(h, trial_seed) and the option's own name, so a draw is reproducible and
 // adding an option to the registry leaves the other options' draws unchanged.
 //
-//   for (const auto& [key, value] : DrawHparams(base, /*hparams_seed=*/3, /*trial_seed=*/0, {}))
+//   for (const auto& [key, value] :
+//        DrawHparams(base, /*world_size=*/2, /*hparams_seed=*/3, /*trial_seed=*/0, {}))
 //     overrides.push_back("--" + key + "=" + value);
 #pragma once
 
@@ -19,12 +20,14 @@
 namespace moa::launch {
 
 /// One swept option: its key, the adapter methods it applies to (empty: every method), the
-/// range in words (for help) and how a uniform number in [0, 1) becomes its value.
+/// range in words (for help) and how a uniform number in [0, 1) becomes its value, given the base
+/// configuration and the number of ranks the job runs on.
 struct HparamRange {
   std::string key;
   std::vector<std::string> methods;
   std::string range;
-  std::function<std::string(double uniform, const trainer::RunConfig& base)> draw;
+  std::function<std::string(double uniform, const trainer::RunConfig& base, int64_t world_size)>
+      draw;
 };
 
 /// The registry, in a fixed order.
@@ -33,9 +36,11 @@ const std::vector<HparamRange>& HparamRegistry();
 /// The uniform number in [0, 1) of one option in one draw.
 double HparamUniform(int64_t hparams_seed, int64_t trial_seed, const std::string& key);
 
-/// The overrides (key, value) of draw `hparams_seed` for the base configuration's method; empty
-/// for draw 0. Keys in `pinned` (set by the user) are left out.
+/// The overrides (key, value) of draw `hparams_seed` for the base configuration's method, for a
+/// job of `world_size` ranks (drawn batch sizes are multiples of it; with 1 they are DomainBed's);
+/// empty for draw 0. Keys in `pinned` (set by the user) are left out.
 std::vector<std::pair<std::string, std::string>> DrawHparams(const trainer::RunConfig& base,
+                                                             int64_t world_size,
                                                              int64_t hparams_seed,
                                                              int64_t trial_seed,
                                                              const std::set<std::string>& pinned);

@@ -181,8 +181,11 @@ const std::vector<Option>& OptionTable() {
                 "LayerNorm after the position embedding, no patch bias (CLIP)");
     t.Add<double>(MOA_FIELD(model, norm_eps), "LayerNorm epsilon (CLIP 1e-5, timm 1e-6)",
                   Positive());
-    t.Add<std::string>(MOA_FIELD(model, backbone),
-                       "pretrained backbone safetensors (timm names); empty: random init");
+    t.Add<std::string>(
+        MOA_FIELD(model, backbone),
+        "pretrained backbone weights (CLIP ViT-B/16: timm's or open_clip's safetensors, "
+        "or a .bin/.pt pickle); random: a random initialisation; empty: random "
+        "for adapter.method = full and mnist_cnn, refused otherwise");
     t.Add<int64_t>(MOA_FIELD(model, num_classes), "classes (0: the dataset's)",
                    AtLeast<int64_t>(0));
     // [adapter]

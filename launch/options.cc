@@ -12,6 +12,7 @@
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "launch/option_table.h"
+#include "trainer/build.h"
 
 namespace moa::launch {
 namespace po = boost::program_options;
@@ -92,6 +93,9 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
                                    " has no checkpoints/state.safetensors (a run directory that "
                                    "reached its first evaluation)");
   }
+  // Last, so that a configuration missing its weights still hears of its other problems first.
+  const absl::Status backbone = trainer::CheckBackboneChosen(c);
+  if (!backbone.ok()) return absl::InvalidArgumentError(std::string(backbone.message()) + origin);
   return absl::OkStatus();
 }
 

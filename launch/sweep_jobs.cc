@@ -39,7 +39,45 @@ std::pair<std::string, std::string> SplitOverride(const std::string& text) {
   return {body.substr(0, eq), body.substr(eq + 1)};
 }
 
+// "the 2 ranks of each job (--launcher mpirun --np 2)", for messages.
+std::string JobWorldText(const SweepOptions& options, const SlurmConfig& slurm) {
+  const int64_t world = JobWorldSize(options, slurm);
+  std::string how = "--launcher " + options.launcher;
+  if (options.launcher == "mpirun") how += " --np " + std::to_string(options.np);
+  if (options.launcher == "slurm") {
+    how += ": slurm.nodes = " + std::to_string(slurm.nodes) +
+           " x slurm.ntasks_per_node = " + std::to_string(slurm.ntasks_per_node);
+  }
+  return (world == 1 ? std::string("the 1 rank") : "the " + std::to_string(world) + " ranks") +
+         " of each job (" + how + ")";
+}
+
+// The parallel layout of the sweep's base configuration against the launcher's world: the world
+// is parallel.dp x parallel.ep, with dp = 0 standing for world / ep.
+absl::Status CheckLayoutFitsWorld(const trainer::RunConfig& base, const SweepOptions& options,
+                                  const SlurmConfig& slurm) {
+  const int64_t world = JobWorldSize(options, slurm);
+  const int64_t dp = base.parallel.dp, ep = base.parallel.ep;
+  if (dp > 0 && dp * ep != world) {
+    return absl::InvalidArgumentError(
+        "parallel.dp x parallel.ep = " + std::to_string(dp) + " x " + std::to_string(ep) + " = " +
+        std::to_string(dp * ep) + " ranks, but the launcher gives " + JobWorldText(options, slurm) +
+        "; make them agree, or set parallel.dp = 0 (the world size / parallel.ep)");
+  }
+  if (world % ep != 0) {
+    return absl::InvalidArgumentError("parallel.ep = " + std::to_string(ep) + " does not divide " +
+                                      JobWorldText(options, slurm));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+int64_t JobWorldSize(const SweepOptions& options, const SlurmConfig& slurm) {
+  if (options.launcher == "mpirun") return options.np;
+  if (options.launcher == "slurm") return slurm.nodes * slurm.ntasks_per_node;
+  return 1;
+}
 
 std::string SweepJob::Describe() const {
   return dataset + " " + method + " test_envs=" + absl::StrJoin(test_envs, ",") +
@@ -111,6 +149,8 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> TestEnvSets(const std::string&
 absl::StatusOr<std::vector<SweepJob>> MakeSweepJobs(const SweepOptions& options) {
   MOA_ASSIGN_OR_RETURN(const LaunchConfig base_config, LoadSweepBase(options));
   const trainer::RunConfig& base = base_config.run;
+  MOA_RETURN_IF_ERROR(CheckLayoutFitsWorld(base, options, base_config.slurm));
+  const int64_t world = JobWorldSize(options, base_config.slurm);
   const std::vector<std::string> datasets =
       options.datasets.empty() ? std::vector<std::string>{base.data.dataset} : options.datasets;
   const std::vector<std::string> methods =
@@ -155,7 +195,7 @@ absl::StatusOr<std::vector<SweepJob>> MakeSweepJobs(const SweepOptions& options)
             args["train.hparams_seed"] = std::to_string(h);
             args["train.trial_seed"] = std::to_string(trial);
             args["train.seed"] = std::to_string(RunSeed(job));
-            for (const auto& [key, value] : DrawHparams(method_base, h, trial, pinned)) {
+            for (const auto& [key, value] : DrawHparams(method_base, world, h, trial, pinned)) {
               args[key] = value;
             }
             nlohmann::json identity;
@@ -174,6 +214,12 @@ absl::StatusOr<std::vector<SweepJob>> MakeSweepJobs(const SweepOptions& options)
             if (!checked.ok()) {
               return absl::InvalidArgumentError("job " + job.Describe() + ": " +
                                                 std::string(checked.status().message()));
+            }
+            if (checked->data.batch_size % world != 0) {
+              return absl::InvalidArgumentError(
+                  "job " + job.Describe() +
+                  ": data.batch_size = " + std::to_string(checked->data.batch_size) +
+                  " does not divide among " + JobWorldText(options, base_config.slurm));
             }
             jobs.push_back(std::move(job));
           }

@@ -57,6 +57,10 @@ const char* JobStateName(JobState state);
 /// The configuration every job starts from: the file and the user's overrides ([slurm] included).
 absl::StatusOr<LaunchConfig> LoadSweepBase(const SweepOptions& options);
 
+/// The number of ranks each job runs on: 1 with the local launcher (one process), --np with
+/// mpirun, slurm.nodes x slurm.ntasks_per_node with Slurm (srun starts a rank per task).
+int64_t JobWorldSize(const SweepOptions& options, const SlurmConfig& slurm);
+
 /// The test-environment sets of a specification for a dataset of `n_envs` environments:
 /// "single" (each environment alone), "pairs" (DomainBed's default: each environment, each
 /// followed by its pairs with later ones, as leave-one-domain-out selection needs), or a comma
@@ -65,7 +69,10 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> TestEnvSets(const std::string&
                                                               int64_t n_envs);
 
 /// The jobs in DomainBed's order (trial, dataset, method, test envs, draw). Every job's
-/// configuration is loaded and checked, so a bad option fails here, naming the job.
+/// configuration is loaded and checked, so a bad option fails here, naming the job; so does a
+/// job that cannot start on JobWorldSize ranks (parallel.dp x parallel.ep set to another world,
+/// parallel.ep not dividing it, a data.batch_size that does not divide among them). Drawn batch
+/// sizes are multiples of the world size.
 absl::StatusOr<std::vector<SweepJob>> MakeSweepJobs(const SweepOptions& options);
 
 JobState StateOf(const SweepJob& job);

@@ -2,11 +2,16 @@
 
 #include <chrono>
 
+#include "parallel/mpi_communicator.h"
+
 namespace moa::parallel {
 
 GradientSynchronizer::GradientSynchronizer(Communicator& group, std::vector<torch::Tensor> params,
                                            int64_t bucket_bytes)
-    : group_(group), params_(std::move(params)), launch_inline_(group.backend_name() == "nccl") {
+    : group_(group),
+      params_(std::move(params)),
+      launch_inline_(group.backend_name() == "nccl" ||
+                     (group.backend_name() == "mpi" && !MpiAllowsConcurrentCalls())) {
   // Buckets follow reverse registration order, roughly the order backward produces gradients.
   bucket_of_.assign(params_.size(), -1);
   slot_of_.assign(params_.size(), -1);
@@ -39,7 +44,7 @@ GradientSynchronizer::GradientSynchronizer(Communicator& group, std::vector<torc
     });
   }
   ResetStep();
-  thread_ = std::thread([this] { CommunicationLoop(); });
+  if (!launch_inline_) thread_ = std::thread([this] { CommunicationLoop(); });
 }
 
 GradientSynchronizer::~GradientSynchronizer() {
@@ -83,8 +88,9 @@ void GradientSynchronizer::LaunchReady() {
     Bucket& bucket = buckets_[next_launch_];
     bucket.launched = true;
     if (launch_inline_) {
-      // Queued on the group's stream from the backward thread itself: every rank issues its
-      // collectives on all groups in backward order, which NCCL needs to avoid a deadlock.
+      // From the backward thread itself: NCCL queues it on the group's stream, and every rank
+      // issues its collectives on all groups in backward order, which NCCL needs to avoid a
+      // deadlock; an MPI without MPI_THREAD_MULTIPLE runs it here, never beside another call.
       bucket.status = group_.AllReduce(bucket.buffer, ReduceOp::kAverage);
       bucket.done = true;
       ++next_launch_;

@@ -1,7 +1,8 @@
 // Data-parallel gradient averaging in buckets, overlapped with the backward pass
 // (docs/architecture.md, One training step, steps 4 and 5). Hooks copy each trainable parameter's
 // gradient into its bucket as autograd produces it; a bucket whose gradients are all in is handed
-// to a communication thread, buckets always in the same order on every rank. Finish() (before the
+// to a communication thread (all-reduced on the backward thread with NCCL, or with an MPI that
+// lacks MPI_THREAD_MULTIPLE), buckets always in the same order on every rank. Finish() (before the
 // optimizer step) gives parameters that got no gradient on this rank zeros -- an expert no token
 // chose still takes part, so no rank waits forever --, waits for every bucket and writes the
 // averages back into .grad.
@@ -63,7 +64,9 @@ class GradientSynchronizer {
   Communicator& group_;
   std::vector<torch::Tensor> params_;
   // NCCL queues collectives without waiting, and ranks must issue them on all groups in one
-  // order: buckets are launched from the backward thread rather than the communication thread.
+  // order; an MPI without MPI_THREAD_MULTIPLE must not run a collective beside the backward
+  // thread's. Then buckets are launched from the backward thread, and no communication thread
+  // runs.
   bool launch_inline_ = false;
   std::vector<int64_t> bucket_of_;
   std::vector<int64_t> slot_of_;

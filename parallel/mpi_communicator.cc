@@ -3,6 +3,7 @@
 #define MPICH_SKIP_MPICXX 1
 #include "parallel/mpi_communicator.h"
 
+#include "common/logging.h"
 #include "common/status_macros.h"
 
 #include <mpi.h>
@@ -11,11 +12,41 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <string>
 
 namespace moa::parallel {
 namespace {
 
 bool g_mpi_active = false;
+bool g_mpi_thread_multiple = true;
+
+const char* ThreadLevelName(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE:
+      return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED:
+      return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+      return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE:
+      return "MPI_THREAD_MULTIPLE";
+  }
+  return "an unknown MPI thread level";
+}
+
+// The level to ask MPI for: MPI_THREAD_MULTIPLE unless kMpiThreadLevelVariable names another.
+int RequestedThreadLevel() {
+  const char* text = std::getenv(kMpiThreadLevelVariable);
+  if (text == nullptr || *text == '\0') return MPI_THREAD_MULTIPLE;
+  const std::string name(text);
+  if (name == "multiple") return MPI_THREAD_MULTIPLE;
+  if (name == "serialized") return MPI_THREAD_SERIALIZED;
+  if (name == "funneled") return MPI_THREAD_FUNNELED;
+  if (name == "single") return MPI_THREAD_SINGLE;
+  std::fprintf(stderr, "moa: %s = %s is not multiple, serialized, funneled or single\n",
+               kMpiThreadLevelVariable, text);
+  std::exit(2);
+}
 
 absl::StatusOr<MPI_Datatype> TypeOf(const torch::Tensor& t) {
   switch (t.scalar_type()) {
@@ -222,10 +253,34 @@ bool LaunchedUnderMpi() {
 
 MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   if (!LaunchedUnderMpi()) return;
-  int provided = 0;
-  MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+  const int requested = RequestedThreadLevel();
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Init_thread(argc, argv, requested, &provided);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   active_ = g_mpi_active = true;
+  g_mpi_thread_multiple = provided >= MPI_THREAD_MULTIPLE;
+  if (provided < MPI_THREAD_SERIALIZED) {
+    // Autograd runs a GPU's backward, and so the gradient hooks' collectives, on its own thread.
+    AbortJob(std::string("MPI provides only ") + ThreadLevelName(provided) + " (asked for " +
+             ThreadLevelName(requested) +
+             "), but moa calls MPI from the backward pass's thread: it needs "
+             "MPI_THREAD_SERIALIZED, and MPI_THREAD_MULTIPLE to overlap gradient averaging with "
+             "backward. Use an MPI built with thread support (Open MPI: `ompi_info | grep "
+             "-i thread` shows it)" +
+             (requested < MPI_THREAD_MULTIPLE
+                  ? std::string(", and unset ") + kMpiThreadLevelVariable
+                  : std::string()));
+  }
+  if (!g_mpi_thread_multiple) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) {
+      Log(LogLevel::kInfo) << "MPI provides " << ThreadLevelName(provided)
+                           << ", not MPI_THREAD_MULTIPLE: gradient buckets are all-reduced on "
+                              "the backward thread, one MPI call at a time (no overlap with "
+                              "backward)";
+    }
+  }
 }
 
 MpiRuntime::~MpiRuntime() {
@@ -234,6 +289,8 @@ MpiRuntime::~MpiRuntime() {
     MPI_Finalize();
   }
 }
+
+bool MpiAllowsConcurrentCalls() { return !g_mpi_active || g_mpi_thread_multiple; }
 
 std::unique_ptr<Communicator> MakeWorldCommunicator() {
   if (!g_mpi_active) return MakeSelfCommunicator();

@@ -34,6 +34,20 @@ absl::StatusOr<data::DatasetInfo> ModelDatasetInfo(const RunConfig& config) {
   return info;
 }
 
+absl::Status CheckBackboneChosen(const RunConfig& config) {
+  if (config.model.arch != "vit" || config.adapter.method == "full" ||
+      !config.model.backbone.empty()) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      "model.backbone is empty, but adapter.method = " + config.adapter.method +
+      " trains on a frozen backbone: set model.backbone to a CLIP ViT-B/16 weights file (timm's "
+      "vit_base_patch16_clip_224.laion2b model.safetensors or open_clip's ViT-B-16 "
+      "open_clip_model.safetensors; scripts/convert_to_safetensors.py converts open_clip's "
+      ".bin/.pt pickle), or model.backbone = " +
+      std::string(kRandomBackbone) + " for a random frozen backbone");
+}
+
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(
     const RunConfig& config, const data::DatasetInfo& info,
     std::shared_ptr<const RoutingContext> routing) {
@@ -56,14 +70,17 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(
   }
   // The initialisation is seeded on its own (not continuing after the dataset's randperm as in
   // DomainBed), so every command that builds this configuration gets the same random weights.
+  MOA_RETURN_IF_ERROR(CheckBackboneChosen(config));
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
   MOA_ASSIGN_OR_RETURN(std::shared_ptr<ClassifierImpl> model, BuildClassifier(spec));
-  if (!config.model.backbone.empty()) {
+  if (!config.model.backbone.empty() && config.model.backbone != kRandomBackbone) {
     MOA_ASSIGN_OR_RETURN(ImportReport report,
                          LoadPretrainedBackbone(*model, config.model.backbone));
     Log(LogLevel::kInfo) << "backbone " << config.model.backbone << ": " << report.loaded
                          << " tensors (" << report.scheme << " names), " << report.ignored
                          << " outside the vision tower or CLIP's projection ignored";
+  } else if (config.model.backbone == kRandomBackbone) {
+    Log(LogLevel::kInfo) << "backbone: random initialisation (model.backbone = random)";
   }
   MOA_RETURN_IF_ERROR(ApplyPeft(*model, config.adapter, config.moa, std::move(routing)));
   return model;

@@ -16,9 +16,18 @@
 
 namespace moa::trainer {
 
+/// The model.backbone value that asks for a randomly initialised backbone.
+inline constexpr char kRandomBackbone[] = "random";
+
+/// A ViT that trains on a frozen backbone (every adapter.method but full) needs model.backbone
+/// said: a weights file, or kRandomBackbone. An empty value is an error that says how to get
+/// CLIP ViT-B/16 weights; any other architecture or method is fine.
+absl::Status CheckBackboneChosen(const RunConfig& config);
+
 /// Builds the configured classifier (initialised from train.seed), applies PEFT and loads
-/// model.backbone when set; the data set's info gives channels and classes when
-/// model.num_classes is 0. Touches no data. MoA layers read `routing` (see ApplyPeft).
+/// model.backbone unless it is empty or kRandomBackbone (refused where CheckBackboneChosen
+/// refuses it); the data set's info gives channels and classes when model.num_classes is 0.
+/// Touches no data. MoA layers read `routing` (see ApplyPeft).
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(
     const RunConfig& config, const data::DatasetInfo& info,
     std::shared_ptr<const RoutingContext> routing = nullptr);

@@ -35,7 +35,7 @@ struct ModelConfig {
   double mlp_ratio = 4.0;
   bool norm_pre = true;  // CLIP's LayerNorm after the position embedding
   double norm_eps = 1e-5;
-  std::string backbone;     // empty: random initialisation
+  std::string backbone;     // weights file; "random": random init; empty: only for full/mnist_cnn
   int64_t num_classes = 0;  // 0: the dataset's
 };
 

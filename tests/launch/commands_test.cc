@@ -99,6 +99,59 @@ TEST(CommandsTest, BadConfigurationExitsWithTwoAndNamesTheKey) {
 
 std::string Tiny() { return test::SourceDir() + "/configs/tiny.ini"; }
 
+// A ViT-B/16 paper row ships without weights: train, eval and export stop before touching data
+// and say how to get CLIP's; `model.backbone = random` (tiny.ini) trains on a random backbone.
+TEST(CommandsTest, FrozenViTBackboneMustBeSaid) {
+  test::TempDir dir;
+  const std::string vitb16 = test::SourceDir() + "/configs/vitb16_lora.ini";
+  for (const std::string& command :
+       {std::string("train"), "eval --adapters " + dir.File("a.safetensors"),
+        "export --merge --adapters " + dir.File("a.safetensors") + " --output " +
+            dir.File("m.safetensors")}) {
+    std::string out;
+    EXPECT_EQ(test::RunShell(Moa() + " " + command + " --config " + vitb16 +
+                                 " --output.dir=" + dir.File("run"),
+                             &out),
+              2)
+        << command << "\n"
+        << out;
+    EXPECT_NE(out.find("model.backbone is empty, but adapter.method = lora trains on a frozen "
+                       "backbone: set model.backbone to a CLIP ViT-B/16 weights file"),
+              std::string::npos)
+        << command << "\n"
+        << out;
+    EXPECT_NE(out.find("or model.backbone = random for a random frozen backbone (configuration " +
+                       vitb16 + ")"),
+              std::string::npos)
+        << out;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.File("run")));
+
+  std::string out;
+  ASSERT_EQ(test::RunShell(
+                Moa() + " train --config " + Tiny() +
+                    " --train.steps=2 --train.checkpoint_freq=2 --output.dir=" + dir.File("random"),
+                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("backbone: random initialisation (model.backbone = random)"),
+            std::string::npos)
+      << out;
+  EXPECT_TRUE(std::filesystem::exists(dir.File("random/done")));
+  // Pretraining trains every parameter from a random start: no backbone to say.
+  ASSERT_EQ(test::RunShell(Moa() + " pretrain --config " + vitb16 +
+                               " --data.dataset=RotatedFashionMNIST --data.data_dir= "
+                               "--data.source=test --data.max_per_domain=16 --data.test_envs=5 "
+                               "--data.batch_size=2 --model.img_size=28 --model.patch_size=7 "
+                               "--model.dim=16 --model.depth=1 --model.heads=2 --train.steps=1 "
+                               "--train.checkpoint_freq=1 --output.dir=" +
+                               dir.File("pretrain"),
+                           &out),
+            0)
+      << out;
+  EXPECT_TRUE(std::filesystem::exists(dir.File("pretrain/backbone.safetensors")));
+}
+
 // Every command reads `--flag=value` and `--flag value` alike. A bad configuration value (exit 2,
 // the key named) shows that --config and the key were both read.
 TEST(CommandsTest, EveryCommandTakesBothValueForms) {

@@ -25,9 +25,10 @@ class OptionsTest : public ::testing::Test {
 };
 
 TEST_F(OptionsTest, DefaultsFileAndOverridesInThatOrder) {
-  MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig config,
-                           LoadConfig(Ini("[optim]\nlr = 0.01\n[data]\ntest_envs = 1,3\n"),
-                                      {"--optim.lr=0.5", "train.steps=7"}));
+  MOA_ASSERT_OK_AND_ASSIGN(
+      trainer::RunConfig config,
+      LoadConfig(Ini("[optim]\nlr = 0.01\n[data]\ntest_envs = 1,3\n[model]\nbackbone = random\n"),
+                 {"--optim.lr=0.5", "train.steps=7"}));
   EXPECT_DOUBLE_EQ(config.optim.lr, 0.5);
   EXPECT_EQ(config.train.steps, 7);
   EXPECT_EQ(config.data.test_envs, (std::vector<int64_t>{1, 3}));
@@ -89,8 +90,30 @@ TEST_F(OptionsTest, CrossKeyRules) {
   m = Error("[adapter]\nmethod = moa\n[data]\nbatch_size = 30\n[parallel]\nep = 4\n");
   EXPECT_NE(m.find("parallel.ep = 4 expert-parallel ranks"), std::string::npos) << m;
   EXPECT_TRUE(LoadConfig("", {"adapter.method=moa", "moa.ranks=1,2,4", "parallel.ep=3",
-                              "data.batch_size=30"})
+                              "data.batch_size=30", "model.backbone=random"})
                   .ok());
+}
+
+// A frozen ViT backbone is CLIP's or, said explicitly, a random one; an empty model.backbone says
+// how to get the weights. Full fine-tuning and the MNIST CNN need no weights.
+TEST_F(OptionsTest, EmptyBackboneOfAFrozenViTSaysHowToGetWeights) {
+  for (const char* method : {"lora", "attention", "kadaptation", "moa"}) {
+    const std::string m = Error("[adapter]\nmethod = " + std::string(method) + "\n");
+    EXPECT_NE(m.find("model.backbone is empty, but adapter.method = " + std::string(method)),
+              std::string::npos)
+        << m;
+    EXPECT_NE(m.find("CLIP ViT-B/16"), std::string::npos) << m;
+    EXPECT_NE(m.find("scripts/convert_to_safetensors.py"), std::string::npos) << m;
+    EXPECT_NE(m.find("model.backbone = random"), std::string::npos) << m;
+    EXPECT_NE(m.find(dir_.File("c.ini")), std::string::npos) << m;
+  }
+  MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig random,
+                           LoadConfig(Ini("[model]\nbackbone = random\n"), {}));
+  EXPECT_EQ(random.model.backbone, "random");
+  EXPECT_TRUE(LoadConfig("", {"adapter.method=full"}).ok());
+  EXPECT_TRUE(LoadConfig("", {"model.arch=mnist_cnn", "adapter.method=full"}).ok());
+  // The rule is checked after the others: a configuration with another problem hears of it.
+  EXPECT_NE(Error("[model]\ndim = 100\nheads = 12\n").find("model.dim"), std::string::npos);
 }
 
 TEST_F(OptionsTest, MissingFileIsNamed) {
@@ -163,7 +186,7 @@ TEST_F(OptionsTest, ResolvedIniOfTheTinyConfiguration) {
       "holdout_fraction = 0.2\nbatch_size = 8\nmax_per_domain = 120\nworkers = 2\n"
       "check = header\nskip_corrupt = false\n\n",
       "[model]\narch = vit\nimg_size = 28\npatch_size = 7\ndim = 32\ndepth = 2\nheads = 2\n"
-      "mlp_ratio = 2\nnorm_pre = true\nnorm_eps = 1e-05\nbackbone = \nnum_classes = 0\n\n",
+      "mlp_ratio = 2\nnorm_pre = true\nnorm_eps = 1e-05\nbackbone = random\nnum_classes = 0\n\n",
       "[adapter]\nmethod = lora\nrank = 2\nalpha = 0\nblocks = all\ntargets = qkv,proj\n\n",
       "[optim]\noptimizer = adam\nlr = 0.001\nweight_decay = 0\nfused = true\n\n",
       "[train]\nsteps = 12\ncheckpoint_freq = 5\nseed = 0\ntrial_seed = 0\nhparams_seed = 0\n"
@@ -225,7 +248,8 @@ TEST(DatasetDefaultsTest, StepsAndCheckpointFrequencyFollowTheDataset) {
       {"TerraIncognita", {5001, 200}},
       {"RotatedFashionMNIST", {5001, 100}}};
   for (const auto& [dataset, expected] : cases) {
-    std::vector<std::string> overrides = {std::string("data.dataset=") + dataset};
+    std::vector<std::string> overrides = {std::string("data.dataset=") + dataset,
+                                          "model.backbone=random"};
     if (std::string(dataset) == "RotatedFashionMNIST") {
       overrides.push_back("model.img_size=28");
       overrides.push_back("model.patch_size=7");
@@ -234,10 +258,11 @@ TEST(DatasetDefaultsTest, StepsAndCheckpointFrequencyFollowTheDataset) {
     EXPECT_EQ(c.train.steps, expected.first) << dataset;
     EXPECT_EQ(c.train.checkpoint_freq, expected.second) << dataset;
   }
-  MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig c,
-                           LoadConfig("", {"data.dataset=DomainNet", "train.steps=10"}));
+  MOA_ASSERT_OK_AND_ASSIGN(
+      trainer::RunConfig c,
+      LoadConfig("", {"data.dataset=DomainNet", "train.steps=10", "model.backbone=random"}));
   EXPECT_EQ(c.train.steps, 10);
-  EXPECT_FALSE(LoadConfig("", {"train.checkpoint_freq=0"}).ok());
+  EXPECT_FALSE(LoadConfig("", {"train.checkpoint_freq=0", "model.backbone=random"}).ok());
 }
 
 }  // namespace

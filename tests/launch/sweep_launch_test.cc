@@ -10,7 +10,9 @@
 #include <sstream>
 
 #include "common/files.h"
+#include "launch/hparams.h"
 #include "launch/launchers.h"
+#include "launch/options.h"
 #include "launch/sweep.h"
 #include "tests/launch/sweep_support.h"
 #include "tests/support/test_support.h"
@@ -238,23 +240,55 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
       << out;
 }
 
-TEST(SweepTest, MpirunLauncher) {
-  test::TempDir dir;
+// Launches a one-job sweep of the tiny configuration on test environment 5 with `mpirun --np 2`
+// (`args`: the draw and the steps) and returns the job's run directory, expected done.
+std::string LaunchOneMpirunJob(const test::TempDir& dir, const std::string& args) {
   std::string out;
-  ASSERT_EQ(test::RunShell(Moa() + " sweep launch --config " + Tiny() +
-                               " --data.test_envs 5 --n_hparams 1 --n_trials 1 --launcher mpirun"
-                               " --np 2 --mpirun '" MOA_TEST_MPIRUN
-                               "' --train.steps=4 --train.checkpoint_freq=2 --output.dir " +
-                               dir.File("sweep"),
+  EXPECT_EQ(test::RunShell(Moa() + " sweep launch --config " + Tiny() +
+                               " --data.test_envs 5 --n_trials 1 --launcher mpirun --np 2"
+                               " --mpirun '" MOA_TEST_MPIRUN "' " +
+                               args + " --output.dir " + dir.File("sweep"),
                            &out),
             0)
       << out;
   EXPECT_NE(out.find("1 job ran, 0 failed"), std::string::npos) << out;
   std::string run;
   for (const auto& e : fs::directory_iterator(dir.File("sweep"))) run = e.path();
-  EXPECT_TRUE(fs::exists(run + "/done"));
+  EXPECT_TRUE(fs::exists(run + "/done")) << out;
+  return run;
+}
+
+TEST(SweepTest, MpirunLauncher) {
+  test::TempDir dir;
+  const std::string run =
+      LaunchOneMpirunJob(dir, "--n_hparams 1 --train.steps=4 --train.checkpoint_freq=2");
   EXPECT_NE(ReadAll(run + "/env.json").find("\"size\": 2"), std::string::npos)
       << ReadAll(run + "/env.json");
+}
+
+// A drawn batch size that DomainBed would make odd is rounded to the 2 ranks mpirun gives each
+// job, so the job starts and finishes (it used to die at start-up with the default
+// parallel.dp = 0).
+TEST(SweepTest, MpirunJobOfAnOddDomainBedBatchRuns) {
+  MOA_ASSERT_OK_AND_ASSIGN(const LaunchConfig base, LoadLaunchConfig(Tiny(), {}));
+  int64_t draw = 0, odd = 0;
+  for (int64_t h = 1; h < 100 && draw == 0; ++h) {
+    for (const auto& [key, value] : DrawHparams(base.run, 1, h, 0, {})) {
+      if (key == "data.batch_size" && std::stoll(value) % 2 == 1) {
+        draw = h;
+        odd = std::stoll(value);
+      }
+    }
+  }
+  ASSERT_GT(draw, 0);
+  test::TempDir dir;
+  const std::string run = LaunchOneMpirunJob(dir, "--n_hparams_from " + std::to_string(draw) +
+                                                      " --n_hparams " + std::to_string(draw + 1) +
+                                                      " --train.steps=2 --train.checkpoint_freq=2");
+  EXPECT_NE(ReadAll(run + "/config.ini").find("batch_size = " + std::to_string(odd - 1) + "\n"),
+            std::string::npos)
+      << "draw " << draw << " (DomainBed: " << odd << ")\n"
+      << ReadAll(run + "/config.ini");
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // The launchers end to end: sweep_launch_test.cc.
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -158,32 +160,31 @@ TEST(SweepTest, ImageFolderEnvironmentsComeFromItsFolder) {
 TEST(SweepTest, HyperparameterDraws) {
   trainer::RunConfig lora = DefaultConfig().run;
   lora.adapter.method = "lora";
-  EXPECT_TRUE(DrawHparams(lora, 0, 0, {}).empty());
-  const auto a = DrawHparams(lora, 3, 1, {});
-  EXPECT_EQ(a, DrawHparams(lora, 3, 1, {}));  // reproducible
-  EXPECT_NE(a, DrawHparams(lora, 3, 2, {}));  // each trial draws again, as DomainBed
+  EXPECT_TRUE(DrawHparams(lora, 1, 0, 0, {}).empty());
+  const auto a = DrawHparams(lora, 1, 3, 1, {});
+  EXPECT_EQ(a, DrawHparams(lora, 1, 3, 1, {}));  // reproducible
+  EXPECT_NE(a, DrawHparams(lora, 1, 3, 2, {}));  // each trial draws again, as DomainBed
   std::set<std::string> keys;
   for (const auto& [key, value] : a) keys.insert(key);
   EXPECT_EQ(keys, (std::set<std::string>{"optim.lr", "optim.weight_decay", "data.batch_size",
                                          "adapter.rank", "adapter.alpha"}));
   // A pinned key is not drawn and the others keep their values.
-  const auto pinned = DrawHparams(lora, 3, 1, {"optim.lr"});
+  const auto pinned = DrawHparams(lora, 1, 3, 1, {"optim.lr"});
   ASSERT_EQ(pinned.size(), a.size() - 1);
   for (const auto& kv : pinned) EXPECT_NE(std::find(a.begin(), a.end(), kv), a.end());
 
   trainer::RunConfig moa = lora;
   moa.adapter.method = "moa";
   keys.clear();
-  for (const auto& [key, value] : DrawHparams(moa, 3, 1, {})) keys.insert(key);
+  for (const auto& [key, value] : DrawHparams(moa, 1, 3, 1, {})) keys.insert(key);
   EXPECT_EQ(keys, (std::set<std::string>{"optim.lr", "optim.weight_decay", "data.batch_size",
                                          "adapter.alpha", "moa.top_k", "moa.router", "moa.noise",
                                          "moa.aux_weight"}));
   // Over many draws the values stay in their ranges and cover them.
   double lr_min = 1, lr_max = 0;
   std::set<std::string> batches, top_ks;
-  moa.parallel.dp = 2;
   for (int64_t h = 1; h <= 200; ++h) {
-    for (const auto& [key, value] : DrawHparams(moa, h, 0, {})) {
+    for (const auto& [key, value] : DrawHparams(moa, 2, h, 0, {})) {
       if (key == "optim.lr") {
         lr_min = std::min(lr_min, std::stod(value));
         lr_max = std::max(lr_max, std::stod(value));
@@ -192,7 +193,7 @@ TEST(SweepTest, HyperparameterDraws) {
         const int batch = std::stoi(value);
         EXPECT_GE(batch, 8);
         EXPECT_LE(batch, 45);
-        EXPECT_EQ(batch % 2, 0) << "a multiple of parallel.dp";
+        EXPECT_EQ(batch % 2, 0) << "a multiple of the job's 2 ranks";
         batches.insert(value);
       }
       if (key == "moa.top_k") top_ks.insert(value);
@@ -204,6 +205,121 @@ TEST(SweepTest, HyperparameterDraws) {
   EXPECT_GT(lr_max, 1e-3);
   EXPECT_GE(batches.size(), 10u);
   EXPECT_EQ(top_ks, (std::set<std::string>{"1", "2"}));
+}
+
+// tiny.ini with adapter.method = moa, written into `dir` (a sweep's --adapter.method lists the
+// methods to sweep; parallel.ep needs MoA in the base configuration).
+std::string TinyMoaConfig(const test::TempDir& dir) {
+  auto text = ReadFile(Tiny());
+  EXPECT_TRUE(text.ok()) << text.status();
+  std::string ini = text.ok() ? *text : "";
+  const size_t at = ini.find("method = lora");
+  EXPECT_NE(at, std::string::npos);
+  if (at != std::string::npos) ini.replace(at, 13, "method = moa");
+  const std::string path = dir.File("tiny_moa.ini");
+  std::ofstream(path) << ini;
+  return path;
+}
+
+// Drawn batch sizes are multiples of the ranks a job runs on; on one rank they are DomainBed's
+// int(2^U(3, 5.5)) unchanged.
+TEST(SweepTest, DrawnBatchSizesDivideAmongTheJobsRanks) {
+  trainer::RunConfig lora = DefaultConfig().run;
+  lora.adapter.method = "lora";
+  std::set<int64_t> odd_on_one_rank;
+  for (int64_t h = 1; h <= 100; ++h) {
+    const double u = HparamUniform(h, 0, "data.batch_size");
+    const int64_t domainbed = static_cast<int64_t>(std::pow(2.0, 3.0 + u * 2.5));
+    for (int64_t world : {1, 2, 3, 4}) {
+      std::string drawn;
+      for (const auto& [key, value] : DrawHparams(lora, world, h, 0, {})) {
+        if (key == "data.batch_size") drawn = value;
+      }
+      ASSERT_FALSE(drawn.empty());
+      const int64_t batch = std::stoll(drawn);
+      EXPECT_EQ(batch % world, 0) << "draw " << h << " on " << world << " ranks: " << batch;
+      EXPECT_EQ(batch, domainbed / world * world) << "draw " << h << " on " << world << " ranks";
+    }
+    if (domainbed % 2 == 1) odd_on_one_rank.insert(h);
+  }
+  EXPECT_GE(odd_on_one_rank.size(), 10u) << "the draws above must include odd DomainBed sizes";
+}
+
+// The sweep's plan draws for the world of the launcher it uses: mpirun's --np, Slurm's nodes x
+// tasks per node, one process locally (whose draws, and so job ids, are DomainBed's).
+TEST(SweepTest, JobsDrawBatchSizesForTheLaunchersRanks) {
+  test::TempDir dir;
+  const std::string tiny_moa = TinyMoaConfig(dir);
+  auto batches = [&dir](std::vector<std::string> launcher, const std::string& config) {
+    // Draws 1 to 39 (draw 0 keeps tiny.ini's batch size and passes none).
+    std::vector<std::string> args = {"launch",  "--config",         config, "--data.test_envs",
+                                     "0",       "--n_hparams_from", "1",    "--n_hparams",
+                                     "40",      "--n_trials",       "1",    "--output.dir",
+                                     dir.path()};
+    args.insert(args.end(), launcher.begin(), launcher.end());
+    auto jobs = MakeSweepJobs(Parse(args));
+    EXPECT_TRUE(jobs.ok()) << jobs.status();
+    std::vector<int64_t> sizes;
+    if (jobs.ok()) {
+      for (const SweepJob& job : *jobs) sizes.push_back(std::stoll(Arg(job, "data.batch_size")));
+    }
+    return sizes;
+  };
+  const std::vector<int64_t> local = batches({}, Tiny());
+  ASSERT_EQ(local.size(), 39u);
+  EXPECT_NE(std::find_if(local.begin(), local.end(), [](int64_t b) { return b % 2 == 1; }),
+            local.end());
+  const std::pair<std::vector<std::string>, int64_t> launchers[] = {
+      {{"--launcher", "mpirun", "--np", "2"}, 2},
+      {{"--launcher", "mpirun", "--np", "3"}, 3},
+      {{"--launcher", "slurm", "--slurm.nodes=2", "--slurm.ntasks_per_node=2"}, 4},
+      {{"--launcher", "mpirun", "--np", "2", "--parallel.dp=2"}, 2},
+      {{"--launcher", "mpirun", "--np", "4", "--parallel.ep=2"}, 4},
+  };
+  for (const auto& [launcher, world] : launchers) {
+    const bool expert_parallel = launcher.back() == "--parallel.ep=2";
+    const std::vector<int64_t> sizes = batches(launcher, expert_parallel ? tiny_moa : Tiny());
+    ASSERT_EQ(sizes.size(), 39u) << launcher[1] << " " << launcher[3];
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      EXPECT_EQ(sizes[i] % world, 0) << world << " ranks: " << sizes[i];
+      EXPECT_EQ(sizes[i], local[i] / world * world) << world << " ranks";
+    }
+  }
+}
+
+// A layout the launcher cannot give, or a batch that does not divide among its ranks, refuses
+// the sweep before anything runs.
+TEST(SweepTest, LayoutMustMatchTheLaunchersRanks) {
+  test::TempDir dir;
+  const std::string tiny_moa = TinyMoaConfig(dir);
+  const std::vector<std::string> common = {"launch", "--config",     Tiny(),    "--data.test_envs",
+                                           "0",      "--n_hparams",  "3",       "--n_trials",
+                                           "1",      "--output.dir", dir.path()};
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"--launcher", "mpirun", "--np", "2", "--parallel.dp=4"},
+       "parallel.dp x parallel.ep = 4 x 1 = 4 ranks, but the launcher gives the 2 ranks of each "
+       "job (--launcher mpirun --np 2); make them agree, or set parallel.dp = 0"},
+      {{"--parallel.dp=2"},
+       "parallel.dp x parallel.ep = 2 x 1 = 2 ranks, but the launcher gives the 1 rank of each "
+       "job (--launcher local)"},
+      {{"--launcher", "slurm", "--slurm.nodes=2", "--slurm.ntasks_per_node=3", "--parallel.dp=2"},
+       "the 6 ranks of each job (--launcher slurm: slurm.nodes = 2 x slurm.ntasks_per_node = 3)"},
+      {{"--launcher", "mpirun", "--np", "3", "--parallel.ep=2"},
+       "parallel.ep = 2 does not divide the 3 ranks of each job (--launcher mpirun --np 3)"},
+      {{"--launcher", "mpirun", "--np", "3"},
+       "hparams_seed=0 trial_seed=0: data.batch_size = 8 does not divide among the 3 ranks of "
+       "each job (--launcher mpirun --np 3)"},
+      {{"--launcher", "mpirun", "--np", "2", "--data.batch_size=9"},
+       "data.batch_size = 9 does not divide among the 2 ranks"},
+  };
+  for (const auto& [extra, message] : cases) {
+    std::vector<std::string> args = common;
+    args.insert(args.end(), extra.begin(), extra.end());
+    if (extra.back() == "--parallel.ep=2") args[2] = tiny_moa;
+    auto jobs = MakeSweepJobs(Parse(args));
+    ASSERT_FALSE(jobs.ok()) << extra[0];
+    EXPECT_NE(jobs.status().message().find(message), std::string::npos) << jobs.status();
+  }
 }
 
 TEST(SweepTest, BadArgumentsNameTheProblem) {

@@ -214,6 +214,40 @@ INSTANTIATE_TEST_SUITE_P(Layouts, ExpertParallelTest,
                                   std::to_string(info.param.ep);
                          });
 
+// An MPI that provides MPI_THREAD_SERIALIZED (asked for through MOA_MPI_THREAD_LEVEL) gets its
+// gradient buckets all-reduced on the backward thread, beside the sharded experts' all-to-alls and
+// the auxiliary loss's all-reduce, never at the same time: the job completes, says so once, and
+// equals the same job at MPI_THREAD_MULTIPLE. Below MPI_THREAD_SERIALIZED the job is refused.
+TEST(MpiThreadLevelTest, SerializedRunsTheSameJobAndFunneledIsRefused) {
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(test::RunShell(Mpirun(2) + Moa() + TinyShardedMoa(dir.File("multiple"), 2), &out), 0)
+      << out;
+  EXPECT_EQ(out.find("not MPI_THREAD_MULTIPLE"), std::string::npos) << out;
+  ASSERT_EQ(test::RunShell(Mpirun(2) + "-x MOA_MPI_THREAD_LEVEL=serialized " + Moa() +
+                               TinyShardedMoa(dir.File("serialized"), 2),
+                           &out),
+            0)
+      << out;
+  const std::string line =
+      "MPI provides MPI_THREAD_SERIALIZED, not MPI_THREAD_MULTIPLE: gradient buckets are "
+      "all-reduced on the backward thread";
+  const size_t first = out.find(line);
+  EXPECT_NE(first, std::string::npos) << out;
+  EXPECT_EQ(out.find(line, first + 1), std::string::npos) << "rank 0 alone says it\n" << out;
+  ExpectSameRun(dir.File("multiple"), dir.File("serialized"));
+
+  const test::Ended refused = test::RunTimed(Mpirun(2) + "-x MOA_MPI_THREAD_LEVEL=funneled " +
+                                             Moa() + TinyShardedMoa(dir.File("funneled"), 2));
+  EXPECT_NE(refused.code, 0) << refused.output;
+  EXPECT_NE(refused.output.find("MPI provides only MPI_THREAD_FUNNELED (asked for "
+                                "MPI_THREAD_FUNNELED), but moa calls MPI from the backward "
+                                "pass's thread: it needs MPI_THREAD_SERIALIZED"),
+            std::string::npos)
+      << refused.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("funneled/results.jsonl")));
+}
+
 // bf16 autocast with sharded LoRA experts: holders send back one dtype whether or not tokens
 // reached them, and MPI moves bfloat16; the job follows one process within bfloat16's rounding
 // summed in different orders (1e-3 relative on every record's loss).
