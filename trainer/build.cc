@@ -120,4 +120,18 @@ std::shared_ptr<RoutingContext> TrainRoutingContext(const RunConfig& config, int
   return context;
 }
 
+absl::Status CheckLayout(const RunConfig& config, const parallel::MeshLayout& layout) {
+  if (layout.ep > 1 && config.adapter.method != "moa") {
+    return absl::InvalidArgumentError("parallel.ep = " + std::to_string(layout.ep) +
+                                      " shards MoA experts; it needs adapter.method = moa");
+  }
+  if (config.data.batch_size % layout.world_size != 0) {
+    return absl::InvalidArgumentError(
+        "data.batch_size = " + std::to_string(config.data.batch_size) +
+        " does not divide among the " + std::to_string(layout.world_size) +
+        " ranks (every rank takes an equal slice of each domain's minibatch)");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moa::trainer

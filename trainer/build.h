@@ -12,6 +12,7 @@
 #include "moa/models.h"
 #include "moa/routing.h"
 #include "parallel/communicator.h"
+#include "parallel/mesh_layout.h"
 #include "trainer/config.h"
 
 namespace moa::trainer {
@@ -36,6 +37,10 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> BuildModel(
 /// description with model.num_classes when that is set, else the dataset's own classes
 /// (ImageFolder's from a scan of data.data_dir's folders: data::DescribeDataset).
 absl::StatusOr<data::DatasetInfo> ModelDatasetInfo(const RunConfig& config);
+
+/// The run's layout against the configuration: parallel.ep > 1 needs adapter.method = moa, and
+/// data.batch_size must divide among the world's ranks.
+absl::Status CheckLayout(const RunConfig& config, const parallel::MeshLayout& layout);
 
 /// The training stream of rank `rank` of `ranks`: every rank, data- or expert-parallel, takes its
 /// own slice of each training domain's global minibatch, from `first_step` on.

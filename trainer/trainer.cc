@@ -1,3 +1,7 @@
+// The Runner: set-up, preparation, the step loop, evaluation with checkpoints, SWAD's final
+// evaluation and the stop on a signal. About 450 lines: these methods share the run's state
+// (model, optimizer, mesh, records), and what does not is in build, coordinator, run_files,
+// run_lock, loss_meter, gradient_sync and progress.
 #include "trainer/trainer.h"
 
 #include <algorithm>
@@ -76,16 +80,7 @@ class Runner {
   absl::Status SetUp() {
     MOA_ASSIGN_OR_RETURN(parallel::MeshLayout layout,
                          parallel::DetectMeshLayout(config_.parallel.dp, config_.parallel.ep));
-    if (layout.ep > 1 && config_.adapter.method != "moa") {
-      return absl::InvalidArgumentError("parallel.ep = " + std::to_string(layout.ep) +
-                                        " shards MoA experts; it needs adapter.method = moa");
-    }
-    if (config_.data.batch_size % layout.world_size != 0) {
-      return absl::InvalidArgumentError(
-          "data.batch_size = " + std::to_string(config_.data.batch_size) +
-          " does not divide among the " + std::to_string(layout.world_size) +
-          " ranks (every rank takes an equal slice of each domain's minibatch)");
-    }
+    MOA_RETURN_IF_ERROR(CheckLayout(config_, layout));
     lead_ = layout.rank == 0;
     if (lead_) {  // before anything is written: no other live run, and no finished one lost
       MOA_ASSIGN_OR_RETURN(lock_, RunLock::Acquire(config_.output.dir));
