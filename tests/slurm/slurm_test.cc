@@ -3,8 +3,9 @@
 // (2 draws x 1 trial x 2 test environments) with `moa sweep launch --launcher slurm`, waits for
 // it, checks every run and `moa collect`'s oracle table against the runs' own records, checks
 // that relaunching submits nothing (also while a task is queued or running), then kills one
-// training task mid-run, requeues it and checks that it resumed from its checkpoint; the daemons
-// are stopped at the end.
+// training task mid-run, requeues it and checks that it resumed from its checkpoint; and sends a
+// task the warning signal, which it answers by saving its state and being requeued, resuming to the
+// uninterrupted run's results. The daemons are stopped at the end of each test.
 #include <signal.h>
 
 #include <chrono>
@@ -264,6 +265,72 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
   EXPECT_EQ(records.back()["step"], 1499);
   std::printf("slurm round trip and requeue: %.0f s\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+// Preemption: Slurm's warning signal (here sent at once with `scancel --signal=USR1`, as
+// `#SBATCH --signal` would before the time limit) reaches the task; moa finishes its step, saves
+// its state and exits 75; the script requeues the task, which resumes. The results equal an
+// uninterrupted run of the same configuration, record for record.
+TEST(SlurmTest, WarningSignalSavesRequeuesAndResumesExactly) {
+  test::TempDir dir;
+  LocalCluster cluster(dir.File("cluster"));
+  ASSERT_TRUE(cluster.started()) << cluster.log();
+  const std::string sweep = dir.File("sweep");
+  std::string out;
+  ASSERT_EQ(
+      test::RunShell(
+          cluster.With(Moa() + " sweep launch --config " + Tiny() +
+                       " --data.test_envs 0 --n_hparams 1 --n_trials 1 "
+                       "--launcher slurm --output.dir " +
+                       sweep + " --train.steps=1500 --train.checkpoint_freq=25 --train.threads=1"),
+          &out),
+      0)
+      << out;
+  const std::string job = SubmittedJob(out);
+  ASSERT_FALSE(job.empty()) << out;
+  const std::string task = job + "_0";
+  ASSERT_TRUE(WaitFor([&] { return RunDirs(sweep).size() == 1; }, 10));
+  const std::string run = RunDirs(sweep)[0];
+  ASSERT_TRUE(WaitFor([&] { return Records(run).size() >= 2; }, 120)) << cluster.Logs();
+  ASSERT_EQ(test::RunShell(cluster.With("scancel --signal=USR1 " + task), &out), 0) << out;
+  const std::string log_path = sweep + "/slurm/" + task + ".out";
+  ASSERT_TRUE(
+      WaitFor([&] { return ReadAll(log_path).find("requeueing") != std::string::npos; }, 120))
+      << ReadAll(log_path) << cluster.Logs();
+  EXPECT_NE(ReadAll(log_path).find("stopped on a stop signal"), std::string::npos)
+      << ReadAll(log_path);
+  // A requeued job waits two minutes by default (its begin time); start it now, once Slurm has
+  // it pending again.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::string update;
+        return test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now"),
+                              &update) == 0;
+      },
+      60))
+      << cluster.Logs();
+  ASSERT_TRUE(WaitFor([&] { return fs::exists(run + "/done"); }, 150)) << cluster.Logs();
+  const std::string log = ReadAll(log_path);
+  EXPECT_NE(log.find("resuming " + run + " from its last checkpoint (restart 1)"),
+            std::string::npos)
+      << log;
+
+  // The same configuration without the interruption (its config.ini, resumed-from cleared).
+  const std::string whole = dir.File("whole");
+  ASSERT_EQ(test::RunShell(Moa() + " train --config " + run +
+                               "/config.ini --train.resume= " + "--output.dir=" + whole,
+                           &out),
+            0)
+      << out;
+  const std::vector<nlohmann::json> a = Records(whole), b = Records(run);
+  ASSERT_EQ(a.size(), 61u);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (auto it = a[i].begin(); it != a[i].end(); ++it) {
+      if (it.key().find("loss") != std::string::npos || it.key().find("_acc") != std::string::npos)
+        EXPECT_EQ(it.value().dump(), b[i][it.key()].dump()) << it.key() << " at record " << i;
+    }
+  }
 }
 
 }  // namespace
