@@ -50,6 +50,14 @@ std::string StaleReason(const nlohmann::json& owner) {
     if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
       return "process " + std::to_string(pid) + " no longer runs";
     }
+    // An ended process nobody has reaped yet (a container's init may never reap it).
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    const std::string fields((std::istreambuf_iterator<char>(stat)),
+                             std::istreambuf_iterator<char>());
+    const size_t name_end = fields.rfind(')');
+    if (name_end != std::string::npos && fields.compare(name_end, 4, ") Z ") == 0) {
+      return "process " + std::to_string(pid) + " has ended";
+    }
   }
   return "";
 }

@@ -24,6 +24,7 @@
 #include "parallel/mpi_communicator.h"
 #include "trainer/coordinator.h"
 #include "trainer/expert_sharding.h"
+#include "trainer/fault_injection.h"
 #include "trainer/gradient_sync.h"
 #include "trainer/loss_meter.h"
 #include "trainer/optimizer.h"
@@ -81,6 +82,7 @@ class Runner {
     MOA_ASSIGN_OR_RETURN(parallel::MeshLayout layout,
                          parallel::DetectMeshLayout(config_.parallel.dp, config_.parallel.ep));
     MOA_RETURN_IF_ERROR(CheckLayout(config_, layout));
+    MOA_ASSIGN_OR_RETURN(fault_, InjectedFault::FromEnvironment());
     lead_ = layout.rank == 0;
     if (lead_) {  // before anything is written: no other live run, and no finished one lost
       MOA_ASSIGN_OR_RETURN(lock_, RunLock::Acquire(config_.output.dir));
@@ -210,6 +212,7 @@ class Runner {
       }
       torch::Tensor loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), labels);
       if (config_.moa.aux_loss && !moa_layers_.empty()) loss = loss + AuxiliaryLoss(*model_);
+      fault_.Apply(world_->rank(), step, &loss);  // tests of failure handling only
       optimizer_->zero_grad();
       loss.backward();                            // 4. backward, gradients bucketed as they come
       MOA_RETURN_IF_ERROR(gradients_->Finish());  // 5. gradient averaging
@@ -403,7 +406,8 @@ class Runner {
   const RunConfig& config_;
   bool pretrain_;
   parallel::Communicator& launcher_world_;  // MPI (or one process): the launcher's ranks
-  std::unique_ptr<RunLock> lock_;           // the coordinator's, on output.dir
+  InjectedFault fault_;
+  std::unique_ptr<RunLock> lock_;  // the coordinator's, on output.dir
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::Communicator* world_ = nullptr;  // the mesh's world: every collective of the run
   torch::Device device_{torch::kCPU};

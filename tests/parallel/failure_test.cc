@@ -1,6 +1,7 @@
 // A failing `moa train` rank ends the whole job quickly with the rank named: damaged data on one
-// rank, a rank killed mid-training, a non-finite loss on every rank. No rank may be left waiting
-// in a collective.
+// rank, a rank killed mid-training, a non-finite loss on every rank, and faults injected on one
+// rank of four (MOA_INJECT_FAULT) after which the job resumes. No rank may be left waiting in a
+// collective.
 #include <signal.h>
 #include <sys/types.h>
 
@@ -12,6 +13,7 @@
 #include <iterator>
 #include <thread>
 
+#include "common/safetensors.h"
 #include "tests/data/image_fixtures.h"
 #include "tests/parallel/job_support.h"
 #include "tests/support/test_support.h"
@@ -119,6 +121,42 @@ TEST(FailureTest, NanLossOnTwoRanksEndsTheJob) {
   EXPECT_LT(e.seconds, 30.0);
   EXPECT_NE(e.output.find("training loss is"), std::string::npos) << e.output;
   EXPECT_NE(e.output.find("rank "), std::string::npos) << e.output;
+}
+
+// MOA_INJECT_FAULT on rank 2 of 4 during step 12 (evaluations every 5 steps), by an exception,
+// by SIGKILL and by a non-finite loss: each time the job ends within 30 s naming the cause (and
+// the rank, where one rank alone knows it), every rank exits, the last full-state checkpoint
+// (step 10) is intact, and `--resume` without the fault equals the uninterrupted job.
+TEST(FailureTest, InjectedFaultsEndTheJobAndItResumesFromAnIntactCheckpoint) {
+  test::TempDir dir;
+  const std::string more = " --train.steps=20 --train.checkpoint_freq=5";
+  std::string out;
+  ASSERT_EQ(test::RunShell(Mpirun(4) + Moa() + TinyMoa(dir.File("whole")) + more, &out), 0) << out;
+  struct Case {
+    std::string kind;
+    std::string says;
+    bool names_rank;
+  };
+  for (const Case& c : {Case{"throw", "injected fault (MOA_INJECT_FAULT) at step 12", true},
+                        Case{"kill", "signal 9", true},
+                        Case{"nan", "training loss is not finite at step 12", false}}) {
+    SCOPED_TRACE(c.kind);
+    const std::string run = dir.File("fault_" + c.kind);
+    const Ended e =
+        RunTimed("MOA_INJECT_FAULT=2:12:" + c.kind + " " + Mpirun(4) + Moa() + TinyMoa(run) + more);
+    EXPECT_NE(e.code, 0);
+    EXPECT_NE(e.code, 124) << "timed out: ranks hung\n" << e.output;
+    EXPECT_LT(e.seconds, 30.0);
+    EXPECT_NE(e.output.find(c.says), std::string::npos) << e.output;
+    if (c.names_rank) EXPECT_NE(e.output.find("rank 2"), std::string::npos) << e.output;
+    EXPECT_FALSE(std::filesystem::exists(run + "/done"));
+    EXPECT_TRUE(WaitFor([&] { return MoaProcesses(run).empty(); }, 10.0)) << "ranks left running";
+    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile state,
+                             ReadSafetensors(run + "/checkpoints/state.safetensors"));
+    EXPECT_EQ(state.metadata.at("moa_step"), "10");
+    ASSERT_EQ(test::RunShell(Mpirun(4) + Moa() + " train --resume " + run, &out), 0) << out;
+    test::ExpectSameRun(dir.File("whole"), run);
+  }
 }
 
 }  // namespace

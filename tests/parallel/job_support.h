@@ -1,6 +1,7 @@
 // What the whole-job tests (job_test.cc, failure_test.cc) share: mpirun with this project's
 // options, the `moa` under test, the tiny MoA configuration with everything random switched on,
-// a command run with its exit code, output and duration, and the live `moa` ranks of a run.
+// a command run with its exit code, output and duration, the live `moa` ranks of a run, and the
+// comparison of two runs that must agree.
 #pragma once
 
 #include <sys/types.h>
@@ -15,6 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "common/safetensors.h"
 #include "tests/support/test_support.h"
 
 namespace moa::test {
@@ -91,6 +95,47 @@ inline bool WaitFor(const std::function<bool()>& done, double seconds) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return done();
+}
+
+// Two runs of the same configuration on the same global batches: equal records and adapters.
+// Tolerance: losses and evaluation losses to 1e-4 relative (float sums in another order);
+// accuracies (correct counts / totals) exactly; router assignment shares and drops exactly (when
+// `routed`: the runs train MoA layers, whose records must carry them); the trained adapters and
+// their Adam state to 1e-4 relative.
+inline void ExpectSameRun(const std::string& one_dir, const std::string& many_dir,
+                          bool routed = true) {
+  const auto one = ReadJsonLines(one_dir + "/results.jsonl");
+  const auto many = ReadJsonLines(many_dir + "/results.jsonl");
+  ASSERT_EQ(one.size(), many.size());
+  ASSERT_FALSE(one.empty());
+  for (size_t i = 0; i < one.size(); ++i) {
+    for (auto it = one[i].begin(); it != one[i].end(); ++it) {
+      const std::string& key = it.key();
+      if (key.find("_acc") != std::string::npos) {
+        EXPECT_EQ(it.value().get<double>(), many[i][key].get<double>())
+            << key << " at record " << i;
+      } else if (key == "loss" || key.find("_loss") != std::string::npos) {
+        const double a = it.value().get<double>(), b = many[i][key].get<double>();
+        EXPECT_NEAR(a, b, 1e-4 * std::abs(a)) << key << " at record " << i;
+      }
+    }
+    if (!routed) continue;
+    ASSERT_TRUE(many[i].contains("router"));
+    for (size_t l = 0; l < one[i]["router"].size(); ++l) {
+      EXPECT_EQ(one[i]["router"][l]["share"], many[i]["router"][l]["share"]) << "layer " << l;
+      EXPECT_EQ(one[i]["router"][l]["dropped"], many[i]["router"][l]["dropped"]);
+    }
+  }
+  for (const char* file : {"/checkpoints/selected.safetensors", "/checkpoints/state.safetensors"}) {
+    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile a, ReadSafetensors(one_dir + file));
+    MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile b, ReadSafetensors(many_dir + file));
+    ASSERT_EQ(a.tensors.size(), b.tensors.size()) << file;
+    for (const auto& [name, t] : a.tensors) {
+      if (name.rfind("rng/", 0) == 0) continue;
+      EXPECT_TRUE(torch::allclose(t, b.tensors.at(name), 1e-4, 1e-6))
+          << file << " " << name << " max diff " << (t - b.tensors.at(name)).abs().max();
+    }
+  }
 }
 
 }  // namespace moa::test
