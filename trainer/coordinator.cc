@@ -47,21 +47,31 @@ absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& d
   return absl::OkStatus();
 }
 
+namespace {
+
+// `local` with its assignment and drop counts summed over the ranks (a collective); the
+// auxiliary-loss sums stay this rank's.
+absl::StatusOr<RouterStats> SumRouterCounts(const RouterStats& local,
+                                            parallel::Communicator& world) {
+  std::vector<int64_t> counts = local.assignments;
+  counts.push_back(local.dropped);
+  torch::Tensor summed = torch::tensor(counts, torch::kInt64);
+  MOA_RETURN_IF_ERROR(world.AllReduce(summed, parallel::ReduceOp::kSum));
+  RouterStats stats = local;
+  for (size_t e = 0; e < stats.assignments.size(); ++e) {
+    stats.assignments[e] = summed[static_cast<int64_t>(e)].item<int64_t>();
+  }
+  stats.dropped = summed[static_cast<int64_t>(counts.size()) - 1].item<int64_t>();
+  return stats;
+}
+
+}  // namespace
+
 absl::Status ReduceRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>>& moa_layers,
                                parallel::Communicator& world, nlohmann::ordered_json* out) {
   nlohmann::ordered_json layers = nlohmann::ordered_json::array();
   for (const auto& layer : moa_layers) {
-    // Assignment and drop counts summed over the data-parallel ranks.
-    const RouterStats& local = layer->stats();
-    std::vector<int64_t> counts = local.assignments;
-    counts.push_back(local.dropped);
-    torch::Tensor summed = torch::tensor(counts, torch::kInt64);
-    MOA_RETURN_IF_ERROR(world.AllReduce(summed, parallel::ReduceOp::kSum));
-    RouterStats stats = local;
-    for (size_t e = 0; e < stats.assignments.size(); ++e) {
-      stats.assignments[e] = summed[static_cast<int64_t>(e)].item<int64_t>();
-    }
-    stats.dropped = summed[static_cast<int64_t>(counts.size()) - 1].item<int64_t>();
+    MOA_ASSIGN_OR_RETURN(const RouterStats stats, SumRouterCounts(layer->stats(), world));
     int64_t total = stats.dropped;
     for (int64_t a : stats.assignments) total += a;
     std::vector<double> share;
@@ -98,19 +108,13 @@ absl::Status ExportRouterStats(const std::vector<std::shared_ptr<MoaAdapterImpl>
                                parallel::Communicator& world,
                                std::map<std::string, std::string>* metadata) {
   for (const auto& layer : moa_layers) {
-    const RouterStats& local = layer->stats();
-    std::vector<int64_t> counts = local.assignments;
-    counts.push_back(local.dropped);
-    counts.push_back(local.forwards);
-    torch::Tensor summed = torch::tensor(counts, torch::kInt64);
-    MOA_RETURN_IF_ERROR(world.AllReduce(summed, parallel::ReduceOp::kSum));
+    MOA_ASSIGN_OR_RETURN(const RouterStats stats, SumRouterCounts(layer->stats(), world));
     std::string text;
-    for (int64_t e = 0; e < static_cast<int64_t>(local.assignments.size()) + 1; ++e) {
-      text += std::to_string(summed[e].item<int64_t>()) + ",";
-    }
+    for (int64_t a : stats.assignments) text += std::to_string(a) + ",";
+    text += std::to_string(stats.dropped) + ",";
     char aux[40];  // the coordinator's own: every rank holds the global auxiliary loss
-    std::snprintf(aux, sizeof(aux), "%lld,%.17g", static_cast<long long>(local.forwards),
-                  local.aux_sum);
+    std::snprintf(aux, sizeof(aux), "%lld,%.17g", static_cast<long long>(stats.forwards),
+                  stats.aux_sum);
     (*metadata)["router_stats_" + std::to_string(layer->layer())] = text + aux;
   }
   return absl::OkStatus();
