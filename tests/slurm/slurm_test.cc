@@ -299,17 +299,22 @@ TEST(SlurmTest, WarningSignalSavesRequeuesAndResumesExactly) {
       << ReadAll(log_path) << cluster.Logs();
   EXPECT_NE(ReadAll(log_path).find("stopped on a stop signal"), std::string::npos)
       << ReadAll(log_path);
-  // A requeued job waits two minutes by default (its begin time); start it now, once Slurm has
-  // it pending again.
+  // A requeued job waits two minutes by default (its begin time). The script prints
+  // "requeueing" before it calls `scontrol requeue`, and the requeue sets that begin time, so an
+  // earlier update would be overwritten: start the task now whenever Slurm holds it for that.
   ASSERT_TRUE(WaitFor(
       [&] {
-        std::string update;
-        return test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now"),
-                              &update) == 0;
+        std::string state;
+        test::RunShell(cluster.With("squeue -h -o '%T %r' -j " + task), &state);
+        if (state.find("PENDING BeginTime") != std::string::npos) {
+          std::string update;
+          test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now"),
+                         &update);
+        }
+        return fs::exists(run + "/done");
       },
-      60))
+      180))
       << cluster.Logs();
-  ASSERT_TRUE(WaitFor([&] { return fs::exists(run + "/done"); }, 150)) << cluster.Logs();
   const std::string log = ReadAll(log_path);
   EXPECT_NE(log.find("resuming " + run + " from its last checkpoint (restart 1)"),
             std::string::npos)
@@ -327,8 +332,10 @@ TEST(SlurmTest, WarningSignalSavesRequeuesAndResumesExactly) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     for (auto it = a[i].begin(); it != a[i].end(); ++it) {
-      if (it.key().find("loss") != std::string::npos || it.key().find("_acc") != std::string::npos)
+      if (it.key().find("loss") != std::string::npos ||
+          it.key().find("_acc") != std::string::npos) {
         EXPECT_EQ(it.value().dump(), b[i][it.key()].dump()) << it.key() << " at record " << i;
+      }
     }
   }
 }
