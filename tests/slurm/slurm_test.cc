@@ -308,8 +308,7 @@ TEST(SlurmTest, WarningSignalSavesRequeuesAndResumesExactly) {
         test::RunShell(cluster.With("squeue -h -o '%T %r' -j " + task), &state);
         if (state.find("PENDING BeginTime") != std::string::npos) {
           std::string update;
-          test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now"),
-                         &update);
+          test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now"), &update);
         }
         return fs::exists(run + "/done");
       },
