@@ -17,6 +17,7 @@
 #include "parallel/mpi_communicator.h"
 #include "trainer/build.h"
 #include "trainer/evaluate.h"
+#include "trainer/peft_export.h"
 #include "trainer/predict.h"
 #include "trainer/trainer.h"
 
@@ -36,7 +37,8 @@ constexpr const char* kUsage =
     "             ensemble's logits are averaged)\n"
     "  predict    --adapters A [B ...] --images DIR_OR_LIST --output predictions.csv: classify\n"
     "             image files, top-k classes and probabilities per image (mpirun shards them)\n"
-    "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone\n"
+    "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone;\n"
+    "             --format peft --adapters A --output DIR: LoRA for Hugging Face PEFT + timm\n"
     "  data check --data.dataset NAME --data.data_dir DIR [--data.workers N]: list an\n"
     "             image-folder dataset's environments, classes and counts, and decode every image\n"
     "  sweep      launch|list|delete_incomplete a hyper-parameter sweep (local, mpirun, slurm)\n"
@@ -52,6 +54,7 @@ struct RunCommandArgs {
   std::vector<std::string> adapters;
   std::string output;
   bool merge = false;
+  std::string format;
   std::string images;
   int64_t top_k = 5;
   bool logits = false;
@@ -64,7 +67,9 @@ CommandLine RunCommandLine(const std::string& command, RunCommandArgs* args) {
   if (command == "train") usage += "       moa train --resume RUN_DIR [--section.key=value ...]\n";
   if (command == "eval") usage = "usage: moa eval --config FILE --adapters A [B ...]\n";
   if (command == "export") {
-    usage = "usage: moa export --config FILE --merge --adapters A --output OUT.safetensors\n";
+    usage =
+        "usage: moa export --config FILE --merge --adapters A --output OUT.safetensors\n"
+        "       moa export --config FILE --format peft --adapters A --output DIR\n";
   }
   if (command == "predict") {
     usage =
@@ -97,7 +102,13 @@ CommandLine RunCommandLine(const std::string& command, RunCommandArgs* args) {
   }
   if (command == "export") {
     cli.AddSwitch("merge", "fold the LoRA update into the backbone's weights", &args->merge);
-    cli.AddString("output", "FILE", "where the merged model's safetensors go", &args->output);
+    cli.AddString("format", "peft",
+                  "peft: adapter_config.json and adapter_model.safetensors for Hugging Face PEFT "
+                  "on the timm ViT",
+                  &args->format);
+    cli.AddString("output", "FILE_OR_DIR",
+                  "the merged model's safetensors (--merge), or the PEFT folder (--format peft)",
+                  &args->output);
   }
   cli.AddConfigKeys(&args->overrides);
   return cli;
@@ -333,12 +344,20 @@ int RunCommand(const std::vector<std::string>& args) {
   }
   if (command == "predict") return PredictImages(config, parsed);
   if (command == "export") {
-    if (!parsed.merge || parsed.adapters.size() != 1 || parsed.output.empty()) {
-      std::cerr << "moa export: usage: moa export --config C --merge --adapters A --output "
-                   "OUT.safetensors\n";
+    const bool peft = parsed.format == "peft";
+    if (!parsed.format.empty() && !peft) {
+      std::cerr << "moa export: --format " << parsed.format << ": the one format is peft\n";
       return 2;
     }
-    const absl::Status status = trainer::ExportMerged(config, parsed.adapters[0], parsed.output);
+    if (parsed.merge == peft || parsed.adapters.size() != 1 || parsed.output.empty()) {
+      std::cerr << "moa export: usage: moa export --config C --merge --adapters A --output "
+                   "OUT.safetensors\n"
+                   "       moa export --config C --format peft --adapters A --output DIR\n";
+      return 2;
+    }
+    const absl::Status status =
+        peft ? trainer::ExportPeft(config, parsed.adapters[0], parsed.output)
+             : trainer::ExportMerged(config, parsed.adapters[0], parsed.output);
     if (!status.ok()) {
       std::cerr << "moa export: " << status.message() << "\n";
       return 1;

@@ -38,4 +38,12 @@ if [ ! -f "$venv/.moa-complete" ]; then
   "$venv/bin/python" -c "import torch, torchvision, timm, open_clip, safetensors, PIL, numpy"
   touch "$venv/.moa-complete"
 fi
+# PEFT for the export round trip, on top (its own marker, so the torch install is kept).
+interop_key=$(md5sum "$here/scripts/requirements-interop.txt" | cut -c1-10)
+if [ ! -f "$venv/.moa-interop-$interop_key" ]; then
+  echo "setup: installing PEFT into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements-interop.txt"
+  "$venv/bin/python" -c "import peft, timm"
+  touch "$venv/.moa-interop-$interop_key"
+fi
 echo "setup: done (python environment: $venv)"
