@@ -12,6 +12,7 @@ debian_packages=(
   libopenmpi-dev openmpi-bin
   libabsl-dev libboost-program-options-dev libgtest-dev libgmock-dev
   zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libssl-dev
+  libprotobuf-dev protobuf-compiler
   dataset-fashion-mnist
   python3 python3-venv
   munge slurmctld slurmd slurm-client
