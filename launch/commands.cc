@@ -12,6 +12,7 @@
 #include "launch/cli.h"
 #include "launch/collect.h"
 #include "launch/options.h"
+#include "launch/report_command.h"
 #include "launch/sweep.h"
 #include "moa/peft.h"
 #include "parallel/mpi_communicator.h"
@@ -43,6 +44,8 @@ constexpr const char* kUsage =
     "             image-folder dataset's environments, classes and counts, and decode every image\n"
     "  sweep      launch|list|delete_incomplete a hyper-parameter sweep (local, mpirun, slurm)\n"
     "  collect    --input_dir DIR: DomainBed's model-selection tables of a sweep\n"
+    "  report     RUN_OR_SWEEP_DIR [...] --output report.html: curves, router heat maps,\n"
+    "             selection and configuration differences on one HTML page\n"
     "\n"
     "Options are INI keys: a file given with --config, overridden by --section.key=value (or\n"
     "--section.key value). `moa <command> --help` lists a command's flags and options.\n";
@@ -297,6 +300,7 @@ int RunCommand(const std::vector<std::string>& args) {
   }
   if (command == "sweep") return RunSweepCommand({args.begin() + 1, args.end()});
   if (command == "collect") return RunCollectCommand({args.begin() + 1, args.end()});
+  if (command == "report") return RunReportCommand({args.begin() + 1, args.end()});
   if (command != "train" && command != "pretrain" && command != "info" && command != "eval" &&
       command != "predict" && command != "export") {
     std::cerr << "moa: unknown command '" << command << "'\n\n" << kUsage;

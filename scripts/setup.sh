@@ -16,6 +16,7 @@ debian_packages=(
   dataset-fashion-mnist
   python3 python3-venv
   munge slurmctld slurmd slurm-client
+  chromium
 )
 
 missing=()

@@ -1,16 +1,23 @@
 // TensorBoard event files: CRC-32C against the iSCSI check vectors (RFC 3720, B.4), the scalars
 // of a record, and a real MoA run's tb/ read back by TensorBoard's own reader (EventAccumulator)
 // with every scalar equal to results.jsonl, and a corrupted byte rejected by its record reader.
+// `moa report` rendered by headless Chromium: the script runs, every (domain, split) has one
+// curve with one point per record, the selected step is marked where results.jsonl puts it, the
+// heat maps have a cell per (layer, expert, record), and the screenshot is not blank.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/files.h"
+#include "data/image_io.h"
 #include "report/crc32c.h"
 #include "report/tensorboard.h"
 #include "tests/support/test_support.h"
@@ -138,6 +145,117 @@ TEST(TensorBoardTest, EveryScalarOfAMoaRunReadsBackAsInResultsJsonl) {
             0)
       << out;
   EXPECT_FALSE(fs::exists(dir.File("quiet/tb")));
+}
+
+int Count(const std::string& text, const std::string& pattern) {
+  const std::regex re(pattern);
+  return static_cast<int>(
+      std::distance(std::sregex_iterator(text.begin(), text.end(), re), std::sregex_iterator()));
+}
+
+// Training-domain validation's step, from the records themselves: the highest mean `out`
+// accuracy of the training domains (all but `test_env`), the earliest on ties.
+int64_t SelectedStep(const std::vector<nlohmann::json>& records, int test_env) {
+  double best = -1;
+  int64_t step = -1;
+  for (const nlohmann::json& record : records) {
+    double sum = 0;
+    int n = 0;
+    for (int e = 0; e < 6; ++e) {
+      if (e == test_env) continue;
+      sum += record["env" + std::to_string(e) + "_out_acc"].get<double>(), ++n;
+    }
+    if (sum / n > best) best = sum / n, step = record["step"].get<int64_t>();
+  }
+  return step;
+}
+
+TEST(HtmlReportTest, ChromiumRendersEveryCurvePointSelectedStepAndHeatMapCell) {
+  test::TempDir dir;
+  std::string out;
+  const std::string train = test::BinaryDir() + "/moa train --config " + test::SourceDir() +
+                            "/configs/tiny.ini --train.steps=30 --train.checkpoint_freq=5 "
+                            "--optim.lr=1e-2 --output.dir=";
+  ASSERT_EQ(test::RunShell(train + dir.File("sweep/moa") + " --adapter.method=moa", &out), 0)
+      << out;
+  ASSERT_EQ(test::RunShell(train + dir.File("sweep/lora"), &out), 0) << out;
+  const std::string html = dir.File("report.html");
+  ASSERT_EQ(
+      test::RunShell(test::BinaryDir() + "/moa report " + dir.File("sweep/moa") + " " +
+                         dir.File("sweep/lora") + " " + dir.File("sweep") + " --output " + html,
+                     &out),
+      0)
+      << out;
+  EXPECT_NE(out.find("(2 runs, 1 sweeps)"), std::string::npos) << out;
+  const std::string chromium =
+      "chromium --headless --no-sandbox --disable-gpu --hide-scrollbars "
+      "--enable-logging=stderr --v=0 ";
+  // The page's DOM after its script ran, and Chromium's log, where console errors appear as
+  // "Uncaught ...".
+  ASSERT_EQ(test::RunShell("(" + chromium + "--dump-dom file://" + html + " >" +
+                               dir.File("dom.html") + " 2>" + dir.File("console.log") + ")",
+                           &out),
+            0)
+      << out;
+  const std::string dom = ReadFile(dir.File("dom.html")).value_or("");
+  const std::string console = ReadFile(dir.File("console.log")).value_or("");
+  EXPECT_EQ(console.find("Uncaught"), std::string::npos) << console;
+  EXPECT_NE(dom.find("data-ready=\"1\""), std::string::npos) << "the page's script did not finish";
+
+  for (const char* run : {"moa", "lora"}) {
+    SCOPED_TRACE(run);
+    const std::string folder = dir.File(std::string("sweep/") + run);
+    const std::vector<nlohmann::json> records = test::ReadJsonLines(folder + "/results.jsonl");
+    ASSERT_EQ(records.size(), 7u);  // steps 0, 5, ..., 25, 29
+    const size_t begin = dom.find("<section class=\"run\" data-run=\"" + folder + "\"");
+    ASSERT_NE(begin, std::string::npos);
+    const std::string section = dom.substr(begin, dom.find("</section>", begin) - begin);
+    const size_t loss_at = section.find("data-kind=\"loss\"");
+    const std::string accuracy = section.substr(0, loss_at);
+    for (int e = 0; e < 6; ++e) {
+      for (const char* split : {"in", "out"}) {
+        const std::string series = "env" + std::to_string(e) + "_" + split;
+        EXPECT_EQ(Count(accuracy, "<polyline class=\"curve\" data-series=\"" + series + "\""), 1)
+            << series;
+        EXPECT_EQ(Count(accuracy, "<circle class=\"point\" data-series=\"" + series + "\""),
+                  static_cast<int>(records.size()))
+            << series;
+      }
+    }
+    EXPECT_EQ(Count(accuracy, "<polyline class=\"curve\""), 12);
+    EXPECT_NE(accuracy.find("env5_in (test)"), std::string::npos);
+    const std::string selected = std::to_string(SelectedStep(records, 5));
+    EXPECT_EQ(Count(section, "class=\"selected-step\" data-step=\"" + selected + "\""), 2)
+        << "accuracy and loss charts mark step " << selected;
+    EXPECT_EQ(Count(section, "class=\"selected-step\""), 2);
+    const int layers = std::string(run) == "moa" ? 4 : 0;
+    EXPECT_EQ(Count(section, "<svg class=\"heatmap\""), layers);
+    EXPECT_EQ(Count(section, "<rect class=\"cell\""),
+              layers * 4 * static_cast<int>(records.size()));
+  }
+  EXPECT_EQ(Count(dom, "<section class=\"sweep\""), 1);
+  EXPECT_NE(dom.find("RotatedFashionMNIST"), std::string::npos);
+  EXPECT_EQ(Count(dom, "<td>adapter.method</td><td>moa</td><td>lora</td>"), 2);  // diff and all
+
+  // The screenshot shows the page: mostly white, but with many coloured pixels.
+  ASSERT_EQ(test::RunShell(chromium + "--window-size=1200,2400 --screenshot=" +
+                               dir.File("report.png") + " file://" + html,
+                           &out),
+            0)
+      << out;
+  MOA_ASSERT_OK_AND_ASSIGN(const data::RgbImage shot,
+                           data::DecodeImageFile(dir.File("report.png")));
+  EXPECT_EQ(shot.width, 1200);
+  int64_t inked = 0;
+  std::set<int> colours;
+  for (size_t i = 0; i + 2 < shot.pixels.size(); i += 3) {
+    const int r = shot.pixels[i], g = shot.pixels[i + 1], b = shot.pixels[i + 2];
+    if (r + g + b < 3 * 240) ++inked;
+    colours.insert((r << 16) | (g << 8) | b);
+  }
+  const double share = static_cast<double>(inked) / (shot.width * shot.height);
+  EXPECT_GT(share, 0.02) << "a blank page";
+  EXPECT_GT(colours.size(), 50u);
 }
 
 }  // namespace
