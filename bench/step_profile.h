@@ -82,6 +82,7 @@ inline void PrintStepProfile(
     by_thread[e.startThreadId()].push_back(interval);
   }
   std::map<std::string, std::map<std::string, double>> ms;  // family -> phase -> ms per step
+  std::map<std::string, double> by_op;                      // "phase op" -> ms per step
   for (auto& [thread, events] : by_thread) {
     // Nested intervals: an event's children start and end inside it.
     std::sort(events.begin(), events.end(), [](const Interval& a, const Interval& b) {
@@ -102,6 +103,7 @@ inline void PrintStepProfile(
       for (const Interval& p : phase_ranges) {
         if (e.start >= p.start && e.start < p.end) {
           ms[OpFamily(e.name)][p.name] += self;
+          by_op[p.name + " " + e.name] += self;
           break;
         }
       }
@@ -130,6 +132,14 @@ inline void PrintStepProfile(
     std::printf(" %10.2f", wall[p]);
   }
   std::printf(" %10.2f\n", total);
+  std::vector<std::pair<double, std::string>> top;
+  for (const auto& [op, v] : by_op) top.emplace_back(v, op);
+  std::sort(top.rbegin(), top.rend());
+  std::printf("heaviest operators (phase, name: ms per step):");
+  for (size_t i = 0; i < std::min<size_t>(8, top.size()); ++i) {
+    std::printf("%s %s %.2f", i ? ";" : "", top[i].second.c_str(), top[i].first);
+  }
+  std::printf("\n");
 }
 
 }  // namespace moa::bench
