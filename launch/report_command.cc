@@ -52,10 +52,11 @@ absl::StatusOr<report::RunReport> ReadRun(const std::string& dir) {
   const nlohmann::json& first = run.records.front();
   std::vector<int64_t> train_envs, test_envs;
   if (first.contains("args")) test_envs = first["args"].value("test_envs", std::vector<int64_t>{});
+  // Environments from any accuracy key: runs may evaluate only the training domains' out splits.
   for (const std::string& key : report::AccuracySeries(first)) {
-    if (key.find("_in_acc") == std::string::npos) continue;
     const int64_t env = std::stoll(key.substr(3));
-    if (std::find(test_envs.begin(), test_envs.end(), env) == test_envs.end()) {
+    if (std::find(test_envs.begin(), test_envs.end(), env) == test_envs.end() &&
+        std::find(train_envs.begin(), train_envs.end(), env) == train_envs.end()) {
       train_envs.push_back(env);
     }
   }
