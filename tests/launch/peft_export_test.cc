@@ -23,7 +23,7 @@
 namespace moa {
 namespace {
 
-std::string Moa() { return test::BinaryDir() + "/moa"; }
+std::string ExportMoa() { return test::BinaryDir() + "/moa"; }
 
 // tiny_images.ini widened to two blocks: IMG PATCH DIM DEPTH HEADS MLP_RATIO NORM_PRE EPS.
 constexpr char kShape[] = "224 56 64 2 4 2 1 1e-5";
@@ -59,7 +59,7 @@ TEST(PeftExportTest, PeftOnTimmGivesTheLogitsOfMoaPredict) {
                              " --model.backbone=" + dir.File("backbone.safetensors");
   std::string out;
   // alpha 4 at rank 2: PEFT must scale by lora_alpha / r = 2; LoRA on four Linears per block.
-  ASSERT_EQ(test::RunShell(Moa() + " train" + config +
+  ASSERT_EQ(test::RunShell(ExportMoa() + " train" + config +
                                " --adapter.alpha=4 --adapter.targets=qkv,proj,fc1,fc2 "
                                "--optim.lr=1e-2 --train.steps=10 --output.dir=" +
                                dir.File("run"),
@@ -69,8 +69,8 @@ TEST(PeftExportTest, PeftOnTimmGivesTheLogitsOfMoaPredict) {
   // Export and predict read the run's own configuration, as a user would.
   const std::string run_config = " --config " + dir.File("run/config.ini");
   const std::string adapters = " --adapters " + dir.File("run/checkpoints/selected.safetensors");
-  ASSERT_EQ(test::RunShell(Moa() + " export" + run_config + adapters + " --format peft --output " +
-                               dir.File("peft"),
+  ASSERT_EQ(test::RunShell(ExportMoa() + " export" + run_config + adapters +
+                               " --format peft --output " + dir.File("peft"),
                            &out),
             0)
       << out;
@@ -101,7 +101,7 @@ TEST(PeftExportTest, PeftOnTimmGivesTheLogitsOfMoaPredict) {
   for (size_t i = 0; i < images.size(); i += 3, ++listed) list << images[i] << "\n";
   list.close();
   ASSERT_EQ(listed, 12u);
-  ASSERT_EQ(test::RunShell(Moa() + " predict" + run_config + adapters + " --images " +
+  ASSERT_EQ(test::RunShell(ExportMoa() + " predict" + run_config + adapters + " --images " +
                                dir.File("images.txt") + " --logits --output " + dir.File("moa.csv"),
                            &out),
             0)
@@ -142,7 +142,7 @@ TEST(PeftExportTest, MethodsPeftCannotExpressAreRefusedNamingTheWayOut) {
   std::string out;
   for (const char* method : {"moa", "kadaptation"}) {
     EXPECT_EQ(
-        test::RunShell(Moa() + " export" + config + " --adapter.method=" + method +
+        test::RunShell(ExportMoa() + " export" + config + " --adapter.method=" + method +
                            " --format peft --adapters x.safetensors --output " + dir.File("peft"),
                        &out),
         1)
@@ -152,10 +152,10 @@ TEST(PeftExportTest, MethodsPeftCannotExpressAreRefusedNamingTheWayOut) {
         << out;
     EXPECT_NE(out.find("moa export --merge"), std::string::npos) << out;
   }
-  EXPECT_EQ(
-      test::RunShell(
-          Moa() + " export" + config + " --format onnx --adapters x.safetensors --output y", &out),
-      2)
+  EXPECT_EQ(test::RunShell(ExportMoa() + " export" + config +
+                               " --format onnx --adapters x.safetensors --output y",
+                           &out),
+            2)
       << out;
   EXPECT_NE(out.find("--format onnx: the one format is peft"), std::string::npos) << out;
   EXPECT_FALSE(std::filesystem::exists(dir.File("peft")));

@@ -25,7 +25,7 @@
 namespace moa {
 namespace {
 
-std::string Moa() { return test::BinaryDir() + "/moa"; }
+std::string PredictMoa() { return test::BinaryDir() + "/moa"; }
 
 struct Row {
   std::string image;
@@ -77,7 +77,7 @@ TEST(PredictTest, AgreesWithEvalShardsUnderMpirunAndAveragesAnEnsemble) {
                              "/configs/tiny_images.ini --data.data_dir=" + dir.File("data");
   std::string out;
   for (const char* seed : {"0", "1"}) {
-    ASSERT_EQ(test::RunShell(Moa() + " train" + config + " --train.seed=" + seed +
+    ASSERT_EQ(test::RunShell(PredictMoa() + " train" + config + " --train.seed=" + seed +
                                  " --output.dir=" + dir.File(std::string("run") + seed),
                              &out),
               0)
@@ -85,8 +85,8 @@ TEST(PredictTest, AgreesWithEvalShardsUnderMpirunAndAveragesAnEnsemble) {
   }
   const std::string first = dir.File("run0/checkpoints/selected.safetensors");
   const std::string second = dir.File("run1/checkpoints/selected.safetensors");
-  const std::string predict = Moa() + " predict" + config + " --images " + dir.File("data/a") +
-                              " --top_k 3 --logits --adapters ";
+  const std::string predict = PredictMoa() + " predict" + config + " --images " +
+                              dir.File("data/a") + " --top_k 3 --logits --adapters ";
   ASSERT_EQ(test::RunShell(predict + first + " --output " + dir.File("one.csv"), &out), 0) << out;
   EXPECT_NE(out.find("12 of 12 images classified"), std::string::npos) << out;
   const std::vector<Row> one = ReadCsv(dir.File("one.csv"), 3);
@@ -109,7 +109,8 @@ TEST(PredictTest, AgreesWithEvalShardsUnderMpirunAndAveragesAnEnsemble) {
     const std::string label = std::filesystem::path(row.image).parent_path().filename();
     correct += row.classes[0] == label;
   }
-  ASSERT_EQ(test::RunShell(Moa() + " eval" + config + " --adapters " + first, &out), 0) << out;
+  ASSERT_EQ(test::RunShell(PredictMoa() + " eval" + config + " --adapters " + first, &out), 0)
+      << out;
   EXPECT_EQ(correct, EvalCorrect(out, "a"));
 
   // The same logits as the evaluation loader's batches through the model, image by image.
@@ -177,10 +178,10 @@ TEST(PredictTest, BadFilesAreNamedAndSkippedWithExitCodeOne) {
   const std::string config = " --config " + test::SourceDir() +
                              "/configs/tiny_images.ini --data.data_dir=" + dir.File("data");
   std::string out;
-  ASSERT_EQ(
-      test::RunShell(Moa() + " train" + config + " --train.steps=2 --output.dir=" + dir.File("run"),
-                     &out),
-      0)
+  ASSERT_EQ(test::RunShell(PredictMoa() + " train" + config +
+                               " --train.steps=2 --output.dir=" + dir.File("run"),
+                           &out),
+            0)
       << out;
   const std::string adapters = " --adapters " + dir.File("run/checkpoints/selected.safetensors");
   std::ofstream(dir.File("broken.png")) << "not a png";
@@ -194,7 +195,7 @@ TEST(PredictTest, BadFilesAreNamedAndSkippedWithExitCodeOne) {
                                       << dir.File("broken.png") << "\n\n"
                                       << dir.File("missing.jpg") << "\n"
                                       << good[1] << "\n";
-  EXPECT_EQ(test::RunShell(Moa() + " predict" + config + adapters + " --images " +
+  EXPECT_EQ(test::RunShell(PredictMoa() + " predict" + config + adapters + " --images " +
                                dir.File("list.txt") + " --output " + dir.File("p.csv"),
                            &out),
             1)
@@ -207,14 +208,14 @@ TEST(PredictTest, BadFilesAreNamedAndSkippedWithExitCodeOne) {
   EXPECT_EQ(rows[0].image, good[0]);
   EXPECT_EQ(rows[1].image, good[1]);
 
-  EXPECT_EQ(test::RunShell(Moa() + " predict" + config + adapters + " --images " +
+  EXPECT_EQ(test::RunShell(PredictMoa() + " predict" + config + adapters + " --images " +
                                dir.File("nowhere") + " --output " + dir.File("q.csv"),
                            &out),
             1);
   EXPECT_NE(out.find("--images " + dir.File("nowhere") + ": no such folder or list file"),
             std::string::npos)
       << out;
-  EXPECT_EQ(test::RunShell(Moa() + " predict" + config + adapters + " --top_k 0 --images " +
+  EXPECT_EQ(test::RunShell(PredictMoa() + " predict" + config + adapters + " --top_k 0 --images " +
                                dir.File("list.txt") + " --output " + dir.File("q.csv"),
                            &out),
             2);
