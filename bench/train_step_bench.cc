@@ -5,13 +5,15 @@
 // same thread count.
 //
 // usage: train_step_bench [--config A.ini --config B.ini ...] [--batch PER_DOMAIN] [--steps N]
-//                         [--threads T]
+//                         [--threads T] [--profile 1]
+//   --profile 1 also prints where each configuration's step time goes (bench/step_profile.h).
 //   default: configs/rfmnist_lora.ini and configs/rfmnist_lora_moa.ini, the demo's batch.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "bench/step_profile.h"
 #include "common/threads.h"
 #include "common/timer.h"
 #include "data/dataset.h"
@@ -28,7 +30,7 @@ struct Measured {
 };
 
 // Returns ms per step, or a negative value after printing an error.
-Measured TimeConfig(const std::string& path, int64_t per_domain, int steps) {
+Measured TimeConfig(const std::string& path, int64_t per_domain, int steps, bool profile) {
   Measured m;
   m.config = path;
   std::vector<std::string> overrides = {"model.backbone=random"};
@@ -71,6 +73,23 @@ Measured TimeConfig(const std::string& path, int64_t per_domain, int steps) {
   moa::Stopwatch clock;
   for (int i = 0; i < steps; ++i) train_step();
   m.ms = clock.Seconds() / steps * 1000;
+  if (profile) {
+    moa::bench::PrintStepProfile(
+        path.substr(path.rfind('/') + 1),
+        [&](const std::function<void(const char*)>& phase) {
+          routing->step = step++;
+          phase("forward");
+          torch::Tensor loss = torch::nn::functional::cross_entropy((*model)->forward(x), y);
+          if (config->moa.aux_loss) loss = loss + moa::AuxiliaryLoss(**model);
+          optimizer.zero_grad();
+          phase("backward");
+          loss.backward();
+          phase("optimizer");
+          optimizer.step();
+          phase("");
+        },
+        steps);
+  }
   return m;
 }
 
@@ -107,12 +126,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> configs;
   int64_t per_domain = 0;
   int steps = 10, threads = 2;
+  bool profile = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--config") configs.push_back(argv[i + 1]);
     if (flag == "--batch") per_domain = std::atoll(argv[i + 1]);
     if (flag == "--steps") steps = std::atoi(argv[i + 1]);
     if (flag == "--threads") threads = std::atoi(argv[i + 1]);
+    if (flag == "--profile") profile = std::string(argv[i + 1]) == "1";
   }
   if (configs.empty()) {
     configs = {std::string(MOA_SOURCE_DIR) + "/configs/rfmnist_lora.ini",
@@ -121,7 +142,7 @@ int main(int argc, char** argv) {
   moa::ApplyThreadCount(threads);
   std::vector<Measured> rows;
   for (const std::string& c : configs) {
-    rows.push_back(TimeConfig(c, per_domain, steps));
+    rows.push_back(TimeConfig(c, per_domain, steps, profile));
     if (rows.back().ms < 0) return 2;
   }
   const double torch_ms = TorchMs(configs[0], per_domain, steps, threads);

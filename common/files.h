@@ -9,7 +9,9 @@
 
 namespace moa {
 
-/// Writes `contents` to `path` via `path.tmp.<pid>` and rename(2); fsyncs before the rename.
+/// Writes `contents` to `path` via `path.tmp.<pid>`, fsync and rename(2), then syncs the folder.
+/// On failure `path` keeps its previous contents and the error names it and the cause.
+/// MOA_INJECT_WRITE_FAULT (common/write_faults.h) places test faults inside.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
 
 /// Appends one line (a newline is added) to `path`, rewriting the file atomically so readers

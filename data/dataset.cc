@@ -200,6 +200,22 @@ absl::StatusOr<DatasetInfo> DescribeDataset(const std::string& name, const std::
   return info;
 }
 
+absl::StatusOr<std::vector<std::string>> DatasetClassNames(const std::string& name,
+                                                           const std::string& data_dir) {
+  MOA_ASSIGN_OR_RETURN(DatasetInfo info, LookupDataset(name));
+  if (name.find("FashionMNIST") != std::string::npos) {
+    return std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  }
+  if (name.find("MNIST") != std::string::npos) {
+    std::vector<std::string> digits;
+    for (int d = 0; d < 10; ++d) digits.push_back(std::to_string(d));
+    return digits;
+  }
+  MOA_ASSIGN_OR_RETURN(FolderLayout layout, ScanDatasetFolder(info, data_dir));
+  return layout.classes;
+}
+
 absl::Status CompleteInfo(const DomainDataset& dataset, const std::vector<int64_t>& test_envs,
                           DatasetInfo* info) {
   if (info->num_classes == 0) info->num_classes = dataset.num_classes;

@@ -95,6 +95,11 @@ absl::StatusOr<DomainDataset> LoadDataset(const LoadOptions& options);
 /// Errors name the folder at fault, or say that data.data_dir is required.
 absl::StatusOr<DatasetInfo> DescribeDataset(const std::string& name, const std::string& data_dir);
 
+/// The dataset's class names in label order: the class folders of an image-folder dataset
+/// (scanned under `data_dir`), torchvision's names for Fashion-MNIST, the digits for MNIST.
+absl::StatusOr<std::vector<std::string>> DatasetClassNames(const std::string& name,
+                                                           const std::string& data_dir);
+
 /// Fills what `info` could not know before the data was read (ImageFolder's environments and
 /// class count) from `dataset`, and checks that `test_envs` name environments it has.
 absl::Status CompleteInfo(const DomainDataset& dataset, const std::vector<int64_t>& test_envs,

@@ -95,6 +95,8 @@ void CommandLine::AddList(const std::string& name, const std::string& value_name
 
 void CommandLine::AddConfigKeys(std::vector<std::string>* overrides) { overrides_ = overrides; }
 
+void CommandLine::AddPositional(std::vector<std::string>* values) { positional_ = values; }
+
 void CommandLine::AddDeprecated(const std::string& old_name, const std::string& new_name) {
   deprecated_[old_name] = new_name;
 }
@@ -159,6 +161,10 @@ absl::Status CommandLine::Parse(const std::vector<std::string>& args, std::ostre
     return absl::InvalidArgumentError(e.what() + see);
   }
   for (const po::option& option : parsed.options) {
+    if ((option.string_key == kStrayWords || option.position_key >= 0) && positional_) {
+      positional_->insert(positional_->end(), option.value.begin(), option.value.end());
+      continue;
+    }
     if (option.string_key == kStrayWords || option.position_key >= 0) {
       const std::string word = option.value.empty() ? std::string() : option.value.front();
       return absl::InvalidArgumentError("unexpected argument '" + word + "'" + see);

@@ -41,6 +41,9 @@ class CommandLine {
   /// Every configuration key not added above, as --section.key VALUE: each occurrence is appended
   /// to `overrides` as "section.key=value" in command-line order. --help lists the keys.
   void AddConfigKeys(std::vector<std::string>* overrides);
+  /// Words that are not options (e.g. `moa report RUN_DIR ...`) go to `values`; without this,
+  /// such a word is an error.
+  void AddPositional(std::vector<std::string>* values);
   /// `old_name` (an earlier spelling) is accepted as `new_name`, with one line on stderr saying so.
   void AddDeprecated(const std::string& old_name, const std::string& new_name);
   /// Text --help prints after the flags (and the configuration keys).
@@ -80,6 +83,7 @@ class CommandLine {
   std::vector<Flag> flags_;
   std::map<std::string, std::string> deprecated_;  // old spelling -> new
   std::vector<std::string>* overrides_ = nullptr;
+  std::vector<std::string>* positional_ = nullptr;
 };
 
 }  // namespace moa::launch

@@ -12,11 +12,14 @@
 #include "launch/cli.h"
 #include "launch/collect.h"
 #include "launch/options.h"
+#include "launch/report_command.h"
 #include "launch/sweep.h"
 #include "moa/peft.h"
 #include "parallel/mpi_communicator.h"
 #include "trainer/build.h"
 #include "trainer/evaluate.h"
+#include "trainer/peft_export.h"
+#include "trainer/predict.h"
 #include "trainer/trainer.h"
 
 namespace moa::launch {
@@ -33,32 +36,48 @@ constexpr const char* kUsage =
     "             training; ImageFolder's folders are scanned for its classes)\n"
     "  eval       evaluate adapter checkpoints on every domain: --adapters A [B ...] (an\n"
     "             ensemble's logits are averaged)\n"
-    "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone\n"
+    "  predict    --adapters A [B ...] --images DIR_OR_LIST --output predictions.csv: classify\n"
+    "             image files, top-k classes and probabilities per image (mpirun shards them)\n"
+    "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone;\n"
+    "             --format peft --adapters A --output DIR: LoRA for Hugging Face PEFT + timm\n"
     "  data check --data.dataset NAME --data.data_dir DIR [--data.workers N]: list an\n"
     "             image-folder dataset's environments, classes and counts, and decode every image\n"
     "  sweep      launch|list|delete_incomplete a hyper-parameter sweep (local, mpirun, slurm)\n"
     "  collect    --input_dir DIR: DomainBed's model-selection tables of a sweep\n"
+    "  report     RUN_OR_SWEEP_DIR [...] --output report.html: curves, router heat maps,\n"
+    "             selection and configuration differences on one HTML page\n"
     "\n"
     "Options are INI keys: a file given with --config, overridden by --section.key=value (or\n"
     "--section.key value). `moa <command> --help` lists a command's flags and options.\n";
 
-// What train, pretrain, info, eval and export were given.
+// What train, pretrain, info, eval, predict and export were given.
 struct RunCommandArgs {
   std::string config;
   std::string resume;
   std::vector<std::string> adapters;
   std::string output;
   bool merge = false;
+  std::string format;
+  std::string images;
+  int64_t top_k = 5;
+  bool logits = false;
   std::vector<std::string> overrides;
 };
 
-// The flags of `command` (train, pretrain, info, eval or export), bound to `args`.
+// The flags of `command` (train, pretrain, info, eval, predict or export), bound to `args`.
 CommandLine RunCommandLine(const std::string& command, RunCommandArgs* args) {
   std::string usage = "usage: moa " + command + " [--config FILE] [--section.key=value ...]\n";
   if (command == "train") usage += "       moa train --resume RUN_DIR [--section.key=value ...]\n";
   if (command == "eval") usage = "usage: moa eval --config FILE --adapters A [B ...]\n";
   if (command == "export") {
-    usage = "usage: moa export --config FILE --merge --adapters A --output OUT.safetensors\n";
+    usage =
+        "usage: moa export --config FILE --merge --adapters A --output OUT.safetensors\n"
+        "       moa export --config FILE --format peft --adapters A --output DIR\n";
+  }
+  if (command == "predict") {
+    usage =
+        "usage: moa predict --config FILE --adapters A [B ...] --images DIR_OR_LIST "
+        "--output predictions.csv [--top_k K] [--logits]\n";
   }
   CommandLine cli(command, usage);
   cli.AddString("config", "FILE", "the INI configuration (default: every option's default)",
@@ -68,15 +87,31 @@ CommandLine RunCommandLine(const std::string& command, RunCommandArgs* args) {
                   "continue the run in RUN_DIR from its last checkpoint, with its config.ini",
                   &args->resume);
   }
-  if (command == "eval" || command == "export") {
+  if (command == "eval" || command == "predict" || command == "export") {
     cli.AddList("adapters", "FILE",
-                command == "eval" ? "adapter checkpoints (several: an ensemble, logits averaged)"
-                                  : "the LoRA checkpoint to fold into the backbone",
+                command == "export" ? "the LoRA checkpoint to fold into the backbone"
+                                    : "adapter checkpoints (several: an ensemble, logits averaged)",
                 &args->adapters);
+  }
+  if (command == "predict") {
+    cli.AddString("images", "DIR_OR_LIST",
+                  "a folder of .jpg/.jpeg/.png files (searched recursively), or a text file with "
+                  "one image path per line",
+                  &args->images);
+    cli.AddString("output", "FILE",
+                  "the CSV: one row per image, its top-k classes and probabilities", &args->output);
+    cli.AddInteger("top_k", "K", "classes per image (default 5)", 1, &args->top_k);
+    cli.AddSwitch("logits", "add one logit:<class> column per class", &args->logits);
   }
   if (command == "export") {
     cli.AddSwitch("merge", "fold the LoRA update into the backbone's weights", &args->merge);
-    cli.AddString("output", "FILE", "where the merged model's safetensors go", &args->output);
+    cli.AddString("format", "peft",
+                  "peft: adapter_config.json and adapter_model.safetensors for Hugging Face PEFT "
+                  "on the timm ViT",
+                  &args->format);
+    cli.AddString("output", "FILE_OR_DIR",
+                  "the merged model's safetensors (--merge), or the PEFT folder (--format peft)",
+                  &args->output);
   }
   cli.AddConfigKeys(&args->overrides);
   return cli;
@@ -148,6 +183,37 @@ int TrainOrPretrain(const trainer::RunConfig& config, bool pretrain) {
   }
   std::printf("run directory: %s\n", summary->run_dir.c_str());
   return 0;
+}
+
+// `moa predict`: every rank classifies its share; a failing rank ends the job. Exit 1 when an
+// image was skipped (each named in the log), after the others are written.
+int PredictImages(const trainer::RunConfig& config, const RunCommandArgs& args) {
+  std::unique_ptr<parallel::Communicator> world = parallel::MakeWorldCommunicator();
+  if (world->size() > 1) SetLogRankPrefix("[rank " + std::to_string(world->rank()) + "] ");
+  trainer::PredictOptions options;
+  options.adapters = args.adapters;
+  options.images = args.images;
+  options.output = args.output;
+  options.top_k = args.top_k;
+  options.logits = args.logits;
+  auto summary = trainer::Predict(config, options, *world);
+  if (!summary.ok() && world->size() > 1) {
+    parallel::AbortJob("predict: " + std::string(summary.status().message()));
+  }
+  if (!summary.ok()) {
+    std::cerr << "moa predict: " << summary.status().message() << "\n";
+    return 1;
+  }
+  if (world->rank() == 0) {
+    std::printf("wrote %s: %lld of %lld images classified", args.output.c_str(),
+                static_cast<long long>(summary->images - summary->failed),
+                static_cast<long long>(summary->images));
+    if (summary->failed > 0) {
+      std::printf(", %lld skipped (named above)", static_cast<long long>(summary->failed));
+    }
+    std::printf("\n");
+  }
+  return summary->failed > 0 ? 1 : 0;
 }
 
 // `moa data check`: the layout and counts of an image-folder dataset, then a full decode of
@@ -234,8 +300,9 @@ int RunCommand(const std::vector<std::string>& args) {
   }
   if (command == "sweep") return RunSweepCommand({args.begin() + 1, args.end()});
   if (command == "collect") return RunCollectCommand({args.begin() + 1, args.end()});
+  if (command == "report") return RunReportCommand({args.begin() + 1, args.end()});
   if (command != "train" && command != "pretrain" && command != "info" && command != "eval" &&
-      command != "export") {
+      command != "predict" && command != "export") {
     std::cerr << "moa: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   }
@@ -279,13 +346,22 @@ int RunCommand(const std::vector<std::string>& args) {
     std::printf("%s", trainer::FormatDomainScores(*scores).c_str());
     return 0;
   }
+  if (command == "predict") return PredictImages(config, parsed);
   if (command == "export") {
-    if (!parsed.merge || parsed.adapters.size() != 1 || parsed.output.empty()) {
-      std::cerr << "moa export: usage: moa export --config C --merge --adapters A --output "
-                   "OUT.safetensors\n";
+    const bool peft = parsed.format == "peft";
+    if (!parsed.format.empty() && !peft) {
+      std::cerr << "moa export: --format " << parsed.format << ": the one format is peft\n";
       return 2;
     }
-    const absl::Status status = trainer::ExportMerged(config, parsed.adapters[0], parsed.output);
+    if (parsed.merge == peft || parsed.adapters.size() != 1 || parsed.output.empty()) {
+      std::cerr << "moa export: usage: moa export --config C --merge --adapters A --output "
+                   "OUT.safetensors\n"
+                   "       moa export --config C --format peft --adapters A --output DIR\n";
+      return 2;
+    }
+    const absl::Status status =
+        peft ? trainer::ExportPeft(config, parsed.adapters[0], parsed.output)
+             : trainer::ExportMerged(config, parsed.adapters[0], parsed.output);
     if (!status.ok()) {
       std::cerr << "moa export: " << status.message() << "\n";
       return 1;

@@ -348,6 +348,10 @@ const std::vector<Option>& OptionTable() {
     t.Add<bool>(MOA_FIELD(output, overwrite),
                 "start afresh in an output.dir that holds a run (its results and checkpoints "
                 "are removed); without it such a folder is refused unless resumed");
+    t.Add<bool>(MOA_FIELD(output, tensorboard),
+                "TensorBoard event files in output.dir/tb (rank 0): loss, learning rate, "
+                "images/s, memory, every split's accuracy and loss, the selection criterion, "
+                "router shares");
     // [slurm]
     t.Add<std::string>(MOA_SLURM_FIELD(partition),
                        "Slurm partition of sweep jobs (empty: the cluster's default)");

@@ -9,6 +9,25 @@
 #include "parallel/autograd_collectives.h"
 
 namespace moa {
+namespace {
+
+// x's rows in the order `perm`, a permutation of all rows. Its gradient is the gradient's rows in
+// the order `inverse` (a gather), where index_select's own backward zero-fills a tensor and
+// scatter-adds into it.
+struct PermuteRows : torch::autograd::Function<PermuteRows> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& perm, const torch::Tensor& inverse) {
+    ctx->save_for_backward({inverse});
+    return x.index_select(0, perm);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::Tensor inverse = ctx->get_saved_variables()[0];
+    return {grads[0].index_select(0, inverse), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
 
 MoaAdapterImpl::MoaAdapterImpl(int64_t in_features, int64_t out_features, const MoaConfig& config,
                                int64_t layer, std::shared_ptr<const RoutingContext> context,
@@ -110,7 +129,16 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
     }
     clock.Reset();
     const torch::Tensor order = torch::cat(ids);
-    const torch::Tensor gathered = tokens.index_select(0, order);
+    // Top-1 without drops sends every token once: `order` is a permutation, and both the gather
+    // and the scatter back are permutations of rows whose gradients are the inverse permutations.
+    const bool permutation = config_.top_k == 1 && order.numel() == tokens.size(0);
+    torch::Tensor inverse;
+    if (permutation) {
+      inverse = torch::empty_like(order).scatter_(0, order,
+                                                  torch::arange(order.numel(), order.options()));
+    }
+    const torch::Tensor gathered =
+        permutation ? PermuteRows::apply(tokens, order, inverse) : tokens.index_select(0, order);
     timings_.dispatch_s += clock.Seconds();
     clock.Reset();
     std::vector<torch::Tensor> outputs;
@@ -128,8 +156,9 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
     } else {
       const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
       const torch::Tensor weighted = torch::cat(outputs) * gates;
-      y = torch::zeros({tokens.size(0), weighted.size(1)}, weighted.options())
-              .index_add(0, order, weighted);
+      y = permutation ? PermuteRows::apply(weighted, inverse, order)
+                      : torch::zeros({tokens.size(0), weighted.size(1)}, weighted.options())
+                            .index_add(0, order, weighted);
     }
     timings_.combine_s += clock.Seconds();
   }

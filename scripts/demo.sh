@@ -24,5 +24,8 @@ for run in lora lora_moa; do
   echo "-- ${run}"
   cat "runs/demo/${run}/selection.txt"
 done
+build/moa report runs/demo/lora runs/demo/lora_moa --output runs/demo/report.html
 echo "setup + build: $((built - start)) s; pretrain: $((pretrained - built)) s;" \
   "LoRA: $((lora - pretrained)) s; LoRA-MoA: $((done_at - lora)) s"
+echo "curves, router usage and the configuration difference: runs/demo/report.html;" \
+  "tensorboard --logdir runs/demo"

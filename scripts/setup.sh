@@ -13,10 +13,12 @@ debian_packages=(
   libopenmpi-dev openmpi-bin
   libabsl-dev libboost-program-options-dev libgtest-dev libgmock-dev
   zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libssl-dev
+  libprotobuf-dev protobuf-compiler
   dataset-fashion-mnist
   clang-14 libclang-rt-14-dev llvm-14
   python3 python3-venv
   munge slurmctld slurmd slurm-client
+  chromium
 )
 
 missing=()
@@ -39,5 +41,13 @@ if [ ! -f "$venv/.moa-complete" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements.txt"
   "$venv/bin/python" -c "import torch, torchvision, timm, open_clip, safetensors, PIL, numpy"
   touch "$venv/.moa-complete"
+fi
+# PEFT for the export round trip, on top (its own marker, so the torch install is kept).
+interop_key=$(md5sum "$here/scripts/requirements-interop.txt" | cut -c1-10)
+if [ ! -f "$venv/.moa-interop-$interop_key" ]; then
+  echo "setup: installing PEFT into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements-interop.txt"
+  "$venv/bin/python" -c "import peft, timm"
+  touch "$venv/.moa-interop-$interop_key"
 fi
 echo "setup: done (python environment: $venv)"

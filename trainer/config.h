@@ -94,6 +94,7 @@ struct OutputConfig {
   std::string dir = "runs/run";
   std::string save = "selected";  // none, selected or all
   bool overwrite = false;         // start afresh in a folder that holds a run
+  bool tensorboard = true;        // event files in output.dir/tb
 };
 
 struct RunConfig {

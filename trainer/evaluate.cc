@@ -14,7 +14,6 @@
 #include "trainer/trainer.h"
 
 namespace moa::trainer {
-namespace {
 
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> ModelWithAdapters(const RunConfig& config,
                                                                   const data::DatasetInfo& info,
@@ -26,8 +25,6 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> ModelWithAdapters(const RunConfi
   model->eval();
   return model;
 }
-
-}  // namespace
 
 torch::Tensor EnsembleLogits(const std::vector<std::shared_ptr<ClassifierImpl>>& models,
                              const torch::Tensor& images, bool share_prefix) {

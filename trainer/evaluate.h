@@ -41,6 +41,13 @@ struct DomainScore {
 absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(const RunConfig& config,
                                                           const std::vector<std::string>& adapters);
 
+/// The configured model (backbone from model.backbone) with the trainable tensors of `adapters`
+/// (a file of another configuration is refused), on `device`, in eval mode.
+absl::StatusOr<std::shared_ptr<ClassifierImpl>> ModelWithAdapters(const RunConfig& config,
+                                                                  const data::DatasetInfo& info,
+                                                                  const std::string& adapters,
+                                                                  const torch::Device& device);
+
 /// The mean of the models' logits. With `share_prefix` (models built from one configuration
 /// whose backbone is frozen) the blocks before the first adapted block are computed once, with
 /// the first model, and every model continues from there.

@@ -136,6 +136,16 @@ absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& p
 absl::Status PrepareRunDir(const std::string& dir, const RunConfig& config,
                            const nlohmann::ordered_json& env) {
   MOA_RETURN_IF_ERROR(MakeDirs(dir + "/checkpoints"));
+  // A killed write leaves its temporary file (NAME.tmp.PID); this run holds the folder's lock,
+  // so no live writer owns one.
+  for (const std::string& folder : {dir, dir + "/checkpoints"}) {
+    for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+      if (entry.is_regular_file() &&
+          entry.path().filename().string().find(".tmp.") != std::string::npos) {
+        std::filesystem::remove(entry.path());
+      }
+    }
+  }
   MOA_RETURN_IF_ERROR(WriteFileAtomically(dir + "/config.ini", config.resolved_ini));
   MOA_RETURN_IF_ERROR(WriteFileAtomically(dir + "/env.json", env.dump(2) + "\n"));
   if (config.train.resume.empty()) std::filesystem::remove(dir + "/results.jsonl");

@@ -35,7 +35,8 @@ nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::MeshLayo
                                const std::string& backend, int threads, const torch::Device& device,
                                const nlohmann::ordered_json& devices);
 
-/// Makes `dir`/checkpoints and writes config.ini (the resolved configuration) and env.json
+/// Makes `dir`/checkpoints, removes temporary files that killed writes left (the caller holds
+/// the folder's lock), and writes config.ini (the resolved configuration) and env.json
 /// atomically; a fresh run (no train.resume) starts a new results.jsonl; `done` is removed until
 /// the run completes. The coordinator alone calls it.
 absl::Status PrepareRunDir(const std::string& dir, const RunConfig& config,

@@ -86,6 +86,7 @@ absl::Status ClaimRunDir(const RunConfig& config) {
     fs::remove(dir + name, ignored);
   }
   fs::remove_all(dir + "/checkpoints", ignored);
+  fs::remove_all(dir + "/tb", ignored);
   Log(LogLevel::kInfo) << "output.overwrite: removed the previous run's results and checkpoints in "
                        << dir;
   return absl::OkStatus();

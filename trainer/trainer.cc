@@ -22,6 +22,7 @@
 #include "parallel/device.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_communicator.h"
+#include "report/tensorboard.h"
 #include "trainer/coordinator.h"
 #include "trainer/expert_sharding.h"
 #include "trainer/fault_injection.h"
@@ -126,6 +127,9 @@ class Runner {
       MOA_RETURN_IF_ERROR(PrepareRunDir(
           run_dir_, config_,
           EnvJson(config_, layout, world_->backend_name(), threads_, device_, devices)));
+      if (config_.output.tensorboard) {
+        MOA_ASSIGN_OR_RETURN(events_, report::EventWriter::Open(run_dir_ + "/tb"));
+      }
     }
     const ParameterCounts counts = CountParameters(*model_);
     Log(LogLevel::kInfo) << "model " << config_.model.arch << " / " << config_.adapter.method
@@ -253,6 +257,7 @@ class Runner {
       record["loss"] = loss_meter.mean();
       record["step_time"] = step_time_sum / interval_steps_;
       record["images_per_s"] = images_per_s;
+      record["lr"] = optimizer_->param_groups()[0].options().get_lr();
       MOA_ASSIGN_OR_RETURN(const bool valley_dead, EvaluateAndSave(step, record, run_clock));
       if (valley_dead) {
         Log(LogLevel::kInfo) << "SWAD: the loss valley is dead after step " << step
@@ -299,6 +304,7 @@ class Runner {
       for (const data::Domain& d : dataset_.domains) names.push_back(d.name);
       Log(LogLevel::kInfo) << FormatEvaluation(record, names, test_envs_, config_.train.steps,
                                                run_clock.Seconds(), Eta(step));
+      if (events_) MOA_RETURN_IF_ERROR(WriteEvents(step));
     }
     if (lead_ && !test_envs_.empty() && config_.output.save != "none") {
       MOA_ASSIGN_OR_RETURN(double validation,
@@ -356,6 +362,17 @@ class Runner {
     return stopped;
   }
 
+  // The last record's scalars and the selection criterion, as TensorBoard events.
+  absl::Status WriteEvents(int64_t step) {
+    report::Scalars scalars = report::RecordScalars(records_.back());
+    if (!test_envs_.empty()) {
+      MOA_ASSIGN_OR_RETURN(const double criterion,
+                           TrainingDomainValidation(records_.back(), train_envs_));
+      scalars.emplace_back("selection/training_domain_validation_acc", criterion);
+    }
+    return events_->WriteScalars(step, scalars);
+  }
+
   // Evaluates the SWAD average, appends it to results.jsonl as its own record and saves it.
   absl::Status EvaluateSwad(int64_t last_step) {
     const std::map<std::string, torch::Tensor> averaged = swad_->Finish();
@@ -407,7 +424,9 @@ class Runner {
   bool pretrain_;
   parallel::Communicator& launcher_world_;  // MPI (or one process): the launcher's ranks
   InjectedFault fault_;
-  std::unique_ptr<RunLock> lock_;  // the coordinator's, on output.dir
+  std::unique_ptr<RunLock> lock_;
+  std::unique_ptr<report::EventWriter>
+      events_;  // the coordinator's, with output.tensorboard  // the coordinator's, on output.dir
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::Communicator* world_ = nullptr;  // the mesh's world: every collective of the run
   torch::Device device_{torch::kCPU};

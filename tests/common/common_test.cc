@@ -1,4 +1,4 @@
-// Atomic file writes, the status macros, thread counts and MD5.
+// Atomic file writes and their injected faults, the status macros, thread counts and MD5.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "common/stop_signals.h"
 #include "common/threads.h"
+#include "common/write_faults.h"
 #include "tests/support/test_support.h"
 
 namespace moa {
@@ -73,6 +74,64 @@ TEST(FilesTest, AtomicWriteAppendAndRead) {
   auto missing = ReadFile(dir.File("missing"));
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("missing"), std::string::npos);
+}
+
+TEST(WriteFaultTest, ParsesEveryStageAndRefusesMalformedValuesShowingTheForm) {
+  MOA_ASSERT_OK_AND_ASSIGN(WriteFault payload,
+                           ParseWriteFault("state.safetensors:payload37:2:kill"));
+  EXPECT_EQ(payload.file, "state.safetensors");
+  EXPECT_EQ(payload.stage, WriteStage::kPayload);
+  EXPECT_EQ(payload.payload_percent, 37);
+  EXPECT_EQ(payload.nth, 2);
+  EXPECT_TRUE(payload.kill);
+  MOA_ASSERT_OK_AND_ASSIGN(WriteFault renamed, ParseWriteFault("done:renamed:1:kill"));
+  EXPECT_EQ(renamed.stage, WriteStage::kRenamed);
+  MOA_ASSERT_OK_AND_ASSIGN(WriteFault full, ParseWriteFault("x:written:3:enospc"));
+  EXPECT_EQ(full.stage, WriteStage::kWritten);
+  EXPECT_FALSE(full.kill);
+  for (const char* bad :
+       {"x:renamed:1", "x:payload0:1:kill", "x:payload100:1:kill", "x:payload:1:kill",
+        "dir/x:synced:1:kill", "x:later:1:kill", "x:synced:0:kill", "x:synced:1:explode",
+        "x:renamed:1:enospc", ":synced:1:kill"}) {
+    auto parsed = ParseWriteFault(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_NE(parsed.status().message().find("MOA_INJECT_WRITE_FAULT='" + std::string(bad)),
+              std::string::npos)
+        << parsed.status();
+    EXPECT_NE(parsed.status().message().find("FILE:STAGE:NTH:kill|enospc"), std::string::npos);
+  }
+}
+
+// An injected full disk on the second write of a file: the error names the file and the cause,
+// the first contents stay, no temporary file is left, and other files are written as usual.
+TEST(WriteFaultTest, InjectedFullDiskFailsTheNthWriteAndKeepsThePreviousContents) {
+  test::TempDir dir;
+  for (const char* stage : {"payload50", "written"}) {
+    SCOPED_TRACE(stage);
+    const std::string name = std::string("starved_") + stage + ".bin";
+    ASSERT_EQ(::setenv("MOA_INJECT_WRITE_FAULT", (name + ":" + stage + ":2:enospc").c_str(), 1), 0);
+    const std::string path = dir.File(name);
+    MOA_ASSERT_OK(WriteFileAtomically(path, "first contents"));
+    MOA_ASSERT_OK(WriteFileAtomically(dir.File("other.bin"), "unaffected"));
+    const absl::Status second = WriteFileAtomically(path, std::string(1000, 'x'));
+    EXPECT_EQ(second.code(), absl::StatusCode::kUnavailable);
+    EXPECT_NE(second.message().find(path + " (through " + path + ".tmp."), std::string::npos)
+        << second;
+    EXPECT_NE(second.message().find("No space left on device"), std::string::npos) << second;
+    MOA_ASSERT_OK_AND_ASSIGN(std::string kept, ReadFile(path));
+    EXPECT_EQ(kept, "first contents");
+    MOA_ASSERT_OK(WriteFileAtomically(path, "third contents"));
+    MOA_ASSERT_OK_AND_ASSIGN(kept, ReadFile(path));
+    EXPECT_EQ(kept, "third contents");
+  }
+  ASSERT_EQ(::unsetenv("MOA_INJECT_WRITE_FAULT"), 0);
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
+  }
+  ASSERT_EQ(::setenv("MOA_INJECT_WRITE_FAULT", "x:nowhere:1:kill", 1), 0);
+  const absl::Status malformed = WriteFileAtomically(dir.File("x"), "x");
+  ASSERT_EQ(::unsetenv("MOA_INJECT_WRITE_FAULT"), 0);
+  EXPECT_NE(malformed.message().find("unknown stage 'nowhere'"), std::string::npos) << malformed;
 }
 
 TEST(ThreadsTest, ExplicitCountWinsElseCoresPerRank) {

@@ -47,7 +47,9 @@ TEST(CommandsTest, InfoWorksOnEveryShippedConfig) {
         << entry.path() << "\n"
         << out;
     EXPECT_NE(out.find("trainable"), std::string::npos) << entry.path();
-    if (image_folder) EXPECT_NE(out.find("(2 classes)"), std::string::npos) << out;
+    if (image_folder) {
+      EXPECT_NE(out.find("(2 classes)"), std::string::npos) << out;
+    }
   }
   EXPECT_GE(configs, 3);
 }

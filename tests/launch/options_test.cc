@@ -175,6 +175,7 @@ TEST_F(OptionsTest, DefaultsAreTheDocumentedValues) {
   EXPECT_EQ(c.output.dir, "runs/run");
   EXPECT_EQ(c.output.save, "selected");
   EXPECT_FALSE(c.output.overwrite);
+  EXPECT_TRUE(c.output.tensorboard);
   EXPECT_EQ(defaults.slurm.nodes, 1);
   EXPECT_EQ(defaults.slurm.mpi, "pmix");
   EXPECT_EQ(defaults.slurm.job_name, "moa-sweep");
@@ -198,7 +199,7 @@ TEST_F(OptionsTest, ResolvedIniOfTheTinyConfiguration) {
       "[train]\nsteps = 12\ncheckpoint_freq = 5\nseed = 0\ntrial_seed = 0\nhparams_seed = 0\n"
       "threads = 1\nresume = \ncheck_replicas = false\nlog_every = 0\nprecision = fp32\n"
       "deterministic = false\nstop_grace = 300\n\n",
-      "[output]\ndir = /tmp/tiny\nsave = selected\noverwrite = false\n\n",
+      "[output]\ndir = /tmp/tiny\nsave = selected\noverwrite = false\ntensorboard = true\n\n",
       "[slurm]\npartition = \naccount = \nnodes = 1\nntasks_per_node = 1\ngpus_per_task = 0\n"
       "cpus_per_task = 0\ntime = \nmpi = pmix\nmax_running = 0\njob_name = moa-sweep\n"
       "signal = USR1@180\n",

@@ -163,13 +163,15 @@ LayerPair MakePair(MoaConfig config, int64_t in, int64_t out, std::shared_ptr<Ro
   return {routed, dense};
 }
 
-class RoutedVsDenseTest : public ::testing::TestWithParam<std::string> {};
+// (expert, top_k): top-2 with a capacity that drops assignments, and top-1 without capacity,
+// where every token goes to one expert and the routed layer permutes rows (PermuteRows).
+class RoutedVsDenseTest : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
 
 TEST_P(RoutedVsDenseTest, OutputsAndGradientsAgree) {
   MoaConfig config;
-  config.expert = GetParam();
-  config.top_k = 2;
-  config.capacity_factor = 0.6;  // some assignments are dropped
+  config.expert = std::get<0>(GetParam());
+  config.top_k = std::get<1>(GetParam());
+  config.capacity_factor = config.top_k == 2 ? 0.6 : 0.0;  // top-2: some assignments dropped
   config.phm_dim = 8;
   config.kron_dropout = 0.5;
   auto ctx = std::make_shared<RoutingContext>();
@@ -184,7 +186,11 @@ TEST_P(RoutedVsDenseTest, OutputsAndGradientsAgree) {
   const torch::Tensor xd = x.clone().requires_grad_(true);
   const torch::Tensor yr = pair.routed->Delta(xr);
   const torch::Tensor yd = pair.dense->Delta(xd);
-  EXPECT_GT(pair.routed->last_routing().dropped, 0);
+  if (config.top_k == 2) {
+    EXPECT_GT(pair.routed->last_routing().dropped, 0);
+  } else {
+    EXPECT_EQ(pair.routed->last_routing().dropped, 0);
+  }
   ASSERT_EQ(yr.sizes(), (std::vector<int64_t>{3, 7, 24}));
   EXPECT_TRUE(torch::allclose(yr, yd, 1e-5, 1e-6)) << (yr - yd).abs().max();
   const torch::Tensor w = torch::randn_like(yr);
@@ -204,7 +210,9 @@ TEST_P(RoutedVsDenseTest, OutputsAndGradientsAgree) {
   EXPECT_GE(with_grad, 7);  // router (proj weight, bias, sim_matrix, temperature) + experts
 }
 
-INSTANTIATE_TEST_SUITE_P(Experts, RoutedVsDenseTest, ::testing::Values("lora", "kronecker"));
+INSTANTIATE_TEST_SUITE_P(Experts, RoutedVsDenseTest,
+                         ::testing::Combine(::testing::Values("lora", "kronecker"),
+                                            ::testing::Values(2, 1)));
 
 TEST(MoaLayerTest, DroppedTokensPassThroughW0Alone) {
   MoaConfig config;

@@ -16,6 +16,18 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
 
+def randomise(model):
+    """LayerNorms around (1, 0) with spread, small biases, matrices with std fan_in^-1/2."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith("weight") else 0.0))
+            elif name.endswith("bias"):
+                p.copy_(torch.randn_like(p) * 0.05)
+            elif p.dim() >= 2:
+                p.copy_(torch.randn_like(p) * p[0].numel() ** -0.5)
+
+
 def main():
     out = sys.argv[1]
     img, patch, in_chans, dim, depth, heads = (int(v) for v in sys.argv[2:8])
@@ -28,14 +40,7 @@ def main():
                               embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
                               qkv_bias=True, pre_norm=norm_pre, global_pool="token",
                               norm_layer=partial(torch.nn.LayerNorm, eps=eps))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith("weight") else 0.0))
-            elif name.endswith("bias"):
-                p.copy_(torch.randn_like(p) * 0.05)
-            elif p.dim() >= 2:
-                p.copy_(torch.randn_like(p) * p[0].numel() ** -0.5)
+    randomise(model)
     model.eval()
     x = torch.randn(3, in_chans, img, img)
     with torch.no_grad():
