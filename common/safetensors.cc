@@ -100,17 +100,22 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(const char* data, size_t size,
     const nlohmann::json& offsets = entry["data_offsets"];
     if (!shape_json.is_array()) return bad("tensor " + name + ": shape is not an array");
     std::vector<int64_t> shape;
-    uint64_t numel = 1;
+    // The product of the non-zero sizes is bounded as well as the element count: an empty tensor
+    // of shape [0, 2^40, 2^40] would overflow LibTorch's strides (it throws).
+    uint64_t extent = 1;
+    bool empty = false;
     for (const auto& d : shape_json) {
       if (!d.is_number_unsigned())
         return bad("tensor " + name + ": shape has a non-integer or negative entry");
       const uint64_t dim = d.get<uint64_t>();
-      if (dim > (uint64_t{1} << 40) || (dim != 0 && numel > (uint64_t{1} << 40) / dim)) {
+      if (dim > (uint64_t{1} << 40) || (dim != 0 && extent > (uint64_t{1} << 40) / dim)) {
         return bad("tensor " + name + ": implausibly large shape");
       }
-      numel *= dim;
+      if (dim == 0) empty = true;
+      if (dim != 0) extent *= dim;
       shape.push_back(static_cast<int64_t>(dim));
     }
+    const uint64_t numel = empty ? 0 : extent;
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
         !offsets[1].is_number_unsigned()) {
       return bad("tensor " + name + ": data_offsets must be two non-negative integers");

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/files.h"
@@ -28,6 +29,22 @@ int64_t ReadFully(gzFile file, void* buffer, int64_t size) {
     done += n;
   }
   return done;
+}
+
+// Reads up to `size` bytes, to the end of the file if it is shorter. The buffer grows with what
+// the file holds (doubling from 64 KiB), so a header announcing more than the file has costs no
+// allocation of the announced size.
+std::string ReadUpTo(gzFile file, int64_t size) {
+  std::string bytes;
+  while (static_cast<int64_t>(bytes.size()) < size) {
+    const int64_t have = static_cast<int64_t>(bytes.size());
+    const int64_t want = std::min(size - have, std::max<int64_t>(have, 64 << 10));
+    bytes.resize(have + want);
+    const int64_t got = ReadFully(file, bytes.data() + have, want);
+    bytes.resize(have + got);
+    if (got < want) break;
+  }
+  return bytes;
 }
 
 struct ElementType {
@@ -121,9 +138,9 @@ absl::StatusOr<torch::Tensor> ReadIdx(const std::string& path) {
     }
     count *= shape[d];
   }
-  torch::Tensor tensor = torch::empty(shape, torch::TensorOptions().dtype(type.scalar));
   const int64_t payload = count * type.bytes;
-  const int64_t got = ReadFully(file.get(), tensor.data_ptr(), payload);
+  const std::string bytes = ReadUpTo(file.get(), payload);
+  const int64_t got = static_cast<int64_t>(bytes.size());
   int errnum = 0;
   const char* zmsg = gzerror(file.get(), &errnum);
   if (errnum != Z_OK && errnum != Z_STREAM_END) {
@@ -139,11 +156,13 @@ absl::StatusOr<torch::Tensor> ReadIdx(const std::string& path) {
     return absl::DataLossError("IDX file " + path +
                                ": trailing bytes after the payload the header announces");
   }
+  torch::Tensor tensor = torch::empty(shape, torch::TensorOptions().dtype(type.scalar));
+  auto* elements = static_cast<uint8_t*>(tensor.data_ptr());
+  std::memcpy(elements, bytes.data(), bytes.size());
   if (type.bytes > 1) {
     // IDX stores multi-byte elements big-endian.
-    auto* bytes = static_cast<uint8_t*>(tensor.data_ptr());
     for (int64_t i = 0; i < count; ++i)
-      std::reverse(bytes + i * type.bytes, bytes + (i + 1) * type.bytes);
+      std::reverse(elements + i * type.bytes, elements + (i + 1) * type.bytes);
   }
   return tensor;
 }

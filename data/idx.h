@@ -1,6 +1,7 @@
 // Reader for IDX files (the MNIST / Fashion-MNIST format), gzipped or not. Validates the magic
 // number, the element type, the dimensions and the exact payload size, so that a truncated or
-// corrupt file is an error naming the file.
+// corrupt file is an error naming the file; a header announcing more data than the file holds
+// allocates no more than the file holds.
 #pragma once
 
 #include <string>

@@ -24,7 +24,22 @@ struct JpegErrorManager {
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX] = {0};
   bool truncated = false;
+  bool too_large = false;
 };
+
+// PIL refuses to open an image of more than twice Image.MAX_IMAGE_PIXELS (DecompressionBombError),
+// so torchvision never sees one; moa refuses it too, from the header, before allocating for it.
+constexpr uint64_t kMaxPixels = 2 * uint64_t{89478485};
+
+bool TooLarge(uint64_t width, uint64_t height) { return width * height > kMaxPixels; }
+
+absl::Status TooLargeError(const std::string& name, const char* format, uint64_t width,
+                           uint64_t height) {
+  return absl::ResourceExhaustedError(
+      name + ": " + std::to_string(width) + " x " + std::to_string(height) + " " + format +
+      " has more than the " + std::to_string(kMaxPixels) +
+      " pixels PIL opens (a decompression bomb, or a corrupt header)");
+}
 
 void JpegErrorExit(j_common_ptr cinfo) {
   auto* manager = reinterpret_cast<JpegErrorManager*>(cinfo->err);
@@ -49,7 +64,9 @@ uint8_t CmykChannel(int c, int k) {
 }
 
 // Decodes into `image` (owned by the caller, so nothing in this frame needs a destructor after
-// a longjmp: NOTE [libjpeg errors]). Returns false with `errors->message` set on failure.
+// a longjmp: NOTE [libjpeg errors]). Returns false with `errors->message` set on failure, or
+// with `errors->too_large` set (and the announced size in `image`) for an image over the pixel
+// limit; stops early, returning true, once `errors->truncated` is set.
 bool DecodeJpegInto(const std::string& bytes, JpegErrorManager* errors, RgbImage* image,
                     std::vector<uint8_t>* row) {
   jpeg_decompress_struct cinfo;
@@ -64,6 +81,13 @@ bool DecodeJpegInto(const std::string& bytes, JpegErrorManager* errors, RgbImage
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()),
                static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
+  if (TooLarge(cinfo.image_width, cinfo.image_height)) {
+    errors->too_large = true;
+    image->width = static_cast<int>(cinfo.image_width);
+    image->height = static_cast<int>(cinfo.image_height);
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   const bool inverted = cmyk && cinfo.saw_Adobe_marker;
   if (cmyk) {
@@ -81,6 +105,11 @@ bool DecodeJpegInto(const std::string& bytes, JpegErrorManager* errors, RgbImage
     uint8_t* out = image->Row(static_cast<int>(cinfo.output_scanline));
     JSAMPROW rows[1] = {components == 3 ? out : row->data()};
     jpeg_read_scanlines(&cinfo, rows, 1);
+    if (errors->truncated) {
+      // Stop at the first missing data: DecodeJpeg refuses a truncated image, as PIL does.
+      jpeg_destroy_decompress(&cinfo);
+      return true;
+    }
     if (components == 3) continue;
     for (int x = 0; x < image->width; ++x) {
       if (components == 1) {
@@ -102,6 +131,7 @@ absl::StatusOr<RgbImage> DecodeJpeg(const std::string& bytes, const std::string&
   RgbImage image;
   std::vector<uint8_t> row;
   if (!DecodeJpegInto(bytes, &errors, &image, &row)) {
+    if (errors.too_large) return TooLargeError(name, "JPEG", image.width, image.height);
     return absl::DataLossError(name + ": corrupt JPEG (" + errors.message + ")");
   }
   if (errors.truncated) return absl::DataLossError(name + ": truncated JPEG (data ends early)");
@@ -123,6 +153,7 @@ void PngRead(png_structp png, png_bytep out, png_size_t length) {
 
 struct PngErrorState {
   char message[256] = {0};
+  bool too_large = false;
 };
 
 void PngError(png_structp png, png_const_charp message) {
@@ -152,6 +183,11 @@ bool DecodePngInto(const std::string& bytes, PngErrorState* state, RgbImage* ima
   png_read_info(png, info);
   image->width = static_cast<int>(png_get_image_width(png, info));
   image->height = static_cast<int>(png_get_image_height(png, info));
+  if (TooLarge(image->width, image->height)) {
+    state->too_large = true;
+    png_destroy_read_struct(&png, &info, nullptr);
+    return false;
+  }
   if (header != nullptr) {
     *header = ImageHeader{ImageFormat::kPng, image->width, image->height};
     png_destroy_read_struct(&png, &info, nullptr);
@@ -187,6 +223,7 @@ absl::StatusOr<RgbImage> DecodePng(const std::string& bytes, const std::string& 
   RgbImage image;
   std::vector<png_bytep> rows;
   if (!DecodePngInto(bytes, &state, &image, &rows, header)) {
+    if (state.too_large) return TooLargeError(name, "PNG", image.width, image.height);
     return absl::DataLossError(name + ": corrupt PNG (" + state.message + ")");
   }
   return image;
@@ -209,6 +246,9 @@ absl::StatusOr<ImageHeader> ReadJpegHeader(const std::string& bytes, const std::
   ImageHeader header{ImageFormat::kJpeg, static_cast<int>(cinfo.image_width),
                      static_cast<int>(cinfo.image_height)};
   jpeg_destroy_decompress(&cinfo);
+  if (TooLarge(header.width, header.height)) {
+    return TooLargeError(name, "JPEG", header.width, header.height);
+  }
   return header;
 }
 

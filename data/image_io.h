@@ -39,13 +39,15 @@ ImageFormat SniffFormat(const std::string& bytes);
 /// Decodes JPEG (grayscale, RGB/YCbCr, CMYK/YCCK with Adobe inversion as PIL does) or PNG (any
 /// bit depth and colour type: 16-bit keeps the high byte, palettes are expanded, alpha is
 /// dropped as PIL's convert("RGB") drops it). `name` goes into error messages. A JPEG whose data
-/// ends early is an error, as in PIL.
+/// ends early is an error, as in PIL, and so is an image of more pixels than PIL opens
+/// (2 x 89478485), refused from its header before anything of that size is allocated.
 absl::StatusOr<RgbImage> DecodeImage(const std::string& bytes, const std::string& name);
 
 /// Reads and decodes a file; errors name the path.
 absl::StatusOr<RgbImage> DecodeImageFile(const std::string& path);
 
-/// Reads a file's header (format and size); errors name the path.
+/// Reads a file's header (format and size); errors name the path. An image too large to decode
+/// (above) is refused here already.
 absl::StatusOr<ImageHeader> ReadImageHeader(const std::string& path);
 
 /// A raw 8-bit image with 1 (gray), 2 (gray + alpha), 3 (RGB), 4 (RGBA, or CMYK for JPEG)

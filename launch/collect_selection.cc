@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 
 #include "common/status_macros.h"
@@ -15,6 +16,41 @@ namespace {
 namespace fs = std::filesystem;
 constexpr double kMissing = -1.0;
 
+// A JSON value as the field types of a record; false for a value of another type. Integers must
+// be JSON integers within int64's range (nlohmann would convert 1e54 to an integer, which is
+// undefined behaviour, and true to 1).
+bool ReadValue(const nlohmann::json& value, int64_t* out) {
+  if (value.is_number_unsigned()) {
+    const uint64_t v = value.get<uint64_t>();
+    if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+    *out = static_cast<int64_t>(v);
+    return true;
+  }
+  if (!value.is_number_integer()) return false;
+  *out = value.get<int64_t>();
+  return true;
+}
+bool ReadValue(const nlohmann::json& value, double* out) {
+  if (!value.is_number()) return false;
+  *out = value.get<double>();
+  return true;
+}
+bool ReadValue(const nlohmann::json& value, std::string* out) {
+  if (!value.is_string()) return false;
+  *out = value.get<std::string>();
+  return true;
+}
+bool ReadValue(const nlohmann::json& value, std::vector<int64_t>* out) {
+  if (!value.is_array()) return false;
+  out->clear();
+  for (const nlohmann::json& element : value) {
+    int64_t v;
+    if (!ReadValue(element, &v)) return false;
+    out->push_back(v);
+  }
+  return true;
+}
+
 // The value of `key` as T, or an error naming the key.
 template <typename T>
 absl::StatusOr<T> Field(const nlohmann::json& object, const std::string& key,
@@ -22,12 +58,12 @@ absl::StatusOr<T> Field(const nlohmann::json& object, const std::string& key,
   if (!object.is_object() || !object.contains(key)) {
     return absl::InvalidArgumentError("has no " + where + key);
   }
-  try {
-    return object.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
+  T value;
+  if (!ReadValue(object.at(key), &value)) {
     return absl::InvalidArgumentError(where + key + " has the wrong type (" +
                                       object.at(key).dump() + ")");
   }
+  return value;
 }
 
 // The runs of one group keyed by hparams_seed, each in record order.
@@ -118,6 +154,13 @@ std::optional<RunAccuracy> LeaveOneOutRun(int64_t test_env, const std::vector<Sw
 absl::StatusOr<std::vector<SweepRecord>> ReadResultsFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError("cannot open " + path);
+  return ParseResultsJsonl(in, path);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SweepRecord>> ParseResultsJsonl(std::istream& in,
+                                                           const std::string& path) {
   std::vector<SweepRecord> records;
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
@@ -139,8 +182,6 @@ absl::StatusOr<std::vector<SweepRecord>> ReadResultsFile(const std::string& path
   }
   return records;
 }
-
-}  // namespace
 
 double MeanAccuracy(const std::vector<double>& values) {
   double sum = 0;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <istream>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -29,6 +30,11 @@ struct SweepRecord {
 
 /// Reads one record; errors name the missing or mistyped key.
 absl::StatusOr<SweepRecord> ParseSweepRecord(const nlohmann::json& record);
+
+/// The records of one results.jsonl's text, SWAD records skipped; a malformed line or record is
+/// an error naming `path` and the line.
+absl::StatusOr<std::vector<SweepRecord>> ParseResultsJsonl(std::istream& text,
+                                                           const std::string& path);
 
 /// Every record of every results.jsonl one level under `input_dir`. A run whose file has a
 /// malformed line or record is left out whole, with a warning naming the file and line on

@@ -14,11 +14,19 @@
 namespace moa::launch {
 namespace {
 
+// The shortest text of at least 10 significant digits that reads back as the same double:
+// config.ini is read back on resume, and a learning rate rounded there would change the run.
 std::string FormatDouble(double v) {
-  std::ostringstream out;
-  out.precision(10);
-  out << v;
-  return out.str();
+  std::string text;
+  for (int precision = 10; precision <= 17; ++precision) {
+    std::ostringstream out;
+    out.precision(precision);
+    out << v;
+    text = out.str();
+    double back = 0;
+    if (absl::SimpleAtod(text, &back) && back == v) break;
+  }
+  return text;
 }
 
 // Typed parsers. Each returns "" on success, else what was expected.
@@ -42,7 +50,12 @@ std::string ParseValue(const std::string& text, bool* out) {
   return "";
 }
 std::string ParseValue(const std::string& text, std::string* out) {
-  *out = std::string(absl::StripAsciiWhitespace(text));
+  // config.ini could not hold these: '#' starts an INI comment, a line break ends the value.
+  const absl::string_view value = absl::StripAsciiWhitespace(text);
+  if (value.find_first_of("#\n\r") != absl::string_view::npos) {
+    return "text without '#' or line breaks";
+  }
+  *out = std::string(value);
   return "";
 }
 std::string ParseValue(const std::string& text, std::vector<int64_t>* out) {
@@ -86,6 +99,16 @@ Check<std::string> OneOf(std::vector<std::string> allowed) {
       if (v == a) return std::string();
     }
     return "must be one of " + absl::StrJoin(allowed, ", ");
+  };
+}
+// Rank counts stay below 2^20, so that their products (parallel.dp x parallel.ep, slurm.nodes x
+// slurm.ntasks_per_node) stay far inside int64.
+constexpr int64_t kMostRanks = int64_t{1} << 20;
+Check<int64_t> RankCount(int64_t low) {
+  return [low](const int64_t& v) {
+    return v >= low && v <= kMostRanks
+               ? ""
+               : "must lie in [" + PrintValue(low) + ", " + PrintValue(kMostRanks) + "]";
   };
 }
 Check<int64_t> DatasetDefaultOrAtLeastOne() {
@@ -284,8 +307,8 @@ const std::vector<Option>& OptionTable() {
     t.Add<int64_t>(MOA_FIELD(eval, batch_size), "evaluation batch size", AtLeast<int64_t>(1));
     // [parallel]
     t.Add<int64_t>(MOA_FIELD(parallel, dp), "data-parallel ranks (0: world size / ep)",
-                   AtLeast<int64_t>(0));
-    t.Add<int64_t>(MOA_FIELD(parallel, ep), "expert-parallel ranks", AtLeast<int64_t>(1));
+                   RankCount(0));
+    t.Add<int64_t>(MOA_FIELD(parallel, ep), "expert-parallel ranks", RankCount(1));
     t.Add<std::string>(MOA_FIELD(parallel, expert_mode), "auto, sharded or replicated",
                        OneOf({"auto", "sharded", "replicated"}));
     t.Add<double>(MOA_FIELD(parallel, link_gb_per_s),
@@ -334,9 +357,9 @@ const std::vector<Option>& OptionTable() {
                        "Slurm partition of sweep jobs (empty: the cluster's default)");
     t.Add<std::string>(MOA_SLURM_FIELD(account),
                        "Slurm account of sweep jobs (empty: the user's default)");
-    t.Add<int64_t>(MOA_SLURM_FIELD(nodes), "nodes per sweep job", AtLeast<int64_t>(1));
+    t.Add<int64_t>(MOA_SLURM_FIELD(nodes), "nodes per sweep job", RankCount(1));
     t.Add<int64_t>(MOA_SLURM_FIELD(ntasks_per_node),
-                   "moa processes (ranks) per node in a sweep job", AtLeast<int64_t>(1));
+                   "moa processes (ranks) per node in a sweep job", RankCount(1));
     t.Add<int64_t>(MOA_SLURM_FIELD(gpus_per_task), "GPUs per rank (0: ask for none)",
                    AtLeast<int64_t>(0));
     t.Add<int64_t>(MOA_SLURM_FIELD(cpus_per_task), "CPUs per rank (0: the partition's default)",

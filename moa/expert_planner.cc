@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include "common/error.h"
 #include "common/timer.h"
 
 namespace moa {
@@ -147,10 +148,6 @@ double MedianSeconds(int repeats, Work work) {
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
-}
-
-void ThrowIfError(const absl::Status& status) {
-  TORCH_CHECK(status.ok(), std::string(status.message()));
 }
 
 }  // namespace

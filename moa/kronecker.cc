@@ -18,9 +18,7 @@ void XavierSlices(torch::Tensor t) {
 
 KroneckerRulesImpl::KroneckerRulesImpl(int64_t phm_dim, bool with_unused_rule0)
     : phm_dim_(phm_dim) {
-  auto init = [phm_dim](std::vector<int64_t> shape) {
-    return torch::empty(shape).uniform_(-0.01, 0.01);
-  };
+  auto init = [](std::vector<int64_t> shape) { return torch::empty(shape).uniform_(-0.01, 0.01); };
   if (with_unused_rule0) {
     register_parameter("rule0_left", init({phm_dim, phm_dim, 1}));
     register_parameter("rule0_right", init({phm_dim, 1, phm_dim}));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything moa's build, tests and demo need on a Debian machine. Idempotent.
-# Debian's packages: compilers, MPI, Abseil, Boost, GoogleTest, codecs, Slurm for the tests.
+# Debian's packages: compilers (clang with libFuzzer and the sanitizer runtimes for
+# scripts/fuzz.sh), MPI, Abseil, Boost, GoogleTest, codecs, Slurm for the tests.
 # PyPI's torch 2.11.0 (CUDA 13.0) in a virtual environment outside the clone (scripts/venv_path.sh):
 # its LibTorch is the one the C++ build links, and the same torch runs the Python references and
 # the PyTorch baselines.
@@ -14,6 +15,7 @@ debian_packages=(
   zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libssl-dev
   libprotobuf-dev protobuf-compiler
   dataset-fashion-mnist
+  clang-14 libclang-rt-14-dev llvm-14
   python3 python3-venv
   munge slurmctld slurmd slurm-client
   chromium

@@ -105,8 +105,11 @@ absl::StatusOr<TrainState> LoadTrainState(
     AdamFields f;
     f.step = step->second.item<int64_t>();
     // The moments live where the parameter lives: a CPU checkpoint resumes on a GPU and back.
-    const auto on_device = [&](const torch::Tensor& t) {
-      return t.to(p.device(), /*non_blocking=*/false, /*copy=*/true);
+    // (The device is a local of its own because clang before 16 cannot capture a structured
+    // binding.)
+    const torch::Device device = p.device();
+    const auto on_device = [&device](const torch::Tensor& t) {
+      return t.to(device, /*non_blocking=*/false, /*copy=*/true);
     };
     f.exp_avg = on_device(file.tensors.at("optim/exp_avg/" + name));
     f.exp_avg_sq = on_device(file.tensors.at("optim/exp_avg_sq/" + name));

@@ -82,6 +82,12 @@ TEST(SafetensorsTest, MalformedFilesAreRefused) {
   EXPECT_NE(ErrorOf(FileBytes(R"({"a":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", data))
                 .find("shape"),
             std::string::npos);
+  // Empty, but its other sizes multiply past 2^40: LibTorch's strides would overflow.
+  EXPECT_NE(ErrorOf(FileBytes(R"({"a":{"dtype":"F32","shape":[0,1099511627776,1099511627776],)"
+                              R"("data_offsets":[0,0]}})",
+                              data))
+                .find("implausibly large shape"),
+            std::string::npos);
   EXPECT_NE(ErrorOf(FileBytes(R"({"a":{"shape":[4],"data_offsets":[0,16]}})", data)).find("lacks"),
             std::string::npos);
   EXPECT_NE(ErrorOf(FileBytes(R"([1,2])", data)).find("not a JSON object"), std::string::npos);

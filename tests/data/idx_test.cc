@@ -1,5 +1,6 @@
 // IDX reading: good files (plain and gzipped, several element types), and every kind of bad
-// file: missing, bad magic, truncated header, truncated payload, trailing bytes, corrupt gzip.
+// file: missing, bad magic, truncated header, truncated payload (also under a header announcing
+// terabytes), trailing bytes, corrupt gzip.
 #include <zlib.h>
 
 #include <fstream>
@@ -120,6 +121,16 @@ TEST_F(BadIdxTest, TruncatedPayload) {
   const std::string message = Error(bytes);
   EXPECT_NE(message.find("truncated"), std::string::npos) << message;
   EXPECT_NE(message.find("6 payload bytes but only 4"), std::string::npos) << message;
+}
+
+TEST_F(BadIdxTest, HugeHeaderOfAShortFileIsTruncatedWithoutAllocatingIt) {
+  // float64, 65535 x 65535 x 255: 8.8 TB announced (found by fuzz/idx_fuzzer), 4 bytes present.
+  std::string bytes("\0\0\x0e\x03\0\0\xff\xff\0\0\xff\xff\0\0\0\xff", 16);
+  bytes += "abcd";
+  for (const bool gzip : {false, true}) {
+    const std::string message = Error(bytes, gzip);
+    EXPECT_NE(message.find("8761465899000 payload bytes but only 4"), std::string::npos) << message;
+  }
 }
 
 TEST_F(BadIdxTest, TrailingBytes) {

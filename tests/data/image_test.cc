@@ -1,7 +1,10 @@
 // Decoding and transforms against PIL and torchvision on PIL images (tests/python/
 // pil_reference.py, Debian's python3-pil and python3-torchvision) on real JPEG and PNG files
-// written at test time, errors for corrupt files, and the augmentation's random parameters
-// against the distributions torchvision draws them from.
+// written at test time, errors for corrupt files and for headers announcing more pixels than PIL
+// opens, and the augmentation's random parameters against the distributions torchvision draws
+// them from.
+#include <zlib.h>
+
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -121,6 +124,39 @@ TEST(ImageDecodeTest, CorruptFilesGiveErrorsNamingThem) {
   EXPECT_EQ(header.width, 40);
   EXPECT_EQ(header.height, 30);
   EXPECT_FALSE(ReadImageHeader(dir.File("text.jpg")).ok());
+}
+
+// Writes `value` big-endian into bytes [at, at + 4) of `bytes`.
+void PutBigEndian32(std::string& bytes, size_t at, uint32_t value) {
+  for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>((value >> (24 - 8 * i)) & 0xff);
+}
+
+TEST(ImageDecodeTest, ImagesLargerThanPilOpensAreRefusedFromTheHeader) {
+  // Small files whose headers announce 20000 x 20000 pixels, over PIL's 178956970: refused before
+  // 1.2 GB of pixels are allocated for data that is not there.
+  moa::test::TempDir dir;
+  MOA_ASSERT_OK_AND_ASSIGN(std::string jpeg, EncodeJpeg(Pattern(16, 16, 3, 1), 90));
+  const size_t frame = jpeg.find("\xff\xc0");  // SOF0: length, precision, height, width
+  ASSERT_NE(frame, std::string::npos);
+  for (const size_t at : {frame + 5, frame + 7}) {
+    jpeg[at] = static_cast<char>(20000 >> 8);
+    jpeg[at + 1] = static_cast<char>(20000 & 0xff);
+  }
+  MOA_ASSERT_OK_AND_ASSIGN(std::string png, EncodePng(Pattern(16, 16, 3, 1)));
+  PutBigEndian32(png, 16, 20000);  // IHDR's width and height, then its CRC over type and data
+  PutBigEndian32(png, 20, 20000);
+  PutBigEndian32(png, 29, crc32(0, reinterpret_cast<const Bytef*>(png.data() + 12), 17));
+  MOA_ASSERT_OK(WriteFileAtomically(dir.File("huge.jpg"), jpeg));
+  MOA_ASSERT_OK(WriteFileAtomically(dir.File("huge.png"), png));
+  for (const std::string file : {"huge.jpg", "huge.png"}) {
+    SCOPED_TRACE(file);
+    for (const absl::Status& status :
+         {DecodeImageFile(dir.File(file)).status(), ReadImageHeader(dir.File(file)).status()}) {
+      EXPECT_TRUE(absl::IsResourceExhausted(status)) << status;
+      EXPECT_NE(status.message().find(dir.File(file)), std::string::npos) << status;
+      EXPECT_NE(status.message().find("20000 x 20000"), std::string::npos) << status;
+    }
+  }
 }
 
 TEST(ImageDecodeTest, HeaderBehindLargeMetadataIsRead) {

@@ -250,6 +250,34 @@ TEST(CollectTest, LatexDocument) {
   EXPECT_EQ(latex.substr(latex.size() - 15), "\\end{document}\n");
 }
 
+TEST(CollectTest, NumbersOfTheWrongKindAreRefusedNamingTheKey) {
+  const double x = 0.0;
+  // Integers beyond int64 (the first found by fuzz/collect_fuzzer), fractions and booleans where
+  // integers belong, and booleans where accuracies belong.
+  const std::vector<std::pair<std::string, nlohmann::json>> bad = {
+      {"args.trial_seed", nlohmann::json::parse("99999999999999999999")},
+      {"args.hparams_seed", 1e54},
+      {"step", 2.5},
+      {"step", true},
+      {"args.test_envs", nlohmann::json::array({0.5})},
+      {"env1_out_acc", false}};
+  for (const auto& [key, value] : bad) {
+    SCOPED_TRACE(key + " = " + value.dump());
+    nlohmann::json record = Json("lora", {0}, 0, 0, 0, {.5, x, x}, {x, .6, .8});
+    if (key.rfind("args.", 0) == 0) {
+      record["args"][key.substr(5)] = value;
+    } else {
+      record[key] = value;
+    }
+    std::istringstream text(record.dump() + "\n");
+    const auto records = ParseResultsJsonl(text, "r.jsonl");
+    ASSERT_FALSE(records.ok());
+    EXPECT_NE(records.status().message().find("r.jsonl line 1 " + key + " has the wrong type"),
+              std::string::npos)
+        << records.status();
+  }
+}
+
 void WriteLines(const std::string& path, const std::vector<nlohmann::json>& records) {
   std::string text;
   for (const auto& r : records) text += r.dump() + "\n";

@@ -64,6 +64,12 @@ TEST_F(OptionsTest, WrongTypesAndRangesNameTheKey) {
   EXPECT_NE(m.find("data.holdout_fraction"), std::string::npos) << m;
   m = Error("[optim]\nlr = nan\n");
   EXPECT_NE(m.find("optim.lr"), std::string::npos) << m;
+  // Rank counts whose product would overflow int64 (2^62 x 4 wrapped to 0, and the batch size's
+  // remainder by it stopped the process).
+  m = Error("[parallel]\ndp = 4611686018427387904\nep = 4\n");
+  EXPECT_NE(m.find("parallel.dp: must lie in [0, 1048576]"), std::string::npos) << m;
+  m = Error("", {"--slurm.ntasks_per_node=3037000500"});
+  EXPECT_NE(m.find("slurm.ntasks_per_node: must lie in [1, 1048576]"), std::string::npos) << m;
 }
 
 TEST_F(OptionsTest, CrossKeyRules) {
@@ -204,6 +210,23 @@ TEST_F(OptionsTest, ResolvedIniOfTheTinyConfiguration) {
   // The resolved INI reads back to the same configuration.
   MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig again, LoadConfig(Ini(ini), {}));
   EXPECT_EQ(again.resolved_ini, ini);
+}
+
+TEST_F(OptionsTest, ResolvedIniHoldsEveryValueExactly) {
+  // A learning rate of 17 significant digits reads back as the same double; text that config.ini
+  // could not hold ('#' starts a comment there, a line break ends the value) is refused.
+  MOA_ASSERT_OK_AND_ASSIGN(
+      trainer::RunConfig config,
+      LoadConfig(Ini("[model]\nbackbone = random\n"), {"--optim.lr=0.00012345678901234567"}));
+  EXPECT_NE(config.resolved_ini.find("lr = 0.00012345678901234567\n"), std::string::npos)
+      << config.resolved_ini;
+  MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig again, LoadConfig(Ini(config.resolved_ini), {}));
+  EXPECT_EQ(again.optim.lr, config.optim.lr);
+  for (const std::string value : {"runs/a#b", "runs/a\nb"}) {
+    const std::string m = Error("[model]\nbackbone = random\n", {"--output.dir=" + value});
+    EXPECT_NE(m.find("output.dir: expected text without '#' or line breaks"), std::string::npos)
+        << m;
+  }
 }
 
 TEST_F(OptionsTest, HelpNamesKeysWithTheirDefaults) {
