@@ -77,10 +77,15 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
     return bad("parallel.ep", "= " + std::to_string(c.parallel.ep) +
                                   " shards MoA experts over ranks; it needs adapter.method = moa");
   }
-  if (c.parallel.ep > 1 && c.moa.dispatch == "dense") {
+  if (c.parallel.ep > 1 && (c.moa.dispatch == "dense" || c.moa.dispatch == "stacked")) {
     return bad("parallel.ep", "= " + std::to_string(c.parallel.ep) +
-                                  " shards experts, but moa.dispatch = dense runs every expert on "
-                                  "every rank's tokens; use moa.dispatch = routed");
+                                  " shards experts, but moa.dispatch = " + c.moa.dispatch +
+                                  " runs every expert on every rank's tokens; use moa.dispatch = "
+                                  "routed or auto");
+  }
+  if (c.adapter.method == "moa" && c.moa.dispatch == "stacked" && c.moa.expert != "lora") {
+    return bad("moa.dispatch", "= stacked stacks LoRA experts' ranks; moa.expert = " +
+                                   c.moa.expert + " needs moa.dispatch = routed, dense or auto");
   }
   if (c.parallel.ep > static_cast<int64_t>(c.moa.ranks.size())) {
     return bad("parallel.ep", "= " + std::to_string(c.parallel.ep) + " exceeds the " +

@@ -68,12 +68,99 @@ MoaAdapterImpl::MoaAdapterImpl(int64_t in_features, int64_t out_features, const 
 void MoaAdapterImpl::ResetStats() {
   stats_ = RouterStats();
   stats_.assignments.assign(experts_.size(), 0);
+  assigned_ = torch::Tensor();
+  aux_total_ = torch::Tensor();
 }
 
 void MoaAdapterImpl::RestoreStats(const RouterStats& stats) {
   TORCH_CHECK(stats.assignments.size() == experts_.size(), "MoA layer ", layer_, ": statistics of ",
               stats.assignments.size(), " experts for ", experts_.size());
   stats_ = stats;
+  assigned_ = torch::tensor(stats.assignments, torch::kInt64);
+  aux_total_ = torch::tensor(stats.aux_sum, torch::kFloat64);
+}
+
+RouterStats MoaAdapterImpl::stats() const {
+  RouterStats stats = stats_;
+  if (assigned_.defined()) {
+    const torch::Tensor assigned = assigned_.cpu();
+    for (size_t e = 0; e < stats.assignments.size(); ++e) {
+      stats.assignments[e] = assigned[static_cast<int64_t>(e)].item<int64_t>();
+    }
+    stats.aux_sum = aux_total_.item<double>();
+  }
+  return stats;
+}
+
+void MoaAdapterImpl::CountRouting(const Routing& routing) {
+  const torch::Device device = routing.expert_counts.device();
+  if (!assigned_.defined()) {
+    assigned_ = torch::tensor(stats_.assignments, torch::kInt64);
+    aux_total_ = torch::tensor(stats_.aux_sum, torch::kFloat64);
+  }
+  if (assigned_.device() != device) {
+    assigned_ = assigned_.to(device);
+    aux_total_ = aux_total_.to(device);
+  }
+  assigned_.add_(routing.expert_counts);
+  aux_total_.add_(aux_loss_.detach().to(torch::kFloat64));
+  stats_.dropped += routing.dropped;
+  ++stats_.forwards;
+}
+
+bool MoaAdapterImpl::UsesStackedExperts(bool training) const {
+  if (config_.expert != "lora") return false;
+  if (config_.dispatch == "stacked") return true;
+  const bool sharded = training && ep_.group != nullptr && ep_.group->size() > 1;
+  return config_.dispatch == "auto" && !sharded;
+}
+
+torch::Tensor MoaAdapterImpl::StackedExperts(const torch::Tensor& tokens, const RouteOptions& route,
+                                             int64_t tokens_per_sample, bool training,
+                                             Routing* routing) {
+  const int64_t experts = num_experts();
+  std::vector<torch::Tensor> down, up;
+  std::vector<int64_t> column_expert;
+  for (int64_t e = 0; e < experts; ++e) {
+    // MoA's LoRA experts are built with scale 1 (the reference's), so B A x needs no factor.
+    const auto* lora = static_cast<const LoraImpl*>(experts_[e].get());
+    down.push_back(lora->A);
+    up.push_back(lora->B);
+    column_expert.insert(column_expert.end(), lora->options().rank(), e);
+  }
+  const int64_t columns = static_cast<int64_t>(column_expert.size());
+  if (!column_expert_.defined() || column_expert_.device() != tokens.device()) {
+    column_expert_ = torch::tensor(column_expert, torch::kInt64).to(tokens.device());
+  }
+
+  Stopwatch clock;
+  // One GEMM for the router's projection and every expert's down-projection, unless the router
+  // must run in float32 inside a lower-precision forward.
+  torch::Tensor logits, low;
+  if (!router->options().fp32()) {
+    const torch::Tensor& proj_weight = router->proj->weight;
+    const torch::Tensor& proj_bias = router->proj->bias;
+    down.insert(down.begin(), proj_weight);
+    const torch::Tensor bias =
+        torch::cat({proj_bias, torch::zeros({columns}, proj_bias.options())});
+    const torch::Tensor both = torch::nn::functional::linear(tokens, torch::cat(down), bias);
+    const int64_t projected = proj_weight.size(0);
+    logits = router->LogitsFromProjection(both.narrow(1, 0, projected));
+    low = both.narrow(1, projected, columns);
+  } else {
+    logits = router->Logits(tokens);
+    low = torch::nn::functional::linear(tokens, torch::cat(down));
+  }
+  RouteOptions options = route;
+  options.expert_lists = false;
+  *routing = Route(logits, options, *context_, layer_, tokens_per_sample, training);
+  timings_.route_s += clock.Seconds();
+  clock.Reset();
+  // Each rank column weighted by its expert's gate: zero where the token was not routed there.
+  const torch::Tensor column_gates = routing->combine.index_select(1, column_expert_);
+  const torch::Tensor y = torch::nn::functional::linear(low * column_gates, torch::cat(up, 1));
+  timings_.experts_s += clock.Seconds();
+  return y;
 }
 
 torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
@@ -82,16 +169,46 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   const torch::Tensor tokens = x.reshape({-1, in_features});
   const int64_t tokens_per_sample = x.dim() == 3 ? x.size(1) : 1;
 
-  Stopwatch clock;
   RouteOptions route;
   route.top_k = config_.top_k;
   route.noise = config_.noise;
   route.renormalize = config_.renormalize;
   route.capacity_factor = config_.capacity_factor;
-  Routing routing =
-      Route(router->Logits(tokens), route, *context_, layer_, tokens_per_sample, training);
-  timings_.route_s += clock.Seconds();
   ++timings_.forwards;
+  Routing routing;
+  torch::Tensor y;
+  if (UsesStackedExperts(training)) {
+    y = StackedExperts(tokens, route, tokens_per_sample, training, &routing);
+  } else {
+    y = RoutedExperts(tokens, route, tokens_per_sample, training, &routing);
+  }
+  if (bias.defined()) y = y + bias;
+
+  if (training) {
+    if (config_.aux_type == "switch") {
+      aux_loss_ = SwitchLoss(routing, config_.aux_weight, context_->batch_group);
+    } else {
+      aux_loss_ =
+          ImportanceLoadLoss(routing, config_.top_k, config_.aux_weight, context_->batch_group);
+    }
+    CountRouting(routing);
+  } else {
+    aux_loss_ = torch::Tensor();
+  }
+  last_routing_ = std::move(routing);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = y.size(1);
+  return y.reshape(shape);
+}
+
+torch::Tensor MoaAdapterImpl::RoutedExperts(const torch::Tensor& tokens, const RouteOptions& route,
+                                            int64_t tokens_per_sample, bool training,
+                                            Routing* routing_out) {
+  Stopwatch clock;
+  *routing_out =
+      Route(router->Logits(tokens), route, *context_, layer_, tokens_per_sample, training);
+  const Routing& routing = *routing_out;
+  timings_.route_s += clock.Seconds();
 
   // Each expert's computation for this forward; Kronecker experts build H once (with the step's
   // dropout mask keyed by (seed, step, layer, expert)).
@@ -162,26 +279,7 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
     }
     timings_.combine_s += clock.Seconds();
   }
-  if (bias.defined()) y = y + bias;
-
-  if (training) {
-    if (config_.aux_type == "switch") {
-      aux_loss_ = SwitchLoss(routing, config_.aux_weight, context_->batch_group);
-    } else {
-      aux_loss_ =
-          ImportanceLoadLoss(routing, config_.top_k, config_.aux_weight, context_->batch_group);
-    }
-    for (int64_t e = 0; e < experts; ++e) stats_.assignments[e] += routing.expert_tokens[e].numel();
-    stats_.dropped += routing.dropped;
-    stats_.aux_sum += aux_loss_.item<double>();
-    ++stats_.forwards;
-  } else {
-    aux_loss_ = torch::Tensor();
-  }
-  last_routing_ = std::move(routing);
-  std::vector<int64_t> shape = x.sizes().vec();
-  shape.back() = y.size(1);
-  return y.reshape(shape);
+  return y;
 }
 
 torch::Tensor MoaAdapterImpl::ShardedExperts(

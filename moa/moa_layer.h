@@ -4,10 +4,15 @@
 // experts, and y = W0 x + b0 + sum over the chosen experts of gate * expert(x) (+ the layer's bias
 // adapter for Kronecker experts).
 //
-// Each expert runs only on the tokens routed to it (gather, compute, scatter-add with the gate);
-// `dispatch = dense` computes every expert on every token and masks, as the reference does, and
-// serves as the test oracle. In training the layer records its load-balancing loss (the
-// coefficient applied inside) and routing statistics.
+// `dispatch = routed`: each expert runs only on the tokens routed to it (gather, compute,
+// scatter-add with the gate). `dispatch = stacked` (LoRA experts): every expert's down-projection
+// and the router's projection in one GEMM, the rank columns weighted by their expert's gate (zero
+// where not routed), one up-projection GEMM: exact, with no gather, no host work and two large
+// kernels instead of several small ones per expert. `auto` (the default) is stacked for LoRA
+// experts unless they are sharded over expert-parallel ranks, else routed. `dispatch = dense`
+// computes every expert on every token and masks, as the reference does, and is the test oracle. In
+// training the layer records its load-balancing loss (the coefficient applied inside) and routing
+// statistics.
 #pragma once
 
 #include <functional>
@@ -37,7 +42,7 @@ struct MoaConfig {
   bool aux_loss = false;
   double aux_weight = 0.01;
   std::string aux_type = "importance_load";  // importance_load (the reference), switch
-  std::string dispatch = "routed";           // routed, dense (the reference's computation)
+  std::string dispatch = "auto";  // auto, routed, stacked, dense (the reference's computation)
   int64_t phm_dim = 64;
   double kron_dropout = 0.5;
 };
@@ -82,7 +87,8 @@ class MoaAdapterImpl : public AdapterImpl {
 
   /// The auxiliary loss of the last training forward (weighted), undefined otherwise.
   const torch::Tensor& aux_loss() const { return aux_loss_; }
-  const RouterStats& stats() const { return stats_; }
+  /// The statistics so far (reads the device-side counters: a host synchronisation).
+  RouterStats stats() const;
   void ResetStats();
   /// Continues from `stats` (a resumed run's interval); the expert count must match.
   void RestoreStats(const RouterStats& stats);
@@ -90,7 +96,8 @@ class MoaAdapterImpl : public AdapterImpl {
   void ResetTimings() { timings_ = DispatchTimings(); }
   /// Shards the experts over `ep.group` (routed dispatch).
   void set_expert_parallel(ExpertParallel ep) {
-    TORCH_CHECK(config_.dispatch == "routed", "expert parallelism needs moa.dispatch = routed");
+    TORCH_CHECK(config_.dispatch == "routed" || config_.dispatch == "auto",
+                "expert parallelism needs moa.dispatch = routed or auto");
     ep_ = std::move(ep);
   }
   const ExpertParallel& expert_parallel() const { return ep_; }
@@ -102,6 +109,8 @@ class MoaAdapterImpl : public AdapterImpl {
   int64_t out_features() const { return out_features_; }
   /// The routing of the last forward (for tests and statistics).
   const Routing& last_routing() const { return last_routing_; }
+  /// Whether a forward in this mode runs the stacked computation (moa.dispatch).
+  bool UsesStackedExperts(bool training) const;
 
   Router router{nullptr};
   torch::Tensor bias;  // Kronecker experts' layer bias adapter
@@ -114,6 +123,16 @@ class MoaAdapterImpl : public AdapterImpl {
       const torch::Tensor& tokens, const Routing& routing,
       const std::vector<std::function<torch::Tensor(const torch::Tensor&)>>& apply);
 
+  /// The routed (or dense, or sharded) computation: routes `tokens` and returns the experts'
+  /// gated sum (T x out).
+  torch::Tensor RoutedExperts(const torch::Tensor& tokens, const RouteOptions& route,
+                              int64_t tokens_per_sample, bool training, Routing* routing);
+  /// The stacked computation: routes `tokens` and returns the experts' gated sum (T x out).
+  torch::Tensor StackedExperts(const torch::Tensor& tokens, const RouteOptions& route,
+                               int64_t tokens_per_sample, bool training, Routing* routing);
+  /// Adds this forward's routing to the statistics, on the device.
+  void CountRouting(const Routing& routing);
+
   MoaConfig config_;
   int64_t layer_;
   int64_t in_features_;
@@ -122,7 +141,14 @@ class MoaAdapterImpl : public AdapterImpl {
   std::shared_ptr<const RoutingContext> context_;
   std::vector<std::shared_ptr<AdapterImpl>> experts_;
   torch::Tensor aux_loss_;
+  /// Host part of the statistics (dropped assignments and forwards); per-expert assignments and
+  /// the auxiliary loss sum accumulate on the device, in `assigned_` and `aux_total_` (float64,
+  /// starting from a restored run's values, so the sums are those of the host loop they replace).
   RouterStats stats_;
+  torch::Tensor assigned_;
+  torch::Tensor aux_total_;
+  /// For the stacked computation: each rank column's expert.
+  torch::Tensor column_expert_;
   DispatchTimings timings_;
   Routing last_routing_;
 };

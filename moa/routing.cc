@@ -98,10 +98,14 @@ torch::Tensor RouterImpl::Logits(const torch::Tensor& x) {
   std::optional<AutocastOff> full_precision;
   if (options_.fp32()) full_precision.emplace(x.device());
   torch::Tensor input = options_.fp32() ? x.to(torch::kFloat32) : x;
-  if (options_.kind() == "linear") return proj->forward(input);
+  return LogitsFromProjection(proj->forward(input));
+}
+
+torch::Tensor RouterImpl::LogitsFromProjection(const torch::Tensor& projection) {
+  if (options_.kind() == "linear") return projection;
   namespace F = torch::nn::functional;
   const torch::Tensor projected =
-      F::normalize(proj->forward(input), F::NormalizeFuncOptions().dim(1).eps(1e-12));
+      F::normalize(projection, F::NormalizeFuncOptions().dim(1).eps(1e-12));
   const torch::Tensor keys = F::normalize(sim_matrix, F::NormalizeFuncOptions().dim(0).eps(1e-12));
   const torch::Tensor scale = torch::exp(torch::clamp_max(temperature, std::log(100.0)));
   return scale * torch::matmul(projected, keys);
@@ -138,33 +142,43 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
   r.probs = torch::softmax(logits, 1);
   auto [top_values, top_indices] = r.probs.topk(k, 1);
   r.experts = top_indices;
+  r.top_probs = top_values;
   r.gates = options.renormalize ? top_values / top_values.sum(1, true) : top_values;
 
-  const torch::Tensor assignment_ids = r.experts.cpu();
-  const int64_t* ids = assignment_ids.data_ptr<int64_t>();
-  const torch::Tensor kept = training && options.capacity_factor > 0
-                                 ? KeepWithinCapacity(assignment_ids, options.capacity_factor,
-                                                      experts, context, tokens_per_sample)
-                                 : torch::ones({tokens, k}, torch::kBool);
-  const bool* kept_ptr = kept.data_ptr<bool>();
-  std::vector<std::vector<int64_t>> token_lists(experts), slot_lists(experts);
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t j = 0; j < k; ++j) {
-      if (!kept_ptr[t * k + j]) {
-        ++r.dropped;
-        continue;
+  torch::Tensor kept;  // on the host, where capacity or the expert lists need it
+  if (training && options.capacity_factor > 0) {
+    kept = KeepWithinCapacity(r.experts.cpu(), options.capacity_factor, experts, context,
+                              tokens_per_sample);
+    r.dropped = tokens * k - kept.sum().item<int64_t>();
+    r.kept = kept.to(clean_logits.device());
+  } else {
+    r.kept = torch::ones({tokens, k}, clean_logits.options().dtype(torch::kBool));
+  }
+  r.expert_counts =
+      torch::zeros({experts}, clean_logits.options().dtype(torch::kInt64))
+          .scatter_add_(0, r.experts.reshape({-1}), r.kept.reshape({-1}).to(torch::kInt64));
+  if (options.expert_lists) {
+    const torch::Tensor assignment_ids = r.experts.cpu();
+    const int64_t* ids = assignment_ids.data_ptr<int64_t>();
+    if (!kept.defined()) kept = torch::ones({tokens, k}, torch::kBool);
+    const bool* kept_ptr = kept.data_ptr<bool>();
+    std::vector<std::vector<int64_t>> token_lists(experts), slot_lists(experts);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t j = 0; j < k; ++j) {
+        if (!kept_ptr[t * k + j]) continue;
+        token_lists[ids[t * k + j]].push_back(t);
+        slot_lists[ids[t * k + j]].push_back(j);
       }
-      token_lists[ids[t * k + j]].push_back(t);
-      slot_lists[ids[t * k + j]].push_back(j);
+    }
+    for (int64_t e = 0; e < experts; ++e) {
+      r.expert_tokens.push_back(
+          torch::tensor(token_lists[e], torch::kInt64).to(clean_logits.device()));
+      r.expert_slots.push_back(
+          torch::tensor(slot_lists[e], torch::kInt64).to(clean_logits.device()));
     }
   }
-  r.kept = kept.to(clean_logits.device());
-  for (int64_t e = 0; e < experts; ++e) {
-    r.expert_tokens.push_back(
-        torch::tensor(token_lists[e], torch::kInt64).to(clean_logits.device()));
-    r.expert_slots.push_back(torch::tensor(slot_lists[e], torch::kInt64).to(clean_logits.device()));
-  }
-  const torch::Tensor kept_gates = r.gates * r.kept.to(r.gates.scalar_type());
+  const torch::Tensor kept_gates =
+      r.dropped > 0 ? r.gates * r.kept.to(r.gates.scalar_type()) : r.gates;
   r.combine = torch::zeros_like(r.probs).scatter_add(1, r.experts, kept_gates);
   return r;
 }
@@ -180,8 +194,10 @@ torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double w
   const torch::Tensor local_importance = clean.sum(0);
   // The threshold is the k-th largest noisy probability (the winner's for top-1), as the reference
   // compares clean probabilities against it (docs/method.md, Quirks Q7).
-  const torch::Tensor threshold =
-      std::get<0>(routing.probs.topk(top_k, 1)).select(1, top_k - 1).unsqueeze(1);
+  const torch::Tensor top = routing.top_probs.defined() && routing.top_probs.size(1) >= top_k
+                                ? routing.top_probs
+                                : std::get<0>(routing.probs.topk(top_k, 1));
+  const torch::Tensor threshold = top.select(1, top_k - 1).unsqueeze(1);
   const double sigma = 1.0 / static_cast<double>(experts);
   const torch::Tensor z = (clean - threshold) / sigma;
   const torch::Tensor local_load = (0.5 * (1.0 + torch::erf(z / std::sqrt(2.0)))).sum(0);

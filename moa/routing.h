@@ -58,6 +58,9 @@ class RouterImpl : public torch::nn::Module {
   explicit RouterImpl(const RouterOptions& options);
   /// Clean logits, (T x E) for tokens x (T x in_features).
   torch::Tensor Logits(const torch::Tensor& x);
+  /// The same from `proj`'s output, for callers that computed it inside a larger product (the
+  /// stacked MoA layer shares one GEMM between `proj` and its experts' down-projections).
+  torch::Tensor LogitsFromProjection(const torch::Tensor& projected);
   const RouterOptions& options() const { return options_; }
 
   torch::nn::Linear proj{nullptr};
@@ -78,6 +81,9 @@ struct RouteOptions {
   /// token order. Evaluation keeps every assignment, so scores do not depend on how the
   /// evaluation batches are cut or sharded.
   double capacity_factor = 0;
+  /// Build Routing::expert_tokens and expert_slots (host work and one small tensor per expert).
+  /// Computations that only need `combine` turn this off.
+  bool expert_lists = true;
 };
 
 /// The outcome of routing T tokens over E experts.
@@ -85,11 +91,15 @@ struct Routing {
   torch::Tensor clean_logits;  // T x E
   torch::Tensor probs;         // T x E, softmax of the (noisy in training) logits
   torch::Tensor experts;       // T x k int64: chosen experts, best first
+  torch::Tensor top_probs;     // T x k: their probabilities (before any renormalisation)
   torch::Tensor gates;         // T x k: their gate weights (carry the router's gradient)
   torch::Tensor kept;          // T x k bool: false where capacity dropped the assignment
   /// combine[t, e] = gate of expert e for token t where assigned and kept, else 0 (T x E).
   torch::Tensor combine;
-  /// Per expert: the tokens routed to it (ascending) and which of their k slots it fills.
+  /// Per expert: the kept assignments (E, int64, on the logits' device).
+  torch::Tensor expert_counts;
+  /// Per expert: the tokens routed to it (ascending) and which of their k slots it fills
+  /// (RouteOptions::expert_lists).
   std::vector<torch::Tensor> expert_tokens;
   std::vector<torch::Tensor> expert_slots;
   int64_t dropped = 0;  // assignments dropped by capacity

@@ -86,7 +86,7 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
     ASSERT_GT(whole->last_routing().dropped, 0) << "the capacity must drop assignments";
   }
   if (c.all_to_one) {
-    ASSERT_EQ(whole->last_routing().expert_tokens[2].numel(), samples * tokens);
+    ASSERT_EQ(whole->last_routing().expert_counts[2].item<int64_t>(), samples * tokens);
   }
   // This rank's slice, with noise rows, capacity and aux sums of the global batch.
   const int64_t per = samples / ranks;

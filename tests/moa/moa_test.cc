@@ -141,15 +141,16 @@ TEST(RouteTest, CapacityDropsLateTokensAndCountsThem) {
   EXPECT_EQ(evaluated.expert_tokens[0].numel(), 10);
 }
 
-// Two layers with identical parameters, one routed and one dense.
+// Two layers with identical parameters, one routed (or `first`) and one dense.
 struct LayerPair {
   std::shared_ptr<MoaAdapterImpl> routed, dense;
 };
 
-LayerPair MakePair(MoaConfig config, int64_t in, int64_t out, std::shared_ptr<RoutingContext> ctx) {
+LayerPair MakePair(MoaConfig config, int64_t in, int64_t out, std::shared_ptr<RoutingContext> ctx,
+                   const std::string& first = "routed") {
   torch::manual_seed(5);
   auto rules = std::make_shared<KroneckerRulesImpl>(config.phm_dim, true);
-  config.dispatch = "routed";
+  config.dispatch = first;
   auto routed = std::make_shared<MoaAdapterImpl>(in, out, config, 1, ctx, rules);
   config.dispatch = "dense";
   auto dense = std::make_shared<MoaAdapterImpl>(in, out, config, 1, ctx, rules);
@@ -161,6 +162,29 @@ LayerPair MakePair(MoaConfig config, int64_t in, int64_t out, std::shared_ptr<Ro
     p.value().copy_(src[p.key()]);
   }
   return {routed, dense};
+}
+
+// Backpropagates the same weighted sum (plus each layer's auxiliary loss) through both layers'
+// outputs and compares the input gradients and every parameter's; returns how many parameters
+// got a gradient. With `all_defined`, every parameter of both must have one.
+int ExpectSameGradients(const LayerPair& pair, const torch::Tensor& x1, const torch::Tensor& y1,
+                        const torch::Tensor& x2, const torch::Tensor& y2, bool all_defined) {
+  const torch::Tensor w = torch::randn_like(y1);
+  ((y1 * w).sum() + pair.routed->aux_loss()).backward();
+  ((y2 * w).sum() + pair.dense->aux_loss()).backward();
+  EXPECT_TRUE(torch::allclose(x1.grad(), x2.grad(), 1e-5, 1e-6));
+  auto dense_params = pair.dense->named_parameters();
+  int with_grad = 0;
+  for (auto& p : pair.routed->named_parameters()) {
+    const torch::Tensor& g = p.value().grad();
+    const torch::Tensor& gd = dense_params[p.key()].grad();
+    EXPECT_EQ(g.defined(), gd.defined()) << p.key();
+    if (all_defined) EXPECT_TRUE(g.defined()) << p.key();
+    if (!g.defined() || !gd.defined()) continue;
+    ++with_grad;
+    EXPECT_TRUE(torch::allclose(g, gd, 1e-5, 1e-6)) << p.key() << " " << (g - gd).abs().max();
+  }
+  return with_grad;
 }
 
 // (expert, top_k): top-2 with a capacity that drops assignments, and top-1 without capacity,
@@ -193,26 +217,76 @@ TEST_P(RoutedVsDenseTest, OutputsAndGradientsAgree) {
   }
   ASSERT_EQ(yr.sizes(), (std::vector<int64_t>{3, 7, 24}));
   EXPECT_TRUE(torch::allclose(yr, yd, 1e-5, 1e-6)) << (yr - yd).abs().max();
-  const torch::Tensor w = torch::randn_like(yr);
-  ((yr * w).sum() + pair.routed->aux_loss()).backward();
-  ((yd * w).sum() + pair.dense->aux_loss()).backward();
-  EXPECT_TRUE(torch::allclose(xr.grad(), xd.grad(), 1e-5, 1e-6));
-  auto dense_params = pair.dense->named_parameters();
-  int with_grad = 0;
-  for (auto& p : pair.routed->named_parameters()) {
-    const torch::Tensor& g = p.value().grad();
-    const torch::Tensor& gd = dense_params[p.key()].grad();
-    ASSERT_EQ(g.defined(), gd.defined()) << p.key();
-    if (!g.defined()) continue;
-    ++with_grad;
-    EXPECT_TRUE(torch::allclose(g, gd, 1e-5, 1e-6)) << p.key() << " " << (g - gd).abs().max();
-  }
+  const int with_grad = ExpectSameGradients(pair, xr, yr, xd, yd, /*all_defined=*/false);
   EXPECT_GE(with_grad, 7);  // router (proj weight, bias, sim_matrix, temperature) + experts
 }
 
 INSTANTIATE_TEST_SUITE_P(Experts, RoutedVsDenseTest,
                          ::testing::Combine(::testing::Values("lora", "kronecker"),
                                             ::testing::Values(2, 1)));
+
+// The stacked computation (one GEMM for the router's projection and every LoRA expert's
+// down-projection, rank columns masked by the gates, one up-projection) against the dense oracle:
+// outputs, the auxiliary loss and every gradient, for (top_k, fp32 router, tokens): top-2 with a
+// capacity that drops assignments, top-1, the float32 router (which keeps its own GEMM), and a
+// single token (three experts get nothing). Experts that get no token have zero gradients in both,
+// as in the reference.
+class StackedVsDenseTest : public ::testing::TestWithParam<std::tuple<int, bool, int64_t>> {};
+
+TEST_P(StackedVsDenseTest, OutputsAndGradientsAgree) {
+  MoaConfig config;
+  const auto [top_k, fp32_gate, samples] = GetParam();
+  config.top_k = top_k;
+  config.fp32_gate = fp32_gate;
+  config.capacity_factor = top_k == 2 ? 0.6 : 0.0;
+  auto ctx = std::make_shared<RoutingContext>();
+  ctx->seed = 11;
+  ctx->step = 4;
+  LayerPair pair = MakePair(config, 16, 24, ctx, "stacked");
+  ASSERT_TRUE(pair.routed->UsesStackedExperts(true));
+  ASSERT_FALSE(pair.dense->UsesStackedExperts(true));
+  pair.routed->train();
+  pair.dense->train();
+  torch::manual_seed(9);
+  const int64_t tokens = samples == 1 ? 1 : 7;
+  const torch::Tensor x = torch::randn({samples, tokens, 16});
+  const torch::Tensor xs = x.clone().requires_grad_(true);
+  const torch::Tensor xd = x.clone().requires_grad_(true);
+  const torch::Tensor ys = pair.routed->Delta(xs);
+  const torch::Tensor yd = pair.dense->Delta(xd);
+  EXPECT_EQ(pair.routed->last_routing().dropped, pair.dense->last_routing().dropped);
+  if (top_k == 2) EXPECT_GT(pair.routed->last_routing().dropped, 0);
+  ASSERT_EQ(ys.sizes(), (std::vector<int64_t>{samples, tokens, 24}));
+  EXPECT_TRUE(torch::allclose(ys, yd, 1e-5, 1e-6)) << (ys - yd).abs().max();
+  EXPECT_NEAR(pair.routed->aux_loss().item<double>(), pair.dense->aux_loss().item<double>(), 1e-7);
+  const int with_grad = ExpectSameGradients(pair, xs, ys, xd, yd, /*all_defined=*/true);
+  EXPECT_EQ(with_grad, 4 + 2 * 4);  // router (proj weight, bias, sim_matrix, temperature), A and B
+  // The statistics count the kept assignments per expert, as the routing made them.
+  const RouterStats stats = pair.routed->stats();
+  const torch::Tensor counts = pair.dense->last_routing().expert_counts;
+  for (int64_t e = 0; e < 4; ++e) EXPECT_EQ(stats.assignments[e], counts[e].item<int64_t>());
+  EXPECT_EQ(stats.forwards, 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Routing, StackedVsDenseTest,
+                         ::testing::Values(std::make_tuple(2, false, int64_t{3}),
+                                           std::make_tuple(1, false, int64_t{3}),
+                                           std::make_tuple(1, true, int64_t{3}),
+                                           std::make_tuple(1, false, int64_t{1})));
+
+// `auto` stacks LoRA experts, routes Kronecker experts, and routes LoRA experts once they are
+// sharded over expert-parallel ranks (in training; evaluation runs them locally).
+TEST(MoaLayerTest, AutoDispatchChoosesByExpertKind) {
+  MoaConfig config;
+  auto ctx = std::make_shared<RoutingContext>();
+  auto rules = std::make_shared<KroneckerRulesImpl>(8, true);
+  MoaAdapterImpl lora(16, 16, config, 0, ctx, rules);
+  EXPECT_TRUE(lora.UsesStackedExperts(true));
+  config.expert = "kronecker";
+  config.phm_dim = 8;
+  MoaAdapterImpl kron(16, 16, config, 0, ctx, rules);
+  EXPECT_FALSE(kron.UsesStackedExperts(true));
+}
 
 TEST(MoaLayerTest, DroppedTokensPassThroughW0Alone) {
   MoaConfig config;
@@ -252,7 +326,7 @@ TEST(MoaLayerTest, AllTokensToOneExpertAndIdleExperts) {
   pair.dense->train();
   const torch::Tensor x = torch::randn({6, 8});
   const torch::Tensor y = pair.routed->Delta(x);
-  EXPECT_EQ(pair.routed->last_routing().expert_tokens[2].numel(), 6);
+  EXPECT_EQ(pair.routed->last_routing().expert_counts[2].item<int64_t>(), 6);
   EXPECT_TRUE(torch::allclose(y, pair.dense->Delta(x), 1e-5, 1e-6));
   y.sum().backward();
   EXPECT_FALSE(pair.routed->named_parameters()["experts.0.B"].grad().defined());
@@ -315,6 +389,27 @@ TEST(KroneckerTest, DropoutOnlyInTrainingAndKeyed) {
   const double kept_fraction = kept.to(torch::kFloat64).mean().item<double>();
   EXPECT_NEAR(kept_fraction, 0.5, 0.05);  // 768 entries: 5 standard deviations is about 0.09
   EXPECT_TRUE(torch::allclose(a.masked_select(kept), 2 * clean.masked_select(kept)));
+}
+
+// Without gradients (an evaluation) H is built once and reused, and rebuilt as soon as a factor
+// or the shared rule changes in place (an optimizer step, a loaded checkpoint).
+TEST(KroneckerTest, EvaluationReusesHUntilAFactorChanges) {
+  torch::manual_seed(7);
+  auto rules = std::make_shared<KroneckerRulesImpl>(8, false);
+  KroneckerImpl k(KroneckerOptions(16, 48, 2), rules);
+  const torch::Tensor fresh = k.UpdateMatrix(false, 0);  // with gradients: never cached
+  torch::NoGradGuard no_grad;
+  const torch::Tensor first = k.UpdateMatrix(false, 0);
+  EXPECT_TRUE(torch::equal(first, fresh));
+  EXPECT_EQ(k.UpdateMatrix(false, 0).data_ptr(), first.data_ptr()) << "not reused";
+  k.R.add_(0.5);
+  const torch::Tensor after_r = k.UpdateMatrix(false, 0);
+  EXPECT_FALSE(torch::equal(after_r, first));
+  rules->rule1_left.mul_(2.0);
+  const torch::Tensor after_rule = k.UpdateMatrix(false, 0);
+  EXPECT_FALSE(torch::equal(after_rule, after_r));
+  torch::AutoGradMode with_grad(true);
+  EXPECT_TRUE(torch::allclose(after_rule, k.UpdateMatrix(false, 0)));
 }
 
 TEST(MoaModelTest, GradientsReachRouterAndExpertsNeverW0) {
