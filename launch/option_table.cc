@@ -182,7 +182,9 @@ const std::vector<Option>& OptionTable() {
     t.Add<int64_t>(MOA_FIELD(data, max_per_domain),
                    "keep at most this many samples per domain (0: all; for tests)",
                    AtLeast<int64_t>(0));
-    t.Add<int64_t>(MOA_FIELD(data, workers), "data preparation threads per rank",
+    t.Add<int64_t>(MOA_FIELD(data, workers),
+                   "image decoding threads per rank (0: the cores the compute threads leave, at "
+                   "least 1; on a GPU, the rank's cores but one)",
                    AtLeast<int64_t>(0));
     t.Add<std::string>(MOA_FIELD(data, check),
                        "image folders: how much of every image is verified before training: "
@@ -249,9 +251,11 @@ const std::vector<Option>& OptionTable() {
                        "importance_load (the reference's cv^2 loss) or switch",
                        OneOf({"importance_load", "switch"}));
     t.Add<std::string>(MOA_FIELD(moa, dispatch),
-                       "routed (experts see only their tokens) or dense (the reference's masked "
+                       "auto (stacked for LoRA experts unless sharded, else routed), routed "
+                       "(experts see only their tokens), stacked (LoRA experts: one GEMM for all "
+                       "experts' ranks, masked by the gates) or dense (the reference's masked "
                        "computation)",
-                       OneOf({"routed", "dense"}));
+                       OneOf({"auto", "routed", "stacked", "dense"}));
     t.Add<int64_t>(MOA_FIELD(moa, phm_dim), "Kronecker rule size n (must divide in and out)",
                    AtLeast<int64_t>(1));
     t.Add<double>(MOA_FIELD(moa, kron_dropout),

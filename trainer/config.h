@@ -20,7 +20,7 @@ struct DataConfig {
   double holdout_fraction = 0.2;
   int64_t batch_size = 32;     // per training domain, global over data-parallel ranks
   int64_t max_per_domain = 0;  // 0: all samples
-  int64_t workers = 2;
+  int64_t workers = 0;  // decoding threads per rank; 0: ResolveDataWorkers (common/threads.h)
   std::string check = "header";  // none, header or full
   bool skip_corrupt = false;
 };

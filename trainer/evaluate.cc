@@ -5,6 +5,7 @@
 
 #include "common/safetensors.h"
 #include "common/status_macros.h"
+#include "common/threads.h"
 #include "data/dataset.h"
 #include "data/stream.h"
 #include "moa/autocast.h"
@@ -69,13 +70,16 @@ absl::StatusOr<std::vector<DomainScore>> EvaluateAdapters(
   // Adapter methods leave the backbone frozen, so the models share it up to their first adapter.
   const std::string& method = config.adapter.method;
   const bool frozen_backbone = method == "lora" || method == "kadaptation" || method == "moa";
+  const int workers = ResolveDataWorkers(
+      static_cast<int>(config.data.workers),
+      ResolveThreadCount(static_cast<int>(config.train.threads), 1), 1, device.is_cuda());
   torch::NoGradGuard no_grad;
   std::vector<DomainScore> scores;
   for (const data::Domain& domain : dataset.domains) {
     for (const char* split : {"in", "out"}) {
       const std::vector<int64_t>& indices = split[0] == 'i' ? domain.in : domain.out;
       DomainScore score{domain.name, split, 0, 0};
-      data::SplitLoader loader(domain, indices, config.eval.batch_size, config.data.workers,
+      data::SplitLoader loader(domain, indices, config.eval.batch_size, workers,
                                config.model.img_size);
       torch::Tensor images, labels;
       while (loader.Next(&images, &labels)) {

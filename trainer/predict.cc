@@ -11,6 +11,7 @@
 #include "common/files.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/threads.h"
 #include "data/dataset.h"
 #include "data/image_folder.h"
 #include "data/image_io.h"
@@ -175,7 +176,11 @@ absl::StatusOr<PredictSummary> Predict(const RunConfig& config, const PredictOpt
   std::vector<int64_t> mine;  // this rank's share: every size-th image
   for (int64_t i = world.rank(); i < n; i += world.size()) mine.push_back(i);
   const int64_t batch = std::max<int64_t>(1, config.eval.batch_size);
-  const int workers = static_cast<int>(std::max<int64_t>(1, config.data.workers));
+  // Decoding and the model take turns here, so by default decoding gets every core of the rank.
+  const int workers =
+      config.data.workers > 0
+          ? static_cast<int>(config.data.workers)
+          : ResolveThreadCount(0, static_cast<int>(std::max<int64_t>(1, layout.local_size)));
   torch::NoGradGuard no_grad;
   for (size_t begin = 0; begin < mine.size(); begin += batch) {
     const int64_t count = std::min<int64_t>(batch, static_cast<int64_t>(mine.size() - begin));

@@ -93,6 +93,9 @@ class Runner {
                                   static_cast<int>(layout.local_size));
     ApplyThreadCount(threads_);
     MOA_ASSIGN_OR_RETURN(device_, parallel::SelectDevice(config_.parallel.device, layout));
+    config_.data.workers =
+        ResolveDataWorkers(static_cast<int>(config_.data.workers), threads_,
+                           static_cast<int>(layout.local_size), device_.is_cuda());
     // TF32 is off in fp32 runs (fp32 means fp32, and GPU runs then equal CPU runs to rounding).
     parallel::SetKernelPolicy(/*allow_tf32=*/config_.train.precision != "fp32",
                               config_.train.deterministic);
@@ -134,7 +137,12 @@ class Runner {
     const ParameterCounts counts = CountParameters(*model_);
     Log(LogLevel::kInfo) << "model " << config_.model.arch << " / " << config_.adapter.method
                          << ": " << counts.total() << " parameters, " << counts.trainable
-                         << " trainable; " << threads_ << " threads; "
+                         << " trainable; " << threads_ << " compute threads, "
+                         << (dataset_.domains.front().from_files()
+                                 ? std::to_string(config_.data.workers) + " image decoding thread" +
+                                       (config_.data.workers == 1 ? "" : "s")
+                                 : std::string("data in memory (one thread assembles batches)"))
+                         << "; "
                          << (device_.is_cuda() ? "GPU " + std::to_string(device_.index()) + " (" +
                                                      parallel::DescribeDevice(device_).name + ")"
                                                : std::string("CPU"))
@@ -420,7 +428,7 @@ class Runner {
                       evals_done_, eval_seconds_);
   }
 
-  const RunConfig& config_;
+  RunConfig config_;  // a copy: SetUp resolves data.workers = 0 to a count
   bool pretrain_;
   parallel::Communicator& launcher_world_;  // MPI (or one process): the launcher's ranks
   InjectedFault fault_;

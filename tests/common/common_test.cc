@@ -3,8 +3,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <thread>
 
 #include "common/files.h"
 #include "common/hash.h"
@@ -138,6 +140,18 @@ TEST(ThreadsTest, ExplicitCountWinsElseCoresPerRank) {
   EXPECT_EQ(ResolveThreadCount(3, 8), 3);
   EXPECT_GE(ResolveThreadCount(0, 1), 1);
   EXPECT_EQ(ResolveThreadCount(0, 100000), 1);
+}
+
+// Decoding threads: explicit wins; on the CPU the cores the compute threads leave (at least one);
+// on a GPU the rank's cores but one (at least one).
+TEST(ThreadsTest, DataWorkersTakeTheCoresComputeLeaves) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_EQ(ResolveDataWorkers(5, cores, 1, false), 5);
+  EXPECT_EQ(ResolveDataWorkers(0, cores, 1, false), 1);
+  EXPECT_EQ(ResolveDataWorkers(0, 1, 1, false), std::max(1, cores - 1));
+  EXPECT_EQ(ResolveDataWorkers(0, 1, 1, true), std::max(1, cores - 1));
+  EXPECT_EQ(ResolveDataWorkers(0, 64, 1, true), std::max(1, cores - 1));  // compute is on the GPU
+  EXPECT_EQ(ResolveDataWorkers(0, 1, 100000, true), 1);
 }
 
 // How a child process that runs `body` ends: its exit code, or 128 + the signal that ended it.

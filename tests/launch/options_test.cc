@@ -93,6 +93,14 @@ TEST_F(OptionsTest, CrossKeyRules) {
   EXPECT_NE(m.find("parallel.ep = 4 exceeds the 3 experts"), std::string::npos) << m;
   m = Error("[adapter]\nmethod = moa\n[moa]\ndispatch = dense\n[parallel]\nep = 2\n");
   EXPECT_NE(m.find("moa.dispatch = dense"), std::string::npos) << m;
+  m = Error("[adapter]\nmethod = moa\n[moa]\ndispatch = stacked\n[parallel]\nep = 2\n");
+  EXPECT_NE(m.find("moa.dispatch = stacked runs every expert on every rank's tokens"),
+            std::string::npos)
+      << m;
+  m = Error("[adapter]\nmethod = moa\n[moa]\nexpert = kronecker\ndispatch = stacked\n");
+  EXPECT_NE(m.find("moa.dispatch = stacked stacks LoRA experts' ranks; moa.expert = kronecker"),
+            std::string::npos)
+      << m;
   m = Error("[adapter]\nmethod = moa\n[data]\nbatch_size = 30\n[parallel]\nep = 4\n");
   EXPECT_NE(m.find("parallel.ep = 4 expert-parallel ranks"), std::string::npos) << m;
   EXPECT_TRUE(LoadConfig("", {"adapter.method=moa", "moa.ranks=1,2,4", "parallel.ep=3",
@@ -138,7 +146,7 @@ TEST_F(OptionsTest, DefaultsAreTheDocumentedValues) {
   EXPECT_EQ(c.data.test_envs, (std::vector<int64_t>{0}));
   EXPECT_DOUBLE_EQ(c.data.holdout_fraction, 0.2);
   EXPECT_EQ(c.data.batch_size, 32);
-  EXPECT_EQ(c.data.workers, 2);
+  EXPECT_EQ(c.data.workers, 0);  // auto
   EXPECT_EQ(c.data.check, "header");
   EXPECT_EQ(c.model.arch, "vit");
   EXPECT_EQ(c.model.img_size, 224);
@@ -190,7 +198,7 @@ TEST_F(OptionsTest, ResolvedIniOfTheTinyConfiguration) {
   // Whole sections: tiny.ini's values, the defaults of the keys it leaves out, in this order.
   const char* sections[] = {
       "[data]\ndataset = RotatedFashionMNIST\ndata_dir = \nsource = test\ntest_envs = 5\n"
-      "holdout_fraction = 0.2\nbatch_size = 8\nmax_per_domain = 120\nworkers = 2\n"
+      "holdout_fraction = 0.2\nbatch_size = 8\nmax_per_domain = 120\nworkers = 0\n"
       "check = header\nskip_corrupt = false\n\n",
       "[model]\narch = vit\nimg_size = 28\npatch_size = 7\ndim = 32\ndepth = 2\nheads = 2\n"
       "mlp_ratio = 2\nnorm_pre = true\nnorm_eps = 1e-05\nbackbone = random\nnum_classes = 0\n\n",
