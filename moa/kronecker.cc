@@ -1,6 +1,7 @@
 #include "moa/kronecker.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 
 #include <cmath>
 
@@ -48,7 +49,7 @@ KroneckerImpl::KroneckerImpl(const KroneckerOptions& options,
   if (options.bias()) bias = register_parameter("bias", torch::zeros({options.out_features()}));
 }
 
-torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) const {
+torch::Tensor KroneckerImpl::BuildUpdateMatrix() const {
   const int64_t n = rules_->phm_dim();
   const int64_t p = options_.in_features() / n, q = options_.out_features() / n;
   const torch::Tensor rules = rules_->RuleMatrices().reshape({n, n * n});  // [s, (i, j)]
@@ -59,10 +60,32 @@ torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) c
                         .reshape({n, n, p, q})
                         .permute({0, 2, 1, 3})
                         .reshape({n * p, n * q});
+  return h;
+}
+
+torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) const {
+  const bool with_dropout = training && options_.dropout() > 0;
+  if (!with_dropout && !torch::GradMode::is_enabled()) {
+    std::vector<std::pair<const void*, int64_t>> from;
+    const std::vector<const torch::Tensor*> inputs = {&L, &R, &rules_->rule1_left,
+                                                      &rules_->rule1_right};
+    for (const torch::Tensor* t : inputs) {
+      from.emplace_back(t->data_ptr(), static_cast<int64_t>(t->_version()));
+    }
+    const bool autocast = at::autocast::is_autocast_enabled(L.device().type());
+    if (!cached_.defined() || from != cached_from_ || autocast != cached_autocast_) {
+      cached_ = BuildUpdateMatrix();
+      cached_from_ = std::move(from);
+      cached_autocast_ = autocast;
+    }
+    return cached_;
+  }
+  cached_ = torch::Tensor();  // training: the factors are about to change
+  torch::Tensor h = BuildUpdateMatrix();
   // Quirk kept on purpose (docs/method.md, Quirks Q4): dropout acts on the update matrix H, not on
   // activations, with a fresh mask per expert and forward; unlike the reference the mask is keyed
   // by (seed, step, layer, expert) so it is the same on every rank and after a resume.
-  if (training && options_.dropout() > 0) {
+  if (with_dropout) {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(dropout_key);
     const torch::Tensor keep =
         at::empty(h.sizes(), torch::kFloat32).bernoulli_(1.0 - options_.dropout(), generator);

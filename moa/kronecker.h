@@ -51,7 +51,8 @@ class KroneckerImpl : public AdapterImpl {
  public:
   KroneckerImpl(const KroneckerOptions& options, std::shared_ptr<KroneckerRulesImpl> rules);
   /// H (in x out); in training with dropout > 0 the mask comes from a generator keyed by
-  /// `dropout_key` (kept entries are scaled by 1 / (1 - p)).
+  /// `dropout_key` (kept entries are scaled by 1 / (1 - p)). Without gradients and dropout (an
+  /// evaluation) H is built once and reused until a factor or rule changes (tensor versions).
   torch::Tensor UpdateMatrix(bool training, uint64_t dropout_key) const;
   /// x H (+ bias), without dropout: the plain KAdaptation adapter.
   torch::Tensor Delta(const torch::Tensor& x) override;
@@ -63,8 +64,15 @@ class KroneckerImpl : public AdapterImpl {
   torch::Tensor bias;
 
  private:
+  torch::Tensor BuildUpdateMatrix() const;
+
   KroneckerOptions options_;
   std::shared_ptr<KroneckerRulesImpl> rules_;
+  /// The evaluation cache: H and what it was built from (each tensor's storage and version, and
+  /// whether autocast was on).
+  mutable torch::Tensor cached_;
+  mutable std::vector<std::pair<const void*, int64_t>> cached_from_;
+  mutable bool cached_autocast_ = false;
 };
 
 }  // namespace moa
