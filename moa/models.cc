@@ -18,7 +18,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
       qkv->forward(x).reshape({b, n, 3, heads_, c / heads_}).permute({2, 0, 3, 1, 4});
   // softmax(q k^T / sqrt(hd)) v, through ATen's fused kernels (flash or memory-efficient on GPU,
   // a blocked kernel on CPU), as timm's fused_attn path.
-  torch::Tensor out = at::scaled_dot_product_attention(qkv_out[0], qkv_out[1], qkv_out[2]);
+  // unbind, not three selects: its backward stacks the three gradients, where each select's
+  // backward zero-fills a tensor of the whole qkv size and copies its slice in.
+  const std::vector<torch::Tensor> q_k_v = qkv_out.unbind(0);
+  torch::Tensor out = at::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2]);
   return proj->forward(out.transpose(1, 2).reshape({b, n, c}));
 }
 
