@@ -309,6 +309,10 @@ const std::vector<Option>& OptionTable() {
                        "full, or fast (skip the training domains' `in` splits)",
                        OneOf({"full", "fast"}));
     t.Add<int64_t>(MOA_FIELD(eval, batch_size), "evaluation batch size", AtLeast<int64_t>(1));
+    t.Add<int64_t>(MOA_FIELD(eval, prefix_cache_mb),
+                   "memory per rank (MB) for the outputs of the frozen blocks before the first "
+                   "trained one, kept from one evaluation to the next (0: none)",
+                   AtLeast<int64_t>(0));
     // [parallel]
     t.Add<int64_t>(MOA_FIELD(parallel, dp), "data-parallel ranks (0: world size / ep)",
                    RankCount(0));

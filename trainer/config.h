@@ -69,6 +69,7 @@ struct TrainConfig {
 struct EvalConfig {
   std::string mode = "full";  // full or fast
   int64_t batch_size = 128;
+  int64_t prefix_cache_mb = 1024;  // per rank; 0: recompute the frozen prefix every evaluation
 };
 
 struct ParallelConfig {

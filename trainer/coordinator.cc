@@ -18,7 +18,8 @@ std::vector<int64_t> Shard(const std::vector<int64_t>& indices, int rank, int si
 
 absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& dataset,
                              const std::vector<int64_t>& train_envs, const RunConfig& config,
-                             parallel::Communicator& world, nlohmann::ordered_json& record) {
+                             parallel::Communicator& world, nlohmann::ordered_json& record,
+                             EvalPrefixCache* cache) {
   const bool fast = config.eval.mode == "fast";
   for (int64_t e = 0; e < static_cast<int64_t>(dataset.domains.size()); ++e) {
     const data::Domain& domain = dataset.domains[e];
@@ -28,9 +29,10 @@ absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& d
       if (in && fast && training) continue;
       const std::vector<int64_t>& indices = in ? domain.in : domain.out;
       if (indices.empty()) continue;
-      SplitScore score = EvaluateSplit(model, domain, Shard(indices, world.rank(), world.size()),
-                                       config.eval.batch_size, config.data.workers,
-                                       config.model.img_size, config.train.precision == "bf16");
+      const std::string key = "env" + std::to_string(e) + "_" + split;
+      SplitScore score = EvaluateSplit(
+          model, domain, Shard(indices, world.rank(), world.size()), config.eval.batch_size,
+          config.data.workers, config.model.img_size, config.train.precision == "bf16", cache, key);
       // The coordinator's sums: correct counts and totals exactly, loss sums in float64.
       torch::Tensor counts = torch::tensor({score.correct, score.total}, torch::kInt64);
       torch::Tensor loss = torch::tensor({score.loss_sum}, torch::kFloat64);
@@ -39,7 +41,6 @@ absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& d
       score.correct = counts[0].item<int64_t>();
       score.total = counts[1].item<int64_t>();
       score.loss_sum = loss.item<double>();
-      const std::string key = "env" + std::to_string(e) + "_" + split;
       record[key + "_acc"] = static_cast<double>(score.correct) / static_cast<double>(score.total);
       record[key + "_loss"] = score.loss_sum / static_cast<double>(score.total);
     }

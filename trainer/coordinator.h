@@ -18,6 +18,7 @@
 #include "moa/models.h"
 #include "parallel/communicator.h"
 #include "trainer/config.h"
+#include "trainer/evaluate.h"
 
 namespace moa::trainer {
 
@@ -25,10 +26,12 @@ namespace moa::trainer {
 std::vector<int64_t> Shard(const std::vector<int64_t>& indices, int rank, int size);
 
 /// Adds env{i}_{in,out}_{acc,loss} of every domain to `record` (eval.mode = fast skips the
-/// training domains' `in` splits), each rank scoring its shard.
+/// training domains' `in` splits), each rank scoring its shard; with a cache, the frozen prefix
+/// of each split is kept between evaluations (EvalPrefixCache).
 absl::Status EvaluateDomains(ClassifierImpl& model, const data::DomainDataset& dataset,
                              const std::vector<int64_t>& train_envs, const RunConfig& config,
-                             parallel::Communicator& world, nlohmann::ordered_json& record);
+                             parallel::Communicator& world, nlohmann::ordered_json& record,
+                             EvalPrefixCache* cache = nullptr);
 
 /// Per MoA layer since the last call, summed over ranks: each expert's share of the routed
 /// assignments, the assignments capacity dropped, and the mean auxiliary loss, as the array

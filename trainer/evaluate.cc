@@ -115,34 +115,107 @@ std::string FormatDomainScores(const std::vector<DomainScore>& scores) {
   return text;
 }
 
+const std::vector<EvalPrefixCache::Batch>* EvalPrefixCache::Find(const std::string& key,
+                                                                 int64_t samples) const {
+  auto it = splits_.find(key);
+  if (it == splits_.end() || it->second.samples != samples) return nullptr;
+  ++hits_;
+  return &it->second.batches;
+}
+
+void EvalPrefixCache::Store(const std::string& key, int64_t samples, std::vector<Batch> batches) {
+  int64_t bytes = 0;
+  for (const Batch& b : batches) bytes += b.prefix.nbytes() + b.labels.nbytes();
+  if (splits_.count(key) || !Fits(bytes)) return;
+  bytes_ += bytes;
+  splits_[key] = Entry{samples, std::move(batches)};
+}
+
+int64_t FrozenPrefixBlocks(ClassifierImpl& model) {
+  auto* vit = dynamic_cast<VisionTransformerImpl*>(&model);
+  if (vit == nullptr) return 0;
+  int64_t frozen = vit->options().depth();
+  for (const auto& p : model.named_parameters()) {
+    if (!p.value().requires_grad()) continue;
+    const std::string& name = p.key();
+    if (name.rfind("blocks.", 0) == 0) {
+      frozen = std::min<int64_t>(frozen, std::stoll(name.substr(7, name.find('.', 7) - 7)));
+    } else if (name.rfind("head.", 0) != 0 && name.rfind("norm.", 0) != 0) {
+      return 0;  // the embedding (patch_embed, cls_token, pos_embed, norm_pre) trains
+    }
+  }
+  return frozen;
+}
+
 SplitScore EvaluateSplit(ClassifierImpl& model, const data::Domain& domain,
                          const std::vector<int64_t>& indices, int64_t batch_size, int64_t workers,
-                         int64_t image_size, bool bf16) {
+                         int64_t image_size, bool bf16, EvalPrefixCache* cache,
+                         const std::string& cache_key) {
   torch::NoGradGuard no_grad;
   model.eval();
   const torch::Device device = model.parameters().front().device();
   SplitScore score;
-  data::SplitLoader loader(domain, indices, batch_size, workers, image_size);
   // Sums stay on the device until the split is done: no host read per batch.
   torch::Tensor correct = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device));
   torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
-  torch::Tensor images, labels;
-  while (loader.Next(&images, &labels)) {
-    images = images.to(device);
-    labels = labels.to(device);
-    torch::Tensor logits;
-    {
-      AutocastScope autocast(device, bf16);
-      logits = model.forward(images);
-    }
-    logits = logits.to(torch::kFloat32);
+  auto add = [&](const torch::Tensor& batch_logits, const torch::Tensor& labels) {
+    const torch::Tensor logits = batch_logits.to(torch::kFloat32);
     correct += logits.argmax(1).eq(labels).sum();
     loss_sum +=
         torch::nn::functional::cross_entropy(
             logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
             .to(torch::kFloat64);
     score.total += labels.size(0);
+  };
+  // The forward in two parts where a cache may keep the first: the embedding and the frozen
+  // blocks, then the rest (the same operations as the model's forward).
+  auto* vit = dynamic_cast<VisionTransformerImpl*>(&model);
+  const int64_t prefix = cache != nullptr ? FrozenPrefixBlocks(model) : 0;
+  const int64_t samples = static_cast<int64_t>(indices.size());
+  if (prefix > 0) {
+    if (const auto* cached = cache->Find(cache_key, samples)) {
+      for (const EvalPrefixCache::Batch& b : *cached) {
+        torch::Tensor logits;
+        {
+          AutocastScope autocast(device, bf16);
+          logits = vit->Logits(vit->RunBlocks(b.prefix, prefix, vit->options().depth()));
+        }
+        add(logits, b.labels);
+      }
+      score.correct = correct.item<int64_t>();
+      score.loss_sum = loss_sum.item<double>();
+      return score;
+    }
   }
+  std::vector<EvalPrefixCache::Batch> keep;
+  int64_t keep_bytes = 0;
+  bool keeping = prefix > 0;
+  data::SplitLoader loader(domain, indices, batch_size, workers, image_size);
+  torch::Tensor images, labels;
+  while (loader.Next(&images, &labels)) {
+    images = images.to(device);
+    labels = labels.to(device);
+    torch::Tensor logits, front;
+    {
+      AutocastScope autocast(device, bf16);
+      if (prefix == 0) {
+        logits = model.forward(images);
+      } else {
+        front = vit->RunBlocks(vit->Tokens(images), 0, prefix);
+        logits = vit->Logits(vit->RunBlocks(front, prefix, vit->options().depth()));
+      }
+    }
+    add(logits, labels);
+    if (!keeping) continue;
+    keep_bytes += front.nbytes() + labels.nbytes();
+    if (cache->Fits(keep_bytes)) {
+      keep.push_back({front, labels});
+    } else {
+      keeping = false;  // the split does not fit: none of it is kept
+      keep.clear();
+    }
+  }
+  if (keeping) cache->Store(cache_key, samples, std::move(keep));
   score.correct = correct.item<int64_t>();
   score.loss_sum = loss_sum.item<double>();
   return score;

@@ -420,7 +420,10 @@ class Runner {
   }
 
   void Evaluate(nlohmann::ordered_json& record) {
-    ThrowIfError(EvaluateDomains(*model_, dataset_, train_envs_, config_, *world_, record));
+    if (!prefix_cache_)
+      prefix_cache_ = std::make_unique<EvalPrefixCache>(config_.eval.prefix_cache_mb << 20);
+    ThrowIfError(EvaluateDomains(*model_, dataset_, train_envs_, config_, *world_, record,
+                                 prefix_cache_.get()));
   }
 
   double Eta(int64_t step) const {
@@ -429,6 +432,7 @@ class Runner {
   }
 
   RunConfig config_;  // a copy: SetUp resolves data.workers = 0 to a count
+  std::unique_ptr<EvalPrefixCache> prefix_cache_;  // the frozen prefix, from one evaluation on
   bool pretrain_;
   parallel::Communicator& launcher_world_;  // MPI (or one process): the launcher's ranks
   InjectedFault fault_;
