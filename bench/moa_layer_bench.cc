@@ -1,6 +1,6 @@
 // One adapted Linear's forward and backward at ViT-B/16 token counts (96 images x 197 tokens x
 // 768, the qkv layer 768 -> 2304, frozen W0): a single rank-8 LoRA (the baseline, measured in
-// the same run), the MoA layer with routed dispatch and with the reference's dense dispatch
+// the same run), the MoA layer with stacked, routed and the reference's dense dispatch
 // (4 LoRA experts of ranks 1, 2, 4, 8, cosine router, noise, load-balancing loss), and the same
 // with Kronecker experts. Prints ms per forward+backward and the ratio to the LoRA layer.
 //
@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
   const Row rows[] = {
       {"frozen W0 only", frozen},
       {"LoRA r=8 (baseline)", lora},
+      {"MoA LoRA stacked", TimeMs(run(moa_layer("lora", "stacked")), iters)},
       {"MoA LoRA routed", TimeMs(run(moa_layer("lora", "routed")), iters)},
       {"MoA LoRA dense", TimeMs(run(moa_layer("lora", "dense")), iters)},
       {"MoA Kronecker routed", TimeMs(run(moa_layer("kronecker", "routed")), iters)},

@@ -1,11 +1,13 @@
 """PyTorch eager twin of bench/vit_step_bench: one training step of a ViT as a PEFT user writes it
 (timm's VisionTransformer with fused SDPA attention, the backbone frozen with requires_grad_(False),
-the adapters written in PyTorch, autocast to bfloat16 when asked, Adam with fused=True), on the
-same torch as moa. Prints one JSON line: ms per step, images/s and peak memory.
+the adapters written in PyTorch, autocast to bfloat16 when asked, Adam with fused=True), or of
+DomainBed's ERM with its MNIST_CNN (--method erm: every parameter trained, Adam), on the same torch
+as moa. Prints one JSON line: ms per step, images/s and peak memory.
 
-usage: torch_vit_step.py --method lora|moa|full --device cpu|cuda --precision fp32|bf16
-       --batch N --steps N --warmup N --threads N [--img 224 --patch 16 --dim 768 --depth 12
-       --heads 12 --rank 2 --targets qkv --blocks all|every_other --ranks 1,2,4,8 --classes 7]
+usage: torch_vit_step.py --method lora|moa|full|erm --device cpu|cuda --precision fp32|bf16
+       --batch N --steps N --warmup N --threads N [--img 224 --patch 16 --in-chans 3 --dim 768
+       --depth 12 --heads 12 --mlp-ratio 4 --rank 2 --targets qkv --blocks all|every_other
+       --ranks 1,2,4,8 --proj-dim 256 --classes 7 --lr 5e-5]
 """
 import argparse
 import json
@@ -76,10 +78,37 @@ class MoaLinear(nn.Module):
         return self.base(x) + update.reshape(*shape[:-1], -1)
 
 
+class MnistCnn(nn.Module):
+    """DomainBed's MNIST_CNN featurizer (four 3x3 convolutions, ReLU, GroupNorm(8), global average
+    pooling) with its linear classifier, as DomainBed's ERM trains it."""
+
+    def __init__(self, in_chans, classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 64, 3, 1, padding=1)
+        self.conv2 = nn.Conv2d(64, 128, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(128, 128, 3, 1, padding=1)
+        self.conv4 = nn.Conv2d(128, 128, 3, 1, padding=1)
+        self.bn0 = nn.GroupNorm(8, 64)
+        self.bn1 = nn.GroupNorm(8, 128)
+        self.bn2 = nn.GroupNorm(8, 128)
+        self.bn3 = nn.GroupNorm(8, 128)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Linear(128, classes)
+
+    def forward(self, x):
+        x = self.bn0(F.relu(self.conv1(x)))
+        x = self.bn1(F.relu(self.conv2(x)))
+        x = self.bn2(F.relu(self.conv3(x)))
+        x = self.bn3(F.relu(self.conv4(x)))
+        return self.classifier(self.avgpool(x).flatten(1))
+
+
 def build(args):
-    model = VisionTransformer(img_size=args.img, patch_size=args.patch, num_classes=args.classes,
-                              embed_dim=args.dim, depth=args.depth, num_heads=args.heads,
-                              mlp_ratio=4.0, pre_norm=True,
+    if args.method == "erm":
+        return MnistCnn(args.in_chans, args.classes)
+    model = VisionTransformer(img_size=args.img, patch_size=args.patch, in_chans=args.in_chans,
+                              num_classes=args.classes, embed_dim=args.dim, depth=args.depth,
+                              num_heads=args.heads, mlp_ratio=args.mlp_ratio, pre_norm=True,
                               norm_layer=partial(nn.LayerNorm, eps=1e-5))
     if args.method != "full":
         model.requires_grad_(False)
@@ -92,7 +121,8 @@ def build(args):
                 if args.method == "lora":
                     setattr(owner, name, LoraLinear(base, args.rank))
                 else:
-                    setattr(owner, name, MoaLinear(base, [int(r) for r in args.ranks.split(",")]))
+                    ranks = [int(r) for r in args.ranks.split(",")]
+                    setattr(owner, name, MoaLinear(base, ranks, proj_dim=args.proj_dim))
         model.head.requires_grad_(True)
     return model
 
@@ -108,6 +138,10 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--img", type=int, default=224)
     p.add_argument("--patch", type=int, default=16)
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--mlp-ratio", type=float, default=4.0)
+    p.add_argument("--proj-dim", type=int, default=256)
+    p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--depth", type=int, default=12)
     p.add_argument("--heads", type=int, default=12)
@@ -125,8 +159,8 @@ def main():
     device = torch.device(args.device)
     model = build(args).to(device)
     params = [q for q in model.parameters() if q.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=5e-5, fused=True)
-    x = torch.rand(args.batch, 3, args.img, args.img, device=device)
+    optimizer = torch.optim.Adam(params, lr=args.lr, fused=True)
+    x = torch.rand(args.batch, args.in_chans, args.img, args.img, device=device)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
     moa_layers = [m for m in model.modules() if isinstance(m, MoaLinear)]
     model.train()

@@ -4,17 +4,29 @@
 // PyTorch eager as a PEFT user runs it (bench/torch_vit_step.py: timm with SDPA, frozen backbone,
 // the same adapters in PyTorch, autocast, fused Adam) on the same torch, in the same run. Prints
 // step time, images/s, peak memory (allocator peak on GPU, peak RSS on CPU) and model FLOPs
-// utilisation (the step's counted FLOPs over the H200's dense peak for the precision).
+// utilisation (the step's counted FLOPs over the H200's dense peak for the precision), and moa's
+// evaluation images/s (eval mode, no autograd; the first batch, cold, in brackets) against its
+// training images/s.
 // Every measurement runs in a process of its own, so peaks do not leak from one row to the next.
+//
+// `--suite cpu` runs, in one go, every configuration of the CPU comparison: the demo's small LoRA
+// and LoRA-MoA (configs/rfmnist_lora*.ini, 5 x 32 images of 28 x 28), ViT-B/16 LoRA and LoRA-MoA
+// at --batch per domain (default 2), and DomainBed's ERM with MNIST_CNN (5 x 64 images; its twin
+// is DomainBed's network and ERM step written here), each with its PyTorch eager twin and the
+// ratio of step times, then the LoRA-MoA / LoRA step ratios. --repeat N (the suite's default 3)
+// runs moa and PyTorch N times each, taking turns, and keeps each side's fastest run.
 //
 // usage: vit_step_bench [--device cuda|cpu] [--precision bf16|fp32] [--batch PER_DOMAIN]
 //                       [--domains 3] [--steps 10] [--warmup 3] [--threads N]
 //                       [--methods lora,moa,full] [--small] [--max-batch] [--no-torch]
+//                       [--suite cpu] [--repeat N]
 //   --small: width 192, depth 4, 3 heads (the CPU figures); --max-batch: also the largest
-//   per-domain batch that fits (doubling from --batch; GPU only).
+//   per-domain batch that fits (doubling from --batch; GPU only). Methods: lora, moa, full
+//   (ViT-B/16, or the small width), small_lora, small_moa (the demo's), erm (MNIST_CNN).
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -26,7 +38,9 @@
 #include "common/timer.h"
 #include "data/dataset.h"
 #include "launch/options.h"
+#include "moa/adapters.h"
 #include "moa/autocast.h"
+#include "moa/moa_layer.h"
 #include "moa/peft.h"
 #include "parallel/device.h"
 #include "trainer/optimizer.h"
@@ -38,19 +52,29 @@ namespace {
 
 struct Args {
   std::string device = "cuda", precision = "bf16", methods = "lora,moa,full";
-  int64_t batch = 32, domains = 3, steps = 10, warmup = 3, threads = 0;
+  int64_t batch = 32, domains = 3, steps = 10, warmup = 3, threads = 0, repeat = 1;
   bool small = false, max_batch = false, torch = true;
   std::string child;  // run one measurement of this method and print JSON
 };
 
-const std::map<std::string, std::string> kConfigs = {{"lora", "configs/vitb16_lora.ini"},
-                                                     {"moa", "configs/vitb16_lora_moa.ini"},
-                                                     {"full", "configs/vitb16_full.ini"}};
+const std::map<std::string, std::string> kConfigs = {
+    {"lora", "configs/vitb16_lora.ini"},           {"moa", "configs/vitb16_lora_moa.ini"},
+    {"full", "configs/vitb16_full.ini"},           {"small_lora", "configs/rfmnist_lora.ini"},
+    {"small_moa", "configs/rfmnist_lora_moa.ini"}, {"erm", "configs/rfmnist_full.ini"}};
 
-std::vector<std::string> Overrides(const Args& a, int64_t batch) {
-  std::vector<std::string> o = {"data.batch_size=" + std::to_string(batch),
-                                "model.backbone=random"};
-  if (a.small) {
+// The demo's configurations and ERM keep their own batch (DomainBed's 64 for ERM); the ViT-B/16
+// ones take --batch.
+bool OwnBatch(const std::string& method) {
+  return method.rfind("small_", 0) == 0 || method == "erm";
+}
+
+std::vector<std::string> Overrides(const Args& a, const std::string& method, int64_t batch) {
+  std::vector<std::string> o = {"model.backbone=random"};
+  if (!OwnBatch(method)) o.push_back("data.batch_size=" + std::to_string(batch));
+  if (method == "erm") {
+    o.insert(o.end(), {"model.arch=mnist_cnn", "data.batch_size=64", "optim.lr=1e-3"});
+  }
+  if (a.small && !OwnBatch(method)) {
     o.insert(o.end(), {"model.dim=192", "model.depth=4", "model.heads=3", "moa.proj_dim=64"});
   }
   return o;
@@ -74,6 +98,30 @@ double StepFlopsPerImage(const moa::trainer::RunConfig& c, int64_t classes) {
   return (c.adapter.method == "full" ? 3.0 : 2.0) * ForwardFlops(c, classes);
 }
 
+// The adapters' FLOPs per image, forward, from the built model: a LoRA of rank r on an in -> out
+// Linear costs 2 r (in + out) per token; a MoA layer its router's projection and similarity
+// (2 in P + 2 P E) plus every expert's ranks stacked (2 (r1 + ... + rE) (in + out)). A training
+// step needs 3 times that (forward, input and weight gradients).
+double AdapterFlopsPerImage(torch::nn::Module& model, const moa::trainer::RunConfig& c) {
+  const double grid = c.model.img_size / c.model.patch_size, tokens = grid * grid + 1;
+  double flops = 0;
+  for (const auto& module : model.modules()) {
+    auto* linear = dynamic_cast<moa::AdaptableLinearImpl*>(module.get());
+    if (linear == nullptr || !linear->adapter()) continue;
+    const double in = linear->options().in_features(), out = linear->options().out_features();
+    if (auto* lora = dynamic_cast<moa::LoraImpl*>(linear->adapter().get())) {
+      flops += 2.0 * lora->options().rank() * (in + out);
+    } else if (auto* mix = dynamic_cast<moa::MoaAdapterImpl*>(linear->adapter().get())) {
+      const double projected = mix->router->proj->options.out_features();
+      double ranks = 0;
+      for (int64_t r : mix->config().ranks) ranks += static_cast<double>(r);
+      flops +=
+          2.0 * in * projected + 2.0 * projected * mix->num_experts() + 2.0 * ranks * (in + out);
+    }
+  }
+  return tokens * flops;
+}
+
 // H200 dense peaks (TFLOP/s): bf16 989; fp32 without TF32 67.
 double PeakFlops(const std::string& precision) { return precision == "bf16" ? 989e12 : 67e12; }
 
@@ -85,7 +133,7 @@ void Synchronize(const torch::Device& device) {
 int Child(const Args& a) {
   if (a.threads > 0) moa::ApplyThreadCount(static_cast<int>(a.threads));
   auto config = moa::launch::LoadConfig(std::string(MOA_SOURCE_DIR) + "/" + kConfigs.at(a.child),
-                                        Overrides(a, a.batch));
+                                        Overrides(a, a.child, a.batch));
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
     return 1;
@@ -100,9 +148,12 @@ int Child(const Args& a) {
   const torch::Device device(a.device == "cuda" ? torch::kCUDA : torch::kCPU);
   moa::parallel::SetKernelPolicy(/*allow_tf32=*/a.precision != "fp32", /*deterministic=*/false);
   (*model)->to(device);
-  const int64_t images = a.batch * a.domains;
+  const int64_t domains =
+      static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
+  const int64_t images = config->data.batch_size * domains;
+  const int64_t size = config->model.img_size;
   torch::manual_seed(0);
-  const torch::Tensor x = torch::rand({images, 3, 224, 224}).to(device);
+  const torch::Tensor x = torch::rand({images, info->channels, size, size}).to(device);
   const torch::Tensor y = torch::randint(0, info->num_classes, {images}, torch::kInt64).to(device);
   std::vector<torch::Tensor> params;
   for (auto& [name, p] : moa::TrainableParameters(**model)) params.push_back(p);
@@ -133,11 +184,43 @@ int Child(const Args& a) {
     for (int64_t i = 0; i < a.steps; ++i) train_step();
     Synchronize(device);
     const double seconds = clock.Seconds() / static_cast<double>(a.steps);
+    const double peak_gb = static_cast<double>(moa::parallel::PeakMemoryBytes(device)) / (1 << 30);
+    // Evaluation as the trainer runs it: eval mode, no autograd, at eval.batch_size (at most two
+    // training batches here, to keep the CPU suite short); the first batch (cold: Kronecker
+    // experts build H, allocator warm-up) and the mean of the next ones.
+    (*model)->eval();
+    const int64_t eval_batch = std::min<int64_t>(config->eval.batch_size, 2 * images);
+    const torch::Tensor eval_x = torch::rand({eval_batch, info->channels, size, size}).to(device);
+    double cold_s = 0, warm_s = 0;
+    {
+      torch::NoGradGuard no_grad;
+      moa::AutocastScope autocast(device, bf16);
+      moa::Stopwatch eval_clock;
+      (*model)->forward(eval_x);
+      Synchronize(device);
+      cold_s = eval_clock.Seconds();
+      eval_clock.Reset();
+      const int eval_batches = 2;
+      for (int i = 0; i < eval_batches; ++i) (*model)->forward(eval_x);
+      Synchronize(device);
+      warm_s = eval_clock.Seconds() / eval_batches;
+    }
     nlohmann::json out;
+    out["eval_images_per_s"] = static_cast<double>(eval_batch) / warm_s;
+    out["eval_cold_images_per_s"] = static_cast<double>(eval_batch) / cold_s;
     out["ms"] = seconds * 1000;
+    out["images"] = images;
     out["images_per_s"] = static_cast<double>(images) / seconds;
-    out["peak_mem_gb"] = static_cast<double>(moa::parallel::PeakMemoryBytes(device)) / (1 << 30);
-    out["flops"] = StepFlopsPerImage(*config, info->num_classes) * static_cast<double>(images);
+    out["peak_mem_gb"] = peak_gb;
+    out["flops"] = config->model.arch == "vit"
+                       ? StepFlopsPerImage(*config, info->num_classes) * static_cast<double>(images)
+                       : 0.0;
+    // With the adapters' own work: what the LoRA-MoA / LoRA step ratio is bound by.
+    out["flops_with_adapters"] =
+        config->model.arch == "vit"
+            ? out["flops"].get<double>() +
+                  3.0 * AdapterFlopsPerImage(**model, *config) * static_cast<double>(images)
+            : 0.0;
     std::printf("%s\n", out.dump().c_str());
   } catch (const c10::OutOfMemoryError&) {
     std::printf("{\"oom\": true}\n");
@@ -199,22 +282,34 @@ std::vector<std::string> MoaCommand(const char* self, const Args& a, const std::
           a.small ? "--small" : "--full-size"};
 }
 
-std::vector<std::string> TorchCommand(const Args& a, const std::string& method, int64_t batch) {
-  const bool lora = method == "lora";
+// `images`: the whole step's batch, as the moa measurement reported it.
+std::vector<std::string> TorchCommand(const Args& a, const std::string& method, int64_t images) {
+  const bool small_demo = method.rfind("small_", 0) == 0;
+  const std::string kind = small_demo ? method.substr(6) : method;
   std::vector<std::string> c = {
       MOA_PYTHON,    std::string(MOA_SOURCE_DIR) + "/bench/torch_vit_step.py",
-      "--method",    method,
+      "--method",    kind,
       "--device",    a.device,
       "--precision", a.precision,
-      "--batch",     std::to_string(batch * a.domains),
+      "--batch",     std::to_string(images),
       "--steps",     std::to_string(a.steps),
       "--warmup",    std::to_string(a.warmup),
-      "--threads",   std::to_string(a.threads),
-      "--targets",   lora ? "qkv,proj" : "qkv",
-      "--blocks",    method == "moa" ? "every_other" : "all",
-      "--rank",      "2"};
-  if (a.small) {
-    c.insert(c.end(), {"--dim", "192", "--depth", "4", "--heads", "3"});
+      "--threads",   std::to_string(a.threads)};
+  if (method == "erm") {
+    c.insert(c.end(), {"--img", "28", "--in-chans", "1", "--classes", "10", "--lr", "1e-3"});
+  } else if (small_demo) {
+    // configs/rfmnist_lora*.ini: LoRA r=8 / MoA on qkv, proj, fc1, fc2 of every block.
+    c.insert(c.end(), {"--img",    "28",     "--patch",     "7",         "--in-chans",
+                       "1",        "--dim",  "128",         "--depth",   "6",
+                       "--heads",  "4",      "--mlp-ratio", "2",         "--classes",
+                       "10",       "--rank", "8",           "--targets", "qkv,proj,fc1,fc2",
+                       "--blocks", "all",    "--proj-dim",  "64",        "--lr",
+                       "1e-3"});
+  } else {
+    c.insert(c.end(), {"--targets", method == "lora" ? "qkv,proj" : "qkv", "--blocks",
+                       method == "moa" ? "every_other" : "all", "--rank", "2"});
+    if (a.small)
+      c.insert(c.end(), {"--dim", "192", "--depth", "4", "--heads", "3", "--proj-dim", "64"});
   }
   return c;
 }
@@ -233,11 +328,17 @@ void PrintRow(const Args& a, const std::string& label, int64_t batch, const nloh
     std::snprintf(mfu, sizeof(mfu), "%.1f%%", 100.0 * flops / (ms / 1000) / PeakFlops(a.precision));
   }
   char speed[16] = "-";
-  if (rate > 0 && t_rate > 0) std::snprintf(speed, sizeof(speed), "%.2fx", rate / t_rate);
+  if (ms > 0 && t_ms > 0) std::snprintf(speed, sizeof(speed), "%.2fx", ms / t_ms);
+  const double eval_rate = number(m, "eval_images_per_s"),
+               eval_cold = number(m, "eval_cold_images_per_s");
+  char eval[32] = "-";
+  if (eval_rate > 0 && rate > 0) {
+    std::snprintf(eval, sizeof(eval), "%.0f (%.0f) %.1fx", eval_rate, eval_cold, eval_rate / rate);
+  }
   std::printf(
-      "| %-9s | %-4s | %5lld | %8.1f | %8.1f | %6.2f | %6s | %8.1f | %8.1f | %6.2f | %6s |\n",
-      label.c_str(), a.precision.c_str(), static_cast<long long>(batch * a.domains), ms, rate, mem,
-      mfu, t_ms, t_rate, t_mem, speed);
+      "| %-10s | %-4s | %5lld | %8.1f | %8.1f | %6.2f | %6s | %8.1f | %8.1f | %6.2f | %6s | %s |\n",
+      label.c_str(), a.precision.c_str(), static_cast<long long>(batch), ms, rate, mem, mfu, t_ms,
+      t_rate, t_mem, speed, eval);
   std::fflush(stdout);
 }
 
@@ -245,6 +346,8 @@ void PrintRow(const Args& a, const std::string& label, int64_t batch, const nloh
 
 int main(int argc, char** argv) {
   Args a;
+  std::string suite;
+  bool batch_given = false, steps_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     auto value = [&]() -> std::string {
@@ -258,12 +361,14 @@ int main(int argc, char** argv) {
       a.device = value();
     else if (flag == "--precision")
       a.precision = value();
-    else if (flag == "--batch")
+    else if (flag == "--batch") {
       a.batch = std::stoll(value());
-    else if (flag == "--domains")
-      a.domains = std::stoll(value());
-    else if (flag == "--steps")
+      batch_given = true;
+    } else if (flag == "--steps") {
       a.steps = std::stoll(value());
+      steps_given = true;
+    } else if (flag == "--domains")
+      a.domains = std::stoll(value());
     else if (flag == "--warmup")
       a.warmup = std::stoll(value());
     else if (flag == "--threads")
@@ -280,11 +385,27 @@ int main(int argc, char** argv) {
       a.max_batch = true;
     else if (flag == "--no-torch")
       a.torch = false;
+    else if (flag == "--suite")
+      suite = value();
+    else if (flag == "--repeat")
+      a.repeat = std::max<int64_t>(1, std::stoll(value()));
     else {
       std::fprintf(stderr, "unknown option %s (see the header of bench/vit_step_bench.cc)\n",
                    flag.c_str());
       return 2;
     }
+  }
+  if (suite == "cpu") {
+    a.device = "cpu";
+    a.precision = "fp32";
+    a.methods = "small_lora,small_moa,lora,moa,erm";
+    a.small = false;
+    if (!batch_given) a.batch = 2;
+    if (!steps_given) a.steps = 5;
+    if (a.repeat == 1) a.repeat = 3;
+  } else if (!suite.empty()) {
+    std::fprintf(stderr, "--suite: only cpu\n");
+    return 2;
   }
   if (a.device == "cuda" && moa::parallel::VisibleGpus() == 0) {
     std::fprintf(stderr, "vit_step_bench: no GPU visible; use --device cpu (with --small)\n");
@@ -292,16 +413,23 @@ int main(int argc, char** argv) {
   }
   if (!a.child.empty()) return Child(a);
 
+  if (suite.empty()) {
+    std::printf(
+        "ViT %s, %s, %s, %lld training domains; moa vs PyTorch eager (timm + PyTorch "
+        "adapters, same torch)\n",
+        a.small ? "width 192 depth 4 (small)" : "B/16", a.device.c_str(), a.precision.c_str(),
+        static_cast<long long>(a.domains));
+  } else {
+    std::printf(
+        "CPU suite, fp32, %s threads: moa vs PyTorch eager on the same torch (timm + PyTorch "
+        "adapters; DomainBed's MNIST_CNN for erm); moa/torch time below 1 means moa is faster\n",
+        a.threads > 0 ? std::to_string(a.threads).c_str() : "default");
+  }
   std::printf(
-      "ViT %s, %s, %s, %lld training domains; moa vs PyTorch eager (timm + PyTorch "
-      "adapters, same torch)\n",
-      a.small ? "width 192 depth 4 (small)" : "B/16", a.device.c_str(), a.precision.c_str(),
-      static_cast<long long>(a.domains));
-  std::printf(
-      "| method    | prec | batch |  moa ms  | moa im/s | moa GB |  MFU   | torch ms | torch im/s "
-      "| torch GB | moa/torch |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
-  std::map<std::string, double> rate_of;
+      "| method     | prec | batch |  moa ms  | moa im/s | moa GB |  MFU   | torch ms | torch im/s "
+      "| torch GB | moa/torch time | moa eval im/s (cold), / train im/s |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::map<std::string, double> rate_of, flops_of;
   std::string methods = a.methods;
   size_t start = 0;
   while (start <= methods.size()) {
@@ -309,13 +437,31 @@ int main(int argc, char** argv) {
     const std::string method = methods.substr(start, comma - start);
     start = comma == std::string::npos ? methods.size() + 1 : comma + 1;
     if (!kConfigs.count(method)) {
-      std::fprintf(stderr, "unknown method %s (lora, moa, full)\n", method.c_str());
+      std::fprintf(stderr, "unknown method %s (lora, moa, full, small_lora, small_moa, erm)\n",
+                   method.c_str());
       return 2;
     }
-    const nlohmann::json m = RunJson(MoaCommand(argv[0], a, method, a.batch));
-    const nlohmann::json t = a.torch ? RunJson(TorchCommand(a, method, a.batch)) : nlohmann::json();
-    PrintRow(a, method, a.batch, m, t);
-    if (m.is_object() && m.contains("images_per_s")) rate_of[method] = m["images_per_s"];
+    // moa and PyTorch take turns, --repeat times; each keeps its fastest run (noise on a shared
+    // machine only ever adds time).
+    nlohmann::json m, t;
+    int64_t images = a.batch * a.domains;
+    auto faster = [](const nlohmann::json& candidate, const nlohmann::json& best) {
+      if (!candidate.is_object() || !candidate.contains("ms")) return false;
+      return !best.is_object() || !best.contains("ms") || candidate["ms"] < best["ms"];
+    };
+    for (int64_t r = 0; r < a.repeat; ++r) {
+      const nlohmann::json mr = RunJson(MoaCommand(argv[0], a, method, a.batch));
+      if (faster(mr, m)) m = mr;
+      if (m.is_object() && m.contains("images")) images = m["images"].get<int64_t>();
+      if (!a.torch) continue;
+      const nlohmann::json tr = RunJson(TorchCommand(a, method, images));
+      if (faster(tr, t)) t = tr;
+    }
+    PrintRow(a, method, images, m, t);
+    if (m.is_object() && m.contains("images_per_s")) {
+      rate_of[method] = m["images_per_s"];
+      flops_of[method] = m["flops_with_adapters"].get<double>() / m["images"].get<double>();
+    }
     if (a.max_batch && a.device == "cuda") {
       int64_t fits = 0;
       nlohmann::json best;
@@ -327,13 +473,20 @@ int main(int argc, char** argv) {
       }
       if (fits > 0) {
         const nlohmann::json tb =
-            a.torch ? RunJson(TorchCommand(a, method, fits)) : nlohmann::json();
-        PrintRow(a, method + " max", fits, best, tb);
+            a.torch ? RunJson(TorchCommand(a, method, fits * a.domains)) : nlohmann::json();
+        PrintRow(a, method + " max", fits * a.domains, best, tb);
       }
     }
   }
-  if (rate_of.count("lora") && rate_of.count("moa")) {
-    std::printf("LoRA-MoA step / LoRA step: %.2fx\n", rate_of["lora"] / rate_of["moa"]);
-  }
+  // Per image, as the two configurations' batches may differ.
+  auto ratio = [&](const std::string& lora, const std::string& mix, const char* what) {
+    if (!rate_of.count(lora) || !rate_of.count(mix)) return;
+    std::printf(
+        "LoRA-MoA step / LoRA step (%s, per image): %.2fx; counted FLOPs with the "
+        "adapters: %.2fx\n",
+        what, rate_of[lora] / rate_of[mix], flops_of[mix] / flops_of[lora]);
+  };
+  ratio("lora", "moa", a.small ? "small width 192" : "ViT-B/16");
+  ratio("small_lora", "small_moa", "the demo's small ViT");
   return 0;
 }
