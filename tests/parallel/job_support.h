@@ -43,6 +43,16 @@ inline std::string TinyMoa(const std::string& dir) {
          dir;
 }
 
+// The tiny configuration with LoRA experts (the stacked computation), router noise, top-2, a
+// capacity that drops assignments and the auxiliary loss.
+inline std::string TinyLoraMoa(const std::string& dir) {
+  return " train --config " + SourceDir() +
+         "/configs/tiny.ini --adapter.method=moa --moa.top_k=2 --moa.noise=true "
+         "--moa.aux_loss=true --moa.proj_dim=16 --moa.capacity_factor=0.8 "
+         "--train.check_replicas=true --train.threads=1 --output.dir=" +
+         dir;
+}
+
 struct Ended {
   int code;
   double seconds;

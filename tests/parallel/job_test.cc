@@ -38,6 +38,25 @@ TEST_P(DataParallelTest, EqualsOneProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Ranks, DataParallelTest, ::testing::Values(2, 4));
 
+// The same with LoRA experts, which run stacked (moa.dispatch = auto): the noise rows, capacity
+// and load-balancing sums of the global batch hold there too.
+class StackedMoaDataParallelTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(StackedMoaDataParallelTest, EqualsOneProcess) {
+  const int np = GetParam();
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + test::TinyLoraMoa(dir.File("one")), &out), 0) << out;
+  ASSERT_EQ(test::RunShell(Mpirun(np) + Moa() + test::TinyLoraMoa(dir.File("many")), &out), 0)
+      << out;
+  const auto records = test::ReadJsonLines(dir.File("one/results.jsonl"));
+  ASSERT_FALSE(records.empty());
+  EXPECT_GT(records.back()["router"][0]["dropped"].get<int64_t>(), 0) << "no drops to compare";
+  ExpectSameRun(dir.File("one"), dir.File("many"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, StackedMoaDataParallelTest, ::testing::Values(2, 4));
+
 // The same on an image folder (configs/tiny_images.ini: decode threads, the training transform
 // on): each rank decodes and augments only its slice of every domain's global minibatch, with
 // parameters keyed by (seed, step, domain, position in the global minibatch), and evaluates its
