@@ -62,14 +62,13 @@ MoaAdapterImpl::MoaAdapterImpl(int64_t in_features, int64_t out_features, const 
     experts_.push_back(list->register_module(std::to_string(e), expert));
   }
   if (config.expert == "kronecker") bias = register_parameter("bias", torch::zeros({out_features}));
-  stats_.assignments.assign(experts, 0);
+  ResetStats();
 }
 
 void MoaAdapterImpl::ResetStats() {
-  stats_ = RouterStats();
-  stats_.assignments.assign(experts_.size(), 0);
-  assigned_ = torch::Tensor();
-  aux_total_ = torch::Tensor();
+  RouterStats zero;
+  zero.assignments.assign(experts_.size(), 0);
+  RestoreStats(zero);
 }
 
 void MoaAdapterImpl::RestoreStats(const RouterStats& stats) {
@@ -82,22 +81,16 @@ void MoaAdapterImpl::RestoreStats(const RouterStats& stats) {
 
 RouterStats MoaAdapterImpl::stats() const {
   RouterStats stats = stats_;
-  if (assigned_.defined()) {
-    const torch::Tensor assigned = assigned_.cpu();
-    for (size_t e = 0; e < stats.assignments.size(); ++e) {
-      stats.assignments[e] = assigned[static_cast<int64_t>(e)].item<int64_t>();
-    }
-    stats.aux_sum = aux_total_.item<double>();
+  const torch::Tensor assigned = assigned_.cpu();
+  for (size_t e = 0; e < stats.assignments.size(); ++e) {
+    stats.assignments[e] = assigned[static_cast<int64_t>(e)].item<int64_t>();
   }
+  stats.aux_sum = aux_total_.item<double>();
   return stats;
 }
 
 void MoaAdapterImpl::CountRouting(const Routing& routing) {
   const torch::Device device = routing.expert_counts.device();
-  if (!assigned_.defined()) {
-    assigned_ = torch::tensor(stats_.assignments, torch::kInt64);
-    aux_total_ = torch::tensor(stats_.aux_sum, torch::kFloat64);
-  }
   if (assigned_.device() != device) {
     assigned_ = assigned_.to(device);
     aux_total_ = aux_total_.to(device);
@@ -120,18 +113,19 @@ torch::Tensor MoaAdapterImpl::StackedExperts(const torch::Tensor& tokens, const 
                                              Routing* routing) {
   const int64_t experts = num_experts();
   std::vector<torch::Tensor> down, up;
-  std::vector<int64_t> column_expert;
   for (int64_t e = 0; e < experts; ++e) {
     // MoA's LoRA experts are built with scale 1 (the reference's), so B A x needs no factor.
     const auto* lora = static_cast<const LoraImpl*>(experts_[e].get());
     down.push_back(lora->A);
     up.push_back(lora->B);
-    column_expert.insert(column_expert.end(), lora->options().rank(), e);
   }
-  const int64_t columns = static_cast<int64_t>(column_expert.size());
   if (!column_expert_.defined() || column_expert_.device() != tokens.device()) {
+    std::vector<int64_t> column_expert;
+    for (int64_t e = 0; e < experts; ++e)
+      column_expert.insert(column_expert.end(), down[e].size(0), e);
     column_expert_ = torch::tensor(column_expert, torch::kInt64).to(tokens.device());
   }
+  const int64_t columns = column_expert_.numel();
 
   Stopwatch clock;
   // One GEMM for the router's projection and every expert's down-projection, unless the router

@@ -141,9 +141,10 @@ class MoaAdapterImpl : public AdapterImpl {
   std::shared_ptr<const RoutingContext> context_;
   std::vector<std::shared_ptr<AdapterImpl>> experts_;
   torch::Tensor aux_loss_;
-  /// Host part of the statistics (dropped assignments and forwards); per-expert assignments and
-  /// the auxiliary loss sum accumulate on the device, in `assigned_` and `aux_total_` (float64,
-  /// starting from a restored run's values, so the sums are those of the host loop they replace).
+  /// Host part of the statistics (dropped assignments and forwards; its assignments and aux_sum
+  /// are unused): per-expert assignments and the auxiliary loss sum accumulate on the device, in
+  /// `assigned_` and `aux_total_` (float64, starting from a restored run's values, so the sums are
+  /// those of the host loop they replace).
   RouterStats stats_;
   torch::Tensor assigned_;
   torch::Tensor aux_total_;
