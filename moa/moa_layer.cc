@@ -157,6 +157,26 @@ torch::Tensor MoaAdapterImpl::StackedExperts(const torch::Tensor& tokens, const 
   return y;
 }
 
+torch::Tensor MoaAdapterImpl::GroupedLora(const torch::Tensor& rows,
+                                          const std::vector<int64_t>& experts,
+                                          const torch::Tensor& row_expert,
+                                          const torch::Tensor& row_scale) const {
+  std::vector<torch::Tensor> down, up;
+  std::vector<int64_t> column_expert;
+  for (size_t m = 0; m < experts.size(); ++m) {
+    // MoA's LoRA experts are built with scale 1 (the reference's), so B A x needs no factor.
+    const auto* lora = static_cast<const LoraImpl*>(experts_[experts[m]].get());
+    down.push_back(lora->A);
+    up.push_back(lora->B);
+    column_expert.insert(column_expert.end(), lora->A.size(0), static_cast<int64_t>(m));
+  }
+  const torch::Tensor low = torch::nn::functional::linear(rows, torch::cat(down));
+  const torch::Tensor columns = torch::tensor(column_expert, torch::kInt64).to(rows.device());
+  torch::Tensor keep = row_expert.unsqueeze(1).eq(columns.unsqueeze(0)).to(low.scalar_type());
+  if (row_scale.defined()) keep = keep * row_scale.unsqueeze(1).to(low.scalar_type());
+  return torch::nn::functional::linear(low * keep, torch::cat(up, 1));
+}
+
 torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   const bool training = is_training();
   const int64_t in_features = x.size(-1);
@@ -231,8 +251,9 @@ torch::Tensor MoaAdapterImpl::RoutedExperts(const torch::Tensor& tokens, const R
   } else if (training && ep_.group != nullptr && ep_.group->size() > 1) {
     y = ShardedExperts(tokens, routing, apply);
   } else {
-    // Group the kept assignments by expert with one gather, run each expert on its contiguous
-    // chunk, weight by the gates and scatter back with one index_add.
+    // Group the kept assignments by expert with one gather, run the experts (LoRA ones as one
+    // grouped product, Kronecker ones each on its contiguous chunk), weight by the gates and
+    // scatter back with one index_add.
     std::vector<torch::Tensor> ids, slots;
     for (int64_t e = 0; e < experts; ++e) {
       ids.push_back(routing.expert_tokens[e]);
@@ -252,21 +273,35 @@ torch::Tensor MoaAdapterImpl::RoutedExperts(const torch::Tensor& tokens, const R
         permutation ? PermuteRows::apply(tokens, order, inverse) : tokens.index_select(0, order);
     timings_.dispatch_s += clock.Seconds();
     clock.Reset();
-    std::vector<torch::Tensor> outputs;
-    int64_t offset = 0;
-    for (int64_t e = 0; e < experts; ++e) {
-      const int64_t count = ids[e].numel();
-      if (count > 0) outputs.push_back(apply[e](gathered.narrow(0, offset, count)));
-      offset += count;
+    torch::Tensor weighted;
+    if (config_.expert == "lora") {
+      std::vector<int64_t> all(experts), counts(experts);
+      for (int64_t e = 0; e < experts; ++e) {
+        all[e] = e;
+        counts[e] = ids[e].numel();
+      }
+      const torch::Tensor row_expert =
+          torch::repeat_interleave(torch::arange(experts, order.options()),
+                                   torch::tensor(counts, torch::kInt64).to(order.device()));
+      const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)});
+      weighted = GroupedLora(gathered, all, row_expert, gates);
+    } else if (order.numel() > 0) {
+      std::vector<torch::Tensor> outputs;
+      int64_t offset = 0;
+      for (int64_t e = 0; e < experts; ++e) {
+        const int64_t count = ids[e].numel();
+        if (count > 0) outputs.push_back(apply[e](gathered.narrow(0, offset, count)));
+        offset += count;
+      }
+      const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
+      weighted = torch::cat(outputs) * gates;
     }
     timings_.experts_s += clock.Seconds();
     clock.Reset();
-    if (outputs.empty()) {
+    if (!weighted.defined()) {
       // Every assignment was dropped: the adapters add nothing.
       y = torch::zeros({tokens.size(0), out_features_}, tokens.options());
     } else {
-      const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)}).unsqueeze(1);
-      const torch::Tensor weighted = torch::cat(outputs) * gates;
       y = permutation ? PermuteRows::apply(weighted, inverse, order)
                       : torch::zeros({tokens.size(0), weighted.size(1)}, weighted.options())
                             .index_add(0, order, weighted);
@@ -320,23 +355,37 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   }
   const std::vector<std::vector<int64_t>>& rows_of = plan.rows_of;
   const int64_t row = plan.total_rows;
-  std::vector<torch::Tensor> outputs, positions;
-  for (size_t m = 0; m < local.size(); ++m) {
-    if (rows_of[m].empty()) continue;  // no rank sent this expert a token
-    const torch::Tensor at = torch::tensor(rows_of[m], torch::kInt64).to(tokens.device());
-    outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
-    positions.push_back(at);
-  }
   // One dtype on every rank, so the return exchange sends and receives the same bytes: under
   // autocast the experts' outputs are in the autocast dtype, whatever the tokens are.
   const c10::DeviceType device_type = tokens.device().type();
   const torch::ScalarType out_dtype = at::autocast::is_autocast_enabled(device_type)
                                           ? at::autocast::get_autocast_dtype(device_type)
                                           : tokens.scalar_type();
-  torch::Tensor computed = torch::zeros({row, out_features_}, tokens.options().dtype(out_dtype));
-  if (!outputs.empty()) {
-    computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs).to(out_dtype));
-  } else if (torch::GradMode::is_enabled()) {
+  torch::Tensor computed;
+  if (config_.expert == "lora" && !local.empty()) {
+    // The rows arrive grouped by sender, each sender's by expert: one grouped product over all.
+    std::vector<int64_t> row_expert(row);
+    for (size_t m = 0; m < local.size(); ++m) {
+      for (int64_t r : rows_of[m]) row_expert[r] = static_cast<int64_t>(m);
+    }
+    computed =
+        GroupedLora(arrived, local, torch::tensor(row_expert, torch::kInt64).to(tokens.device()),
+                    torch::Tensor())
+            .to(out_dtype);
+  } else {
+    std::vector<torch::Tensor> outputs, positions;
+    for (size_t m = 0; m < local.size(); ++m) {
+      if (rows_of[m].empty()) continue;  // no rank sent this expert a token
+      const torch::Tensor at = torch::tensor(rows_of[m], torch::kInt64).to(tokens.device());
+      outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
+      positions.push_back(at);
+    }
+    computed = torch::zeros({row, out_features_}, tokens.options().dtype(out_dtype));
+    if (!outputs.empty()) {
+      computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs).to(out_dtype));
+    }
+  }
+  if (!computed.requires_grad() && torch::GradMode::is_enabled()) {
     // No token reached this rank's experts, but both exchanges must still run backward here, as
     // on every rank: the empty result is made to depend on what arrived (nothing) or, where that
     // needs no gradient, to want one itself.

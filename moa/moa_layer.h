@@ -130,6 +130,12 @@ class MoaAdapterImpl : public AdapterImpl {
   /// The stacked computation: routes `tokens` and returns the experts' gated sum (T x out).
   torch::Tensor StackedExperts(const torch::Tensor& tokens, const RouteOptions& route,
                                int64_t tokens_per_sample, bool training, Routing* routing);
+  /// LoRA experts `experts` as one grouped product over `rows`, row i belonging to
+  /// experts[row_expert[i]]: one GEMM through every listed expert's A, each row keeping only its
+  /// own expert's rank columns (times row_scale[i] where defined), one GEMM through the Bs.
+  /// Equal to running each expert on its rows; an expert with no row gets a zero gradient.
+  torch::Tensor GroupedLora(const torch::Tensor& rows, const std::vector<int64_t>& experts,
+                            const torch::Tensor& row_expert, const torch::Tensor& row_scale) const;
   /// Adds this forward's routing to the statistics, on the device.
   void CountRouting(const Routing& routing);
 

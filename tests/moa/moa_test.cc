@@ -329,8 +329,36 @@ TEST(MoaLayerTest, AllTokensToOneExpertAndIdleExperts) {
   EXPECT_EQ(pair.routed->last_routing().expert_counts[2].item<int64_t>(), 6);
   EXPECT_TRUE(torch::allclose(y, pair.dense->Delta(x), 1e-5, 1e-6));
   y.sum().backward();
-  EXPECT_FALSE(pair.routed->named_parameters()["experts.0.B"].grad().defined());
-  EXPECT_TRUE(pair.routed->named_parameters()["experts.2.B"].grad().defined());
+  // Routed LoRA experts run as one grouped product: an idle expert gets a zero gradient, as in
+  // the dense reference.
+  const torch::Tensor idle = pair.routed->named_parameters()["experts.0.B"].grad();
+  ASSERT_TRUE(idle.defined());
+  EXPECT_EQ(idle.abs().sum().item<float>(), 0.0f);
+  EXPECT_GT(pair.routed->named_parameters()["experts.2.B"].grad().abs().sum().item<float>(), 0.0f);
+}
+
+// The grouped LoRA product of the routed computation (one GEMM through every expert's A, rank
+// columns masked per row, one GEMM through the Bs) on a single token, top-1 and top-2: three or
+// two experts get nothing, and every gradient, zero ones included, equals the dense oracle's.
+TEST(RoutedVsDenseTest, GroupedLoraOnASingleToken) {
+  for (int64_t top_k : {1, 2}) {
+    MoaConfig config;
+    config.top_k = top_k;
+    auto ctx = std::make_shared<RoutingContext>();
+    ctx->seed = 3;
+    LayerPair pair = MakePair(config, 16, 24, ctx);
+    pair.routed->train();
+    pair.dense->train();
+    torch::manual_seed(2);
+    const torch::Tensor x = torch::randn({1, 16});
+    const torch::Tensor xr = x.clone().requires_grad_(true);
+    const torch::Tensor xd = x.clone().requires_grad_(true);
+    const torch::Tensor yr = pair.routed->Delta(xr);
+    const torch::Tensor yd = pair.dense->Delta(xd);
+    EXPECT_TRUE(torch::allclose(yr, yd, 1e-5, 1e-6)) << top_k << ": " << (yr - yd).abs().max();
+    const int with_grad = ExpectSameGradients(pair, xr, yr, xd, yd, /*all_defined=*/true);
+    EXPECT_EQ(with_grad, 4 + 2 * 4) << "router (4 tensors) and both factors of 4 experts";
+  }
 }
 
 TEST(AuxLossTest, MatchesPythonReference) {
