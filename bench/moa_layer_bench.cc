@@ -2,7 +2,10 @@
 // 768, the qkv layer 768 -> 2304, frozen W0): a single rank-8 LoRA (the baseline, measured in
 // the same run), the MoA layer with stacked, routed and the reference's dense dispatch
 // (4 LoRA experts of ranks 1, 2, 4, 8, cosine router, noise, load-balancing loss), and the same
-// with Kronecker experts. Prints ms per forward+backward and the ratio to the LoRA layer.
+// with Kronecker experts (with the reference's dropout on H, and without, which never builds H).
+// Prints ms per forward+backward and the ratio to the LoRA layer; then the evaluation forward
+// (no autograd) of the same layers, and one Kronecker adapter's x H through H's structure against
+// building H and multiplying by it.
 //
 // usage: moa_layer_bench [--images 96] [--tokens 197] [--dim 768] [--iters 5] [--threads 2]
 #include <cstdio>
@@ -68,11 +71,13 @@ int main(int argc, char** argv) {
       }
     };
   };
-  auto moa_layer = [&](const std::string& expert, const std::string& dispatch) {
+  auto moa_layer = [&](const std::string& expert, const std::string& dispatch,
+                       double kron_dropout = 0.5) {
     moa::MoaConfig config;
     config.expert = expert;
     config.dispatch = dispatch;
     config.aux_loss = true;
+    config.kron_dropout = kron_dropout;
     auto rules = std::make_shared<moa::KroneckerRulesImpl>(config.phm_dim, false);
     return make_linear(std::make_shared<moa::MoaAdapterImpl>(dim, out, config, 0, context, rules));
   };
@@ -96,9 +101,48 @@ int main(int argc, char** argv) {
       {"MoA LoRA dense", TimeMs(run(moa_layer("lora", "dense")), iters)},
       {"MoA Kronecker routed", TimeMs(run(moa_layer("kronecker", "routed")), iters)},
       {"MoA Kronecker dense", TimeMs(run(moa_layer("kronecker", "dense")), iters)},
+      {"MoA Kronecker, no drop", TimeMs(run(moa_layer("kronecker", "routed", 0.0)), iters)},
   };
   std::printf("%-24s %10s %14s\n", "layer", "ms", "vs LoRA r=8");
   for (const Row& row : rows)
     std::printf("%-24s %10.2f %13.2fx\n", row.name, row.ms, row.ms / lora);
+
+  // Evaluation: forward only, eval mode, no autograd. Kronecker adapters apply H through its
+  // structure there; the last row builds H and multiplies by it (what evaluation did before).
+  auto evaluate = [&x](std::shared_ptr<moa::AdaptableLinearImpl> linear) {
+    linear->eval();
+    return [linear, &x] {
+      torch::NoGradGuard no_grad;
+      linear->forward(x);
+    };
+  };
+  auto rules = std::make_shared<moa::KroneckerRulesImpl>(moa::MoaConfig().phm_dim, false);
+  auto kron = std::make_shared<moa::KroneckerImpl>(moa::KroneckerOptions(dim, out, 8), rules);
+  auto frozen_eval = make_linear(nullptr);
+  const double eval_lora = TimeMs(
+      evaluate(make_linear(std::make_shared<moa::LoraImpl>(moa::LoraOptions(dim, out, 8)))), iters);
+  const Row eval_rows[] = {
+      {"frozen W0 only", TimeMs(evaluate(frozen_eval), iters)},
+      {"LoRA r=8 (baseline)", eval_lora},
+      {"MoA LoRA stacked", TimeMs(evaluate(moa_layer("lora", "auto")), iters)},
+      {"MoA Kronecker routed", TimeMs(evaluate(moa_layer("kronecker", "auto")), iters)},
+      {"Kronecker r=8, x H", TimeMs(
+                                 [&] {
+                                   torch::NoGradGuard no_grad;
+                                   frozen_eval->forward(x) + kron->Product(x);
+                                 },
+                                 iters)},
+      {"Kronecker r=8, H built", TimeMs(
+                                     [&] {
+                                       torch::NoGradGuard no_grad;
+                                       frozen_eval->forward(x) +
+                                           torch::matmul(x, kron->UpdateMatrix(false, 0));
+                                     },
+                                     iters)},
+  };
+  std::printf("\nthe same layers in evaluation (forward, no autograd)\n");
+  std::printf("%-24s %10s %14s\n", "layer", "ms", "vs LoRA r=8");
+  for (const Row& row : eval_rows)
+    std::printf("%-24s %10.2f %13.2fx\n", row.name, row.ms, row.ms / eval_lora);
   return 0;
 }

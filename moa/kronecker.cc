@@ -1,7 +1,6 @@
 #include "moa/kronecker.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/autocast_mode.h>
 
 #include <cmath>
 
@@ -64,28 +63,11 @@ torch::Tensor KroneckerImpl::BuildUpdateMatrix() const {
 }
 
 torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) const {
-  const bool with_dropout = training && options_.dropout() > 0;
-  if (!with_dropout && !torch::GradMode::is_enabled()) {
-    std::vector<std::pair<const void*, int64_t>> from;
-    const std::vector<const torch::Tensor*> inputs = {&L, &R, &rules_->rule1_left,
-                                                      &rules_->rule1_right};
-    for (const torch::Tensor* t : inputs) {
-      from.emplace_back(t->data_ptr(), static_cast<int64_t>(t->_version()));
-    }
-    const bool autocast = at::autocast::is_autocast_enabled(L.device().type());
-    if (!cached_.defined() || from != cached_from_ || autocast != cached_autocast_) {
-      cached_ = BuildUpdateMatrix();
-      cached_from_ = std::move(from);
-      cached_autocast_ = autocast;
-    }
-    return cached_;
-  }
-  cached_ = torch::Tensor();  // training: the factors are about to change
   torch::Tensor h = BuildUpdateMatrix();
   // Quirk kept on purpose (docs/method.md, Quirks Q4): dropout acts on the update matrix H, not on
   // activations, with a fresh mask per expert and forward; unlike the reference the mask is keyed
   // by (seed, step, layer, expert) so it is the same on every rank and after a resume.
-  if (with_dropout) {
+  if (training && options_.dropout() > 0) {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(dropout_key);
     const torch::Tensor keep =
         at::empty(h.sizes(), torch::kFloat32).bernoulli_(1.0 - options_.dropout(), generator);
@@ -94,8 +76,32 @@ torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) c
   return h;
 }
 
+torch::Tensor KroneckerImpl::Product(const torch::Tensor& x) const {
+  const int64_t n = rules_->phm_dim();
+  const int64_t p = options_.in_features() / n, q = options_.out_features() / n;
+  const torch::Tensor rows = x.reshape({-1, n, p});  // X[t, i, k] = x[t, i p + k]
+  const int64_t tokens = rows.size(0);
+  const torch::Tensor left = rules_->rule1_left.reshape({n, n});    // a[s, i]
+  const torch::Tensor right = rules_->rule1_right.reshape({n, n});  // b[s, j]
+  // (x H)[j q + l] = sum_s b[s, j] sum_k (sum_i a[s, i] X[i, k]) (L_s R_s)[k, l], in three steps
+  // that keep the tokens outermost (no transpose of a token-sized tensor): t = a X per token,
+  // u[t, s] = t[t, s] L_s R_s (batched over s), y[t] = b^T u[t] per token.
+  const torch::Tensor t = torch::matmul(left, rows);  // (tokens, n, p)
+  const torch::Tensor u = torch::einsum("tsk,skl->tsl", {t, torch::bmm(L, R)});
+  const torch::Tensor y = torch::matmul(right.t(), u);  // (tokens, n, q)
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = options_.out_features();
+  return y.reshape(shape);
+}
+
+torch::Tensor KroneckerImpl::Apply(const torch::Tensor& x, bool training,
+                                   uint64_t dropout_key) const {
+  if (training && options_.dropout() > 0) return torch::matmul(x, UpdateMatrix(true, dropout_key));
+  return Product(x);
+}
+
 torch::Tensor KroneckerImpl::Delta(const torch::Tensor& x) {
-  torch::Tensor y = torch::matmul(x, UpdateMatrix(false, 0));
+  torch::Tensor y = Product(x);
   return bias.defined() ? y + bias : y;
 }
 

@@ -51,9 +51,14 @@ class KroneckerImpl : public AdapterImpl {
  public:
   KroneckerImpl(const KroneckerOptions& options, std::shared_ptr<KroneckerRulesImpl> rules);
   /// H (in x out); in training with dropout > 0 the mask comes from a generator keyed by
-  /// `dropout_key` (kept entries are scaled by 1 / (1 - p)). Without gradients and dropout (an
-  /// evaluation) H is built once and reused until a factor or rule changes (tensor versions).
+  /// `dropout_key` (kept entries are scaled by 1 / (1 - p)).
   torch::Tensor UpdateMatrix(bool training, uint64_t dropout_key) const;
+  /// x H as this forward computes it: in training with dropout (whose mask acts on H's entries)
+  /// H is built, masked and applied; otherwise through Product, without building H.
+  torch::Tensor Apply(const torch::Tensor& x, bool training, uint64_t dropout_key) const;
+  /// x H (any leading dimensions) computed through H's structure, never building it: n (n p +
+  /// r (p + q) + n q) multiply-adds per row instead of n p n q, with the same gradients.
+  torch::Tensor Product(const torch::Tensor& x) const;
   /// x H (+ bias), without dropout: the plain KAdaptation adapter.
   torch::Tensor Delta(const torch::Tensor& x) override;
   std::string kind() const override { return "kadaptation"; }
@@ -68,11 +73,6 @@ class KroneckerImpl : public AdapterImpl {
 
   KroneckerOptions options_;
   std::shared_ptr<KroneckerRulesImpl> rules_;
-  /// The evaluation cache: H and what it was built from (each tensor's storage and version, and
-  /// whether autocast was on).
-  mutable torch::Tensor cached_;
-  mutable std::vector<std::pair<const void*, int64_t>> cached_from_;
-  mutable bool cached_autocast_ = false;
 };
 
 }  // namespace moa

@@ -224,15 +224,15 @@ torch::Tensor MoaAdapterImpl::RoutedExperts(const torch::Tensor& tokens, const R
   const Routing& routing = *routing_out;
   timings_.route_s += clock.Seconds();
 
-  // Each expert's computation for this forward; Kronecker experts build H once (with the step's
-  // dropout mask keyed by (seed, step, layer, expert)).
+  // Each expert's computation for this forward; Kronecker experts with dropout build H once (with
+  // the step's mask keyed by (seed, step, layer, expert)), without it they never build H.
   const int64_t experts = num_experts();
   std::vector<std::function<torch::Tensor(const torch::Tensor&)>> apply(experts);
   for (int64_t e = 0; e < experts; ++e) {
     if (auto kron = std::dynamic_pointer_cast<KroneckerImpl>(experts_[e])) {
       const uint64_t key = RandomKey({context_->seed, context_->step, layer_, e});
       apply[e] = [kron, training, key](const torch::Tensor& in) {
-        return torch::matmul(in, kron->UpdateMatrix(training, key));
+        return kron->Apply(in, training, key);
       };
     } else {
       AdapterImpl* expert = experts_[e].get();

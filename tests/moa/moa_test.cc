@@ -419,25 +419,50 @@ TEST(KroneckerTest, DropoutOnlyInTrainingAndKeyed) {
   EXPECT_TRUE(torch::allclose(a.masked_select(kept), 2 * clean.masked_select(kept)));
 }
 
-// Without gradients (an evaluation) H is built once and reused, and rebuilt as soon as a factor
-// or the shared rule changes in place (an optimizer step, a loaded checkpoint).
-TEST(KroneckerTest, EvaluationReusesHUntilAFactorChanges) {
-  torch::manual_seed(7);
-  auto rules = std::make_shared<KroneckerRulesImpl>(8, false);
-  KroneckerImpl k(KroneckerOptions(16, 48, 2), rules);
-  const torch::Tensor fresh = k.UpdateMatrix(false, 0);  // with gradients: never cached
-  torch::NoGradGuard no_grad;
-  const torch::Tensor first = k.UpdateMatrix(false, 0);
-  EXPECT_TRUE(torch::equal(first, fresh));
-  EXPECT_EQ(k.UpdateMatrix(false, 0).data_ptr(), first.data_ptr()) << "not reused";
-  k.R.add_(0.5);
-  const torch::Tensor after_r = k.UpdateMatrix(false, 0);
-  EXPECT_FALSE(torch::equal(after_r, first));
-  rules->rule1_left.mul_(2.0);
-  const torch::Tensor after_rule = k.UpdateMatrix(false, 0);
-  EXPECT_FALSE(torch::equal(after_rule, after_r));
-  torch::AutoGradMode with_grad(true);
-  EXPECT_TRUE(torch::allclose(after_rule, k.UpdateMatrix(false, 0)));
+// x H through H's structure (never building it) equals the product with the built H, forward
+// and backward (the input, both factors and both shared rule vectors), for one token and many,
+// square and non-square blocks, rank 1 and 3; and Apply builds H only for training's dropout.
+TEST(KroneckerTest, StructuredProductEqualsProductWithH) {
+  struct Shape {
+    int64_t n, in, out, rank, tokens;
+  };
+  for (const Shape& c : {Shape{4, 12, 20, 3, 1}, Shape{8, 16, 48, 1, 37}, Shape{2, 6, 6, 2, 5}}) {
+    torch::manual_seed(c.tokens);
+    auto rules = std::make_shared<KroneckerRulesImpl>(c.n, false);
+    KroneckerImpl k(KroneckerOptions(c.in, c.out, c.rank).dropout(0.5), rules);
+    {
+      torch::NoGradGuard no_grad;
+      rules->rule1_left.normal_();  // U(-0.01, 0.01) rules would hide most of H
+      rules->rule1_right.normal_();
+    }
+    const torch::Tensor x = torch::randn({c.tokens, 1, c.in});
+    const torch::Tensor w = torch::randn({c.tokens, 1, c.out});
+    const std::vector<torch::Tensor> params = {k.L, k.R, rules->rule1_left, rules->rule1_right};
+    auto gradients = [&](bool structured) {
+      const torch::Tensor xi = x.clone().requires_grad_(true);
+      const torch::Tensor y =
+          structured ? k.Product(xi) : torch::matmul(xi, k.UpdateMatrix(false, 0));
+      EXPECT_EQ(y.sizes(), (std::vector<int64_t>{c.tokens, 1, c.out}));
+      std::vector<torch::Tensor> inputs = params;
+      inputs.push_back(xi);
+      std::vector<torch::Tensor> out = torch::autograd::grad({(y * w).sum()}, inputs);
+      out.insert(out.begin(), y.detach());
+      return out;
+    };
+    const std::vector<torch::Tensor> structured = gradients(true), built = gradients(false);
+    const std::vector<std::string> names = {"y", "L", "R", "rule1_left", "rule1_right", "x"};
+    for (size_t i = 0; i < names.size(); ++i) {
+      const double scale = 1 + built[i].abs().max().item<double>();
+      EXPECT_LE((structured[i] - built[i]).abs().max().item<double>(), 2e-6 * scale)
+          << names[i] << " n=" << c.n << " tokens=" << c.tokens;
+    }
+    // Evaluation and dropout-free training take the structured product; training with dropout
+    // applies the masked H.
+    EXPECT_TRUE(torch::equal(k.Apply(x, false, 9), k.Product(x)));
+    EXPECT_TRUE(torch::allclose(k.Apply(x, true, 9), torch::matmul(x, k.UpdateMatrix(true, 9)),
+                                1e-5, 1e-6));
+    EXPECT_FALSE(torch::allclose(k.Apply(x, true, 9), k.Product(x), 1e-3, 1e-3));
+  }
 }
 
 TEST(MoaModelTest, GradientsReachRouterAndExpertsNeverW0) {
