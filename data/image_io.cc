@@ -1,5 +1,7 @@
 #include "data/image_io.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <csetjmp>
 #include <cstdio>
@@ -280,6 +282,15 @@ absl::StatusOr<RgbImage> DecodeImage(const std::string& bytes, const std::string
       break;
   }
   return UnknownFormat(name, bytes);
+}
+
+bool HasDecodableImageExtension(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = name.substr(dot);
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
 absl::StatusOr<RgbImage> DecodeImageFile(const std::string& path) {

@@ -43,6 +43,9 @@ ImageFormat SniffFormat(const std::string& bytes);
 /// (2 x 89478485), refused from its header before anything of that size is allocated.
 absl::StatusOr<RgbImage> DecodeImage(const std::string& bytes, const std::string& name);
 
+/// Whether a file name ends in an extension this decoder reads (.jpg, .jpeg, .png; any case).
+bool HasDecodableImageExtension(const std::string& name);
+
 /// Reads and decodes a file; errors name the path.
 absl::StatusOr<RgbImage> DecodeImageFile(const std::string& path);
 

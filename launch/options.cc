@@ -168,6 +168,13 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
     const std::string problem = option.parse(text, config);
     if (!problem.empty()) return absl::InvalidArgumentError(option.name + ": " + problem + origin);
   }
+  // Files are named from the folder the run starts in; config.ini keeps them absolute, so a run
+  // resumes (and `moa report` reads it) from any folder.
+  for (std::string* path : {&config.run.model.backbone, &config.run.data.data_dir}) {
+    const bool named_file = !path->empty() && !(path == &config.run.model.backbone &&
+                                                *path == trainer::kRandomBackbone);
+    if (named_file) *path = std::filesystem::absolute(*path).lexically_normal().string();
+  }
   MOA_RETURN_IF_ERROR(CheckConsistency(
       config.run, config_path.empty() ? std::string() : " (configuration " + config_path + ")"));
   config.run.resolved_ini = ToIni(config);

@@ -3,7 +3,6 @@
 #include "trainer/predict.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,13 +24,6 @@ namespace moa::trainer {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool HasImageExtension(const fs::path& path) {
-  std::string ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
-}
 
 // A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
 std::string CsvField(const std::string& text) {
@@ -88,7 +80,8 @@ absl::StatusOr<std::vector<std::string>> ListImages(const std::string& images) {
   std::vector<std::string> files;
   if (fs::is_directory(images, error)) {
     for (const auto& entry : fs::recursive_directory_iterator(images, error)) {
-      if (entry.is_regular_file() && HasImageExtension(entry.path())) {
+      if (entry.is_regular_file() &&
+          data::HasDecodableImageExtension(entry.path().filename().string())) {
         files.push_back(entry.path().string());
       }
     }

@@ -51,6 +51,16 @@ int64_t MaxLevelDifference(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kInt32) - b.to(torch::kInt32)).abs().max().item<int64_t>();
 }
 
+// The names `moa predict` picks from a folder: what the decoder reads, in any case.
+TEST(ImageDecodeTest, DecodableExtensionsAreJpegAndPngInAnyCase) {
+  for (const char* name : {"a.jpg", "b.JPEG", "c.Png", "dir.x/d.jpeg"}) {
+    EXPECT_TRUE(HasDecodableImageExtension(name)) << name;
+  }
+  for (const char* name : {"e.webp", "f.bmp", "jpg", "g.jpg.txt", "h.", "dir.png/i"}) {
+    EXPECT_FALSE(HasDecodableImageExtension(name)) << name;
+  }
+}
+
 TEST(ImageDecodeTest, EveryColourTypeDecodesAsPilConvertsToRgb) {
   moa::test::TempDir dir;
   // name -> (file, raw image, PNG bit depth)

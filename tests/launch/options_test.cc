@@ -1,6 +1,7 @@
 // Configuration: INI + overrides, and every kind of bad value named with its key and origin.
 #include <absl/strings/match.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "launch/options.h"
@@ -37,6 +38,26 @@ TEST_F(OptionsTest, DefaultsFileAndOverridesInThatOrder) {
   // The resolved INI reads back to the same configuration.
   MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig again, LoadConfig(Ini(config.resolved_ini), {}));
   EXPECT_EQ(again.resolved_ini, config.resolved_ini);
+}
+
+// Files named relative to the folder a run starts in are kept absolute (config.ini is read again
+// on resume, maybe from elsewhere); "random" is not a file, and output.dir is left as given.
+TEST_F(OptionsTest, FilePathsAreKeptAbsolute) {
+  const std::string here = std::filesystem::current_path().string();
+  MOA_ASSERT_OK_AND_ASSIGN(
+      trainer::RunConfig config,
+      LoadConfig(Ini("[model]\nbackbone = weights/b.safetensors\n[data]\ndata_dir = x/../pacs\n"),
+                 {"--output.dir=runs/a"}));
+  EXPECT_EQ(config.model.backbone, here + "/weights/b.safetensors");
+  EXPECT_EQ(config.data.data_dir, here + "/pacs");
+  EXPECT_EQ(config.output.dir, "runs/a");
+  EXPECT_NE(config.resolved_ini.find("backbone = " + here + "/weights/b.safetensors\n"),
+            std::string::npos)
+      << config.resolved_ini;
+  MOA_ASSERT_OK_AND_ASSIGN(trainer::RunConfig random,
+                           LoadConfig(Ini("[model]\nbackbone = random\n"), {}));
+  EXPECT_EQ(random.model.backbone, "random");
+  EXPECT_EQ(random.data.data_dir, "");
 }
 
 TEST_F(OptionsTest, UnknownKeyNamesKeyAndFile) {

@@ -148,7 +148,9 @@ TEST(FailureTest, InjectedFaultsEndTheJobAndItResumesFromAnIntactCheckpoint) {
     EXPECT_NE(e.code, 124) << "timed out: ranks hung\n" << e.output;
     EXPECT_LT(e.seconds, 30.0);
     EXPECT_NE(e.output.find(c.says), std::string::npos) << e.output;
-    if (c.names_rank) EXPECT_NE(e.output.find("rank 2"), std::string::npos) << e.output;
+    if (c.names_rank) {
+      EXPECT_NE(e.output.find("rank 2"), std::string::npos) << e.output;
+    }
     EXPECT_FALSE(std::filesystem::exists(run + "/done"));
     EXPECT_TRUE(WaitFor([&] { return MoaProcesses(run).empty(); }, 10.0)) << "ranks left running";
     MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile state,
