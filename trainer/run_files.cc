@@ -7,6 +7,7 @@
 
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "common/threads.h"
 #include "common/version.h"
 #include "moa/weights.h"
 #include "parallel/device.h"
@@ -105,6 +106,7 @@ nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::MeshLayo
                   {"ranks_per_node", mesh.local_size},
                   {"backend", backend}};
   env["threads"] = threads;
+  env["openmp_wait"] = OpenMpWaitSetting();
   env["device"] = device.is_cuda() ? "cuda" : "cpu";
   env["precision"] = config.train.precision;
   env["devices"] = devices;

@@ -2,6 +2,7 @@
 // (image-folder ones on a folder written here), and the exit codes and messages of bad
 // invocations.
 #include <filesystem>
+#include <fstream>
 
 #include "common/files.h"
 #include "tests/data/image_fixtures.h"
@@ -131,7 +132,7 @@ TEST(CommandsTest, FrozenViTBackboneMustBeSaid) {
 
   std::string out;
   ASSERT_EQ(test::RunShell(
-                Moa() + " train --config " + Tiny() +
+                "env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY " + Moa() + " train --config " + Tiny() +
                     " --train.steps=2 --train.checkpoint_freq=2 --output.dir=" + dir.File("random"),
                 &out),
             0)
@@ -140,6 +141,20 @@ TEST(CommandsTest, FrozenViTBackboneMustBeSaid) {
             std::string::npos)
       << out;
   EXPECT_TRUE(std::filesystem::exists(dir.File("random/done")));
+  // Training restarted itself with OpenMP's short spin (no wait setting was given).
+  std::ifstream env_file(dir.File("random/env.json"));
+  const nlohmann::json env = nlohmann::json::parse(env_file);
+  EXPECT_EQ(env["openmp_wait"], "GOMP_SPINCOUNT=1000") << env.dump(2);
+  // A setting of the user's is kept as given.
+  ASSERT_EQ(
+      test::RunShell(
+          "env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=PASSIVE " + Moa() + " train --config " + Tiny() +
+              " --train.steps=1 --train.checkpoint_freq=1 --output.dir=" + dir.File("passive"),
+          &out),
+      0)
+      << out;
+  std::ifstream passive_file(dir.File("passive/env.json"));
+  EXPECT_EQ(nlohmann::json::parse(passive_file)["openmp_wait"], "OMP_WAIT_POLICY=PASSIVE");
   // Pretraining trains every parameter from a random start: no backbone to say.
   ASSERT_EQ(test::RunShell(Moa() + " pretrain --config " + vitb16 +
                                " --data.dataset=RotatedFashionMNIST --data.data_dir= "
