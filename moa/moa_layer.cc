@@ -173,7 +173,8 @@ torch::Tensor MoaAdapterImpl::GroupedLora(const torch::Tensor& rows,
   const torch::Tensor low = torch::nn::functional::linear(rows, torch::cat(down));
   const torch::Tensor columns = torch::tensor(column_expert, torch::kInt64).to(rows.device());
   torch::Tensor keep = row_expert.unsqueeze(1).eq(columns.unsqueeze(0)).to(low.scalar_type());
-  if (row_scale.defined()) keep = keep * row_scale.unsqueeze(1).to(low.scalar_type());
+  // The gates multiply in their own dtype (float32 under autocast too), as in the stacked path.
+  if (row_scale.defined()) keep = keep * row_scale.unsqueeze(1);
   return torch::nn::functional::linear(low * keep, torch::cat(up, 1));
 }
 
