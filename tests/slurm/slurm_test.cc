@@ -242,8 +242,8 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
   ASSERT_LT(records_at_kill, 61u) << "the run finished before it was killed";
   ASSERT_EQ(test::RunShell(cluster.With("scontrol requeue " + task), &out), 0) << out;
   // A requeued job waits two minutes by default (its begin time); start it now.
-  ASSERT_EQ(test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now"), &out),
-            0)
+  ASSERT_EQ(
+      test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now+2"), &out), 0)
       << out;
   ASSERT_TRUE(WaitFor([&] { return fs::exists(run + "/done"); }, 150)) << cluster.Logs();
   const std::string log = ReadAll(long_dir + "/slurm/" + task + ".out");
@@ -301,14 +301,17 @@ TEST(SlurmTest, WarningSignalSavesRequeuesAndResumesExactly) {
       << ReadAll(log_path);
   // A requeued job waits two minutes by default (its begin time). The script prints
   // "requeueing" before it calls `scontrol requeue`, and the requeue sets that begin time, so an
-  // earlier update would be overwritten: start the task now whenever Slurm holds it for that.
+  // earlier update would be overwritten: start the task soon whenever Slurm holds it for that.
+  // Not "now": slurmd refuses a launch whose credential dates from the same second as the old
+  // run's revoked one ("Job credential revoked"), and the task would end instead of restarting.
   ASSERT_TRUE(WaitFor(
       [&] {
         std::string state;
         test::RunShell(cluster.With("squeue -h -o '%T %r' -j " + task), &state);
         if (state.find("PENDING BeginTime") != std::string::npos) {
           std::string update;
-          test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now"), &update);
+          test::RunShell(cluster.With("scontrol update JobId=" + task + " StartTime=now+2"),
+                         &update);
         }
         return fs::exists(run + "/done");
       },
