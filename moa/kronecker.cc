@@ -79,8 +79,7 @@ torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) c
 torch::Tensor KroneckerImpl::Product(const torch::Tensor& x) const {
   const int64_t n = rules_->phm_dim();
   const int64_t p = options_.in_features() / n, q = options_.out_features() / n;
-  const torch::Tensor rows = x.reshape({-1, n, p});  // X[t, i, k] = x[t, i p + k]
-  const int64_t tokens = rows.size(0);
+  const torch::Tensor rows = x.reshape({-1, n, p});                 // X[t, i, k] = x[t, i p + k]
   const torch::Tensor left = rules_->rule1_left.reshape({n, n});    // a[s, i]
   const torch::Tensor right = rules_->rule1_right.reshape({n, n});  // b[s, j]
   // (x H)[j q + l] = sum_s b[s, j] sum_k (sum_i a[s, i] X[i, k]) (L_s R_s)[k, l], in three steps
