@@ -14,7 +14,9 @@
 // at --batch per domain (default 2), and DomainBed's ERM with MNIST_CNN (5 x 64 images; its twin
 // is DomainBed's network and ERM step written here), each with its PyTorch eager twin and the
 // ratio of step times, then the LoRA-MoA / LoRA step ratios. --repeat N (the suite's default 3)
-// runs moa and PyTorch N times each, taking turns, and keeps each side's fastest run.
+// runs moa and PyTorch N times each, taking turns, and keeps each side's fastest run. Last come
+// ViT-B/16 LoRA rows at 8 images per domain against PyTorch with glibc's malloc and with tcmalloc
+// preloaded (moa links tcmalloc; CMakeLists.txt).
 //
 // usage: vit_step_bench [--device cuda|cpu] [--precision bf16|fp32] [--batch PER_DOMAIN]
 //                       [--domains 3] [--steps 10] [--warmup 3] [--threads N]
@@ -342,6 +344,33 @@ void PrintRow(const Args& a, const std::string& label, int64_t batch, const nloh
   std::fflush(stdout);
 }
 
+// The suite's last rows: ViT-B/16 LoRA at 8 images per domain, where activations pass glibc's
+// 32 MiB mmap threshold. moa (linked with tcmalloc) against PyTorch eager as users run it (glibc's
+// malloc) and against PyTorch eager with the same tcmalloc preloaded (LD_PRELOAD, the tuning
+// PyTorch's CPU performance guide suggests): one run each, as a step takes seconds here.
+void LargeBatchAllocatorRows(const char* self, Args a) {
+  const std::string tcmalloc = MOA_TCMALLOC_PATH;
+  if (tcmalloc.empty()) {
+    std::printf("(large-batch allocator rows skipped: this build links glibc's malloc)\n");
+    return;
+  }
+  a.batch = 8;
+  a.steps = 2;
+  a.warmup = 1;
+  const int64_t images = a.batch * a.domains;
+  std::printf(
+      "\nViT-B/16 LoRA at %lld images (8 per domain), one run each: moa links tcmalloc; the "
+      "PyTorch rows run with glibc's malloc, then with tcmalloc preloaded\n",
+      static_cast<long long>(images));
+  const nlohmann::json m = RunJson(MoaCommand(self, a, "lora", a.batch));
+  const nlohmann::json glibc = RunJson(TorchCommand(a, "lora", images));
+  std::vector<std::string> preloaded = {"env", "LD_PRELOAD=" + tcmalloc};
+  for (const std::string& word : TorchCommand(a, "lora", images)) preloaded.push_back(word);
+  const nlohmann::json tc = RunJson(preloaded);
+  PrintRow(a, "lora b8", images, m, glibc);
+  PrintRow(a, "lora b8 tc", images, m, tc);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -488,5 +517,6 @@ int main(int argc, char** argv) {
   };
   ratio("lora", "moa", a.small ? "small width 192" : "ViT-B/16");
   ratio("small_lora", "small_moa", "the demo's small ViT");
+  if (suite == "cpu" && a.torch) LargeBatchAllocatorRows(argv[0], a);
   return 0;
 }

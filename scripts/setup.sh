@@ -12,7 +12,7 @@ debian_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libopenmpi-dev openmpi-bin
   libabsl-dev libboost-program-options-dev libgtest-dev libgmock-dev
-  zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libssl-dev
+  zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libssl-dev libgoogle-perftools-dev
   libprotobuf-dev protobuf-compiler
   dataset-fashion-mnist
   clang-14 libclang-rt-14-dev llvm-14

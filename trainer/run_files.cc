@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/allocator.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "common/threads.h"
@@ -107,6 +108,7 @@ nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::MeshLayo
                   {"backend", backend}};
   env["threads"] = threads;
   env["openmp_wait"] = OpenMpWaitSetting();
+  env["allocator"] = ActiveAllocator();
   env["device"] = device.is_cuda() ? "cuda" : "cpu";
   env["precision"] = config.train.precision;
   env["devices"] = devices;

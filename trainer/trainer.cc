@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "common/allocator.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/logging.h"
@@ -146,7 +147,8 @@ class Runner {
                          << (device_.is_cuda() ? "GPU " + std::to_string(device_.index()) + " (" +
                                                      parallel::DescribeDevice(device_).name + ")"
                                                : std::string("CPU"))
-                         << ", " << config_.train.precision;
+                         << ", " << config_.train.precision << ", " << ActiveAllocator()
+                         << " malloc";
     return absl::OkStatus();
   }
 

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "common/files.h"
+#include "common/version.h"
 #include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 
@@ -145,6 +146,9 @@ TEST(CommandsTest, FrozenViTBackboneMustBeSaid) {
   std::ifstream env_file(dir.File("random/env.json"));
   const nlohmann::json env = nlohmann::json::parse(env_file);
   EXPECT_EQ(env["openmp_wait"], "GOMP_SPINCOUNT=1000") << env.dump(2);
+  // The malloc that serves the run is the one the build linked (tcmalloc unless configured off):
+  // a link line that lost the library would leave glibc's here.
+  EXPECT_EQ(env["allocator"], LinkedAllocator()) << env.dump(2);
   // A setting of the user's is kept as given.
   ASSERT_EQ(
       test::RunShell(
