@@ -113,4 +113,8 @@ absl::Status MakeDirs(const std::string& path) {
   return absl::OkStatus();
 }
 
+std::string AbsolutePath(const std::string& path) {
+  return path.empty() ? path : std::filesystem::absolute(path).lexically_normal().string();
+}
+
 }  // namespace moa

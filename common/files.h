@@ -1,5 +1,6 @@
 // File helpers: atomic writes (temporary name + rename, so a kill never leaves half a file),
-// appends that survive crashes, and whole-file reads with errors that name the path.
+// appends that survive crashes, whole-file reads with errors that name the path, and absolute
+// paths.
 #pragma once
 
 #include <string>
@@ -23,5 +24,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 /// Creates a directory and its parents; ok if it exists.
 absl::Status MakeDirs(const std::string& path);
+
+/// `path` made absolute from the current folder and normalised ("a/../b" -> "b"); "" stays "".
+std::string AbsolutePath(const std::string& path);
 
 }  // namespace moa

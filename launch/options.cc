@@ -9,6 +9,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "common/files.h"
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "launch/option_table.h"
@@ -170,12 +171,9 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
   }
   // Files are named from the folder the run starts in; config.ini keeps them absolute, so a run
   // resumes (and `moa report` reads it) from any folder.
-  auto make_absolute = [](std::string& path) {
-    path = std::filesystem::absolute(path).lexically_normal().string();
-  };
   std::string& backbone = config.run.model.backbone;
-  if (!backbone.empty() && backbone != trainer::kRandomBackbone) make_absolute(backbone);
-  if (!config.run.data.data_dir.empty()) make_absolute(config.run.data.data_dir);
+  if (backbone != trainer::kRandomBackbone) backbone = AbsolutePath(backbone);
+  config.run.data.data_dir = AbsolutePath(config.run.data.data_dir);
   MOA_RETURN_IF_ERROR(CheckConsistency(
       config.run, config_path.empty() ? std::string() : " (configuration " + config_path + ")"));
   config.run.resolved_ini = ToIni(config);

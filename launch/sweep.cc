@@ -100,10 +100,6 @@ std::vector<std::string> SplitCommas(const std::vector<std::string>& words) {
   }
   return items;
 }
-std::string Absolute(const std::string& path) {
-  return path.empty() ? path : fs::absolute(path).lexically_normal().string();
-}
-
 std::string ThisExecutable() {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
@@ -304,9 +300,9 @@ absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args
   if (!options.config.empty() && !fs::is_regular_file(options.config)) {
     return absl::NotFoundError("--config " + options.config + " is not a file");
   }
-  options.config = Absolute(options.config);
-  options.output_dir = Absolute(options.output_dir);
-  options.moa = options.moa.empty() ? ThisExecutable() : Absolute(options.moa);
+  options.config = AbsolutePath(options.config);
+  options.output_dir = AbsolutePath(options.output_dir);
+  options.moa = options.moa.empty() ? ThisExecutable() : AbsolutePath(options.moa);
   return options;
 }
 

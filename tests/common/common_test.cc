@@ -78,6 +78,18 @@ TEST(FilesTest, AtomicWriteAppendAndRead) {
   EXPECT_NE(missing.status().message().find("missing"), std::string::npos);
 }
 
+TEST(FilesTest, AbsolutePathStartsAtTheCurrentFolderAndIsNormalised) {
+  test::TempDir dir;
+  const std::filesystem::path before = std::filesystem::current_path();
+  std::filesystem::create_directories(dir.File("a/b"));
+  std::filesystem::current_path(dir.File("a"));
+  const std::string folder = std::filesystem::current_path().string();
+  EXPECT_EQ(AbsolutePath("b/../c/./d.ini"), folder + "/c/d.ini");
+  EXPECT_EQ(AbsolutePath("/x/y/../z"), "/x/z");
+  EXPECT_EQ(AbsolutePath(""), "");
+  std::filesystem::current_path(before);
+}
+
 TEST(WriteFaultTest, ParsesEveryStageAndRefusesMalformedValuesShowingTheForm) {
   MOA_ASSERT_OK_AND_ASSIGN(WriteFault payload,
                            ParseWriteFault("state.safetensors:payload37:2:kill"));
