@@ -362,10 +362,11 @@ void LargeBatchAllocatorRows(const char* self, Args a) {
       "\nViT-B/16 LoRA at %lld images (8 per domain), one run each: moa links tcmalloc; the "
       "PyTorch rows run with glibc's malloc, then with tcmalloc preloaded\n",
       static_cast<long long>(images));
-  const nlohmann::json m = RunJson(MoaCommand(self, a, "lora", a.batch));
-  const nlohmann::json glibc = RunJson(TorchCommand(a, "lora", images));
+  const std::vector<std::string> torch_command = TorchCommand(a, "lora", images);
   std::vector<std::string> preloaded = {"env", "LD_PRELOAD=" + tcmalloc};
-  for (const std::string& word : TorchCommand(a, "lora", images)) preloaded.push_back(word);
+  preloaded.insert(preloaded.end(), torch_command.begin(), torch_command.end());
+  const nlohmann::json m = RunJson(MoaCommand(self, a, "lora", a.batch));
+  const nlohmann::json glibc = RunJson(torch_command);
   const nlohmann::json tc = RunJson(preloaded);
   PrintRow(a, "lora b8", images, m, glibc);
   PrintRow(a, "lora b8 tc", images, m, tc);

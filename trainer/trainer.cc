@@ -147,8 +147,8 @@ class Runner {
                          << (device_.is_cuda() ? "GPU " + std::to_string(device_.index()) + " (" +
                                                      parallel::DescribeDevice(device_).name + ")"
                                                : std::string("CPU"))
-                         << ", " << config_.train.precision << ", " << ActiveAllocator()
-                         << " malloc";
+                         << ", " << config_.train.precision << "; memory allocator "
+                         << ActiveAllocator();
     return absl::OkStatus();
   }
 
