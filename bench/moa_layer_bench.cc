@@ -5,18 +5,26 @@
 // with Kronecker experts (with the reference's dropout on H, and without, which never builds H).
 // Prints ms per forward+backward and the ratio to the LoRA layer; then the evaluation forward
 // (no autograd) of the same layers, and one Kronecker adapter's x H through H's structure against
-// building H and multiplying by it.
+// building H and multiplying by it. Last, the top-1 cosine routing and gate alone (router logits,
+// noise, choice, gated rank columns, load-balancing loss; forward + backward) as ATen operations
+// and as the fused function, at the demo's and at ViT-B/16's token counts; `--gate-only` runs
+// just that.
 //
 // usage: moa_layer_bench [--images 96] [--tokens 197] [--dim 768] [--iters 5] [--threads 2]
+//                        [--gate-only 1]
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "common/threads.h"
 #include "common/timer.h"
 #include "moa/adapters.h"
+#include "moa/fused_gate.h"
 #include "moa/moa_layer.h"
+#include "moa/routing.h"
 
 namespace {
 
@@ -27,11 +35,69 @@ double TimeMs(const std::function<void()>& fn, int iters) {
   return clock.Seconds() / iters * 1000;
 }
 
+// The paper's top-1 cosine routing and gate of `tokens` tokens (training: noise, auxiliary loss),
+// forward and backward, from the shared GEMM's output [projection | 15 rank columns]: as ATen
+// operations (Route and the gate mask) and as FusedCosineGate. Prints both times and their ratio.
+void GateRow(const char* name, int64_t tokens, int64_t tokens_per_sample, int64_t proj_dim,
+             int iters) {
+  const std::vector<int64_t> ranks = {1, 2, 4, 8};
+  const int64_t experts = static_cast<int64_t>(ranks.size());
+  std::vector<int64_t> column_of;
+  for (int64_t e = 0; e < experts; ++e) column_of.insert(column_of.end(), ranks[e], e);
+  const int64_t columns = static_cast<int64_t>(column_of.size());
+  const torch::Tensor column_expert = torch::tensor(column_of, torch::kInt64);
+  moa::Router router(moa::RouterOptions(proj_dim, experts).proj_dim(proj_dim));
+  const torch::Tensor both_value = torch::randn({tokens, proj_dim + columns});
+  const torch::Tensor weight = torch::randn({tokens, columns});
+  moa::RoutingContext context;
+  moa::RouteOptions route;
+  route.expert_lists = false;
+  // `training`: noise, the auxiliary loss and the backward; else an evaluation forward.
+  auto step = [&](bool fused, bool training) {
+    return [&, fused, training] {
+      ++context.step;
+      std::optional<torch::NoGradGuard> no_grad;
+      if (!training) no_grad.emplace();
+      const torch::Tensor both = both_value.clone().requires_grad_(training);
+      moa::Routing routing;
+      torch::Tensor gated;
+      if (fused) {
+        torch::Tensor noise;
+        if (training) {
+          noise = moa::RouterNoise(context, 0, tokens, experts, tokens_per_sample) /
+                  static_cast<double>(experts);
+        }
+        moa::FusedGate gate = moa::FusedCosineGate(both, proj_dim, router->ScaledKeys(), noise,
+                                                   column_expert, training);
+        routing.clean_logits = gate.clean_logits;
+        routing.clean_probs = gate.clean_probs;
+        routing.load_terms = gate.load_terms;
+        gated = gate.gated;
+      } else {
+        routing = moa::Route(router->LogitsFromProjection(both.narrow(1, 0, proj_dim)), route,
+                             context, 0, tokens_per_sample, training);
+        gated = both.narrow(1, proj_dim, columns) * routing.combine.index_select(1, column_expert);
+      }
+      if (!training) return;
+      ((gated * weight).sum() + moa::ImportanceLoadLoss(routing, 1, 0.01)).backward();
+      for (auto& p : router->parameters()) {
+        if (p.grad().defined()) p.mutable_grad().zero_();
+      }
+    };
+  };
+  const double aten = TimeMs(step(false, true), iters), fused = TimeMs(step(true, true), iters);
+  const double aten_eval = TimeMs(step(false, false), iters),
+               fused_eval = TimeMs(step(true, false), iters);
+  std::printf("%-28s %10.2f %10.2f %9.2fx %10.2f %10.2f %9.2fx\n", name, aten, fused, fused / aten,
+              aten_eval, fused_eval, fused_eval / aten_eval);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t images = 96, tokens = 197, dim = 768;
   int iters = 5, threads = 2;
+  bool gate_only = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
@@ -40,8 +106,22 @@ int main(int argc, char** argv) {
     if (flag == "--dim") dim = v;
     if (flag == "--iters") iters = static_cast<int>(v);
     if (flag == "--threads") threads = static_cast<int>(v);
+    if (flag == "--gate-only") gate_only = v != 0;
   }
   moa::ApplyThreadCount(threads);
+  auto gate_rows = [&] {
+    std::printf(
+        "\ntop-1 cosine routing and gate alone, ms: training (noise, auxiliary loss, forward + "
+        "backward), then evaluation (forward, no autograd)\n");
+    std::printf("%-28s %10s %10s %10s %10s %10s %10s\n", "tokens x projection", "ATen ops", "fused",
+                "ratio", "ATen eval", "fused eval", "ratio");
+    GateRow("demo: 160 x 50, 64", 160 * 50, 50, 64, 4 * iters);
+    GateRow("ViT-B/16: 96 x 197, 256", 96 * 197, 197, 256, 2 * iters);
+  };
+  if (gate_only) {
+    gate_rows();
+    return 0;
+  }
   torch::manual_seed(0);
   const int64_t out = 3 * dim;
   const torch::Tensor x = torch::randn({images, tokens, dim});
@@ -144,5 +224,6 @@ int main(int argc, char** argv) {
   std::printf("%-24s %10s %14s\n", "layer", "ms", "vs LoRA r=8");
   for (const Row& row : eval_rows)
     std::printf("%-24s %10.2f %13.2fx\n", row.name, row.ms, row.ms / eval_lora);
+  gate_rows();
   return 0;
 }

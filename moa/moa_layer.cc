@@ -6,6 +6,7 @@
 
 #include "common/timer.h"
 #include "moa/dispatch.h"
+#include "moa/fused_gate.h"
 #include "parallel/autograd_collectives.h"
 
 namespace moa {
@@ -139,6 +140,36 @@ torch::Tensor MoaAdapterImpl::StackedExperts(const torch::Tensor& tokens, const 
         torch::cat({proj_bias, torch::zeros({columns}, proj_bias.options())});
     const torch::Tensor both = torch::nn::functional::linear(tokens, torch::cat(down), bias);
     const int64_t projected = proj_weight.size(0);
+    // Top-1 cosine routing without capacity (the paper's) runs as one fused function on the CPU.
+    const bool fused = router->options().kind() == "cosine" && route.top_k == 1 &&
+                       !route.renormalize && (route.capacity_factor == 0 || !training) &&
+                       FusedGateSupports(both);
+    if (fused) {
+      torch::Tensor noise;
+      if (training && route.noise) {
+        noise = RouterNoise(*context_, layer_, tokens.size(0), experts, tokens_per_sample)
+                    .to(both.options()) /
+                static_cast<double>(experts);
+      }
+      FusedGate gate = FusedCosineGate(both, projected, router->ScaledKeys(), noise, column_expert_,
+                                       /*aux=*/training);
+      Routing& r = *routing;
+      r.clean_logits = gate.clean_logits;
+      r.probs = gate.probs;
+      r.experts = gate.experts;
+      r.top_probs = gate.gates;
+      r.gates = gate.gates;
+      r.kept = torch::ones({tokens.size(0), 1}, tokens.options().dtype(torch::kBool));
+      r.combine = gate.combine;
+      r.expert_counts = torch::bincount(gate.experts.reshape({-1}), {}, experts);
+      r.clean_probs = gate.clean_probs;
+      r.load_terms = gate.load_terms;
+      timings_.route_s += clock.Seconds();
+      clock.Reset();
+      const torch::Tensor y = torch::nn::functional::linear(gate.gated, torch::cat(up, 1));
+      timings_.experts_s += clock.Seconds();
+      return y;
+    }
     logits = router->LogitsFromProjection(both.narrow(1, 0, projected));
     low = both.narrow(1, projected, columns);
   } else {

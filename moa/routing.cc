@@ -111,6 +111,27 @@ torch::Tensor RouterImpl::LogitsFromProjection(const torch::Tensor& projection) 
   return scale * torch::matmul(projected, keys);
 }
 
+torch::Tensor RouterImpl::ScaledKeys() const {
+  TORCH_CHECK(options_.kind() == "cosine", "ScaledKeys: the linear router has no keys");
+  namespace F = torch::nn::functional;
+  const torch::Tensor keys = F::normalize(sim_matrix, F::NormalizeFuncOptions().dim(0).eps(1e-12));
+  return torch::exp(torch::clamp_max(temperature, std::log(100.0))) * keys;
+}
+
+torch::Tensor RouterNoise(const RoutingContext& context, int64_t layer, int64_t tokens,
+                          int64_t experts, int64_t tokens_per_sample) {
+  const int64_t local_samples = tokens / tokens_per_sample;
+  const int64_t global_samples = context.global_batch > 0 ? context.global_batch : local_samples;
+  auto generator =
+      at::make_generator<at::CPUGeneratorImpl>(RandomKey({context.seed, context.step, layer}));
+  torch::Tensor noise =
+      at::normal(0.0, 1.0, {global_samples, tokens_per_sample, experts}, generator);
+  if (!context.global_rows.empty()) {
+    noise = noise.index_select(0, torch::tensor(context.global_rows, torch::kInt64));
+  }
+  return noise.reshape({tokens, experts});
+}
+
 Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
               const RoutingContext& context, int64_t layer, int64_t tokens_per_sample,
               bool training) {
@@ -121,18 +142,8 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
   r.clean_logits = clean_logits;
   torch::Tensor logits = clean_logits;
   if (training && options.noise) {
-    // Noise for the whole global batch from a generator keyed by (seed, step, layer); this
-    // rank takes its samples' rows, so the noise does not depend on how the batch is split.
-    const int64_t local_samples = tokens / tokens_per_sample;
-    const int64_t global_samples = context.global_batch > 0 ? context.global_batch : local_samples;
-    auto generator =
-        at::make_generator<at::CPUGeneratorImpl>(RandomKey({context.seed, context.step, layer}));
-    torch::Tensor noise =
-        at::normal(0.0, 1.0, {global_samples, tokens_per_sample, experts}, generator);
-    if (!context.global_rows.empty()) {
-      noise = noise.index_select(0, torch::tensor(context.global_rows, torch::kInt64));
-    }
-    noise = noise.reshape({tokens, experts}).to(clean_logits.device(), clean_logits.scalar_type());
+    const torch::Tensor noise = RouterNoise(context, layer, tokens, experts, tokens_per_sample)
+                                    .to(clean_logits.device(), clean_logits.scalar_type());
     logits = logits + noise / static_cast<double>(experts);
   }
   // Quirks kept on purpose (docs/method.md, Quirks Q6 and Q8): in training the router always sees
@@ -189,18 +200,24 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
 // (the same value for its four experts).
 torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double weight,
                                  parallel::Communicator* group) {
-  const int64_t experts = routing.clean_logits.size(1);
-  const torch::Tensor clean = torch::softmax(routing.clean_logits, 1);
+  const torch::Tensor clean =
+      routing.clean_probs.defined() ? routing.clean_probs : torch::softmax(routing.clean_logits, 1);
   const torch::Tensor local_importance = clean.sum(0);
-  // The threshold is the k-th largest noisy probability (the winner's for top-1), as the reference
-  // compares clean probabilities against it (docs/method.md, Quirks Q7).
-  const torch::Tensor top = routing.top_probs.defined() && routing.top_probs.size(1) >= top_k
-                                ? routing.top_probs
-                                : std::get<0>(routing.probs.topk(top_k, 1));
-  const torch::Tensor threshold = top.select(1, top_k - 1).unsqueeze(1);
-  const double sigma = 1.0 / static_cast<double>(experts);
-  const torch::Tensor z = (clean - threshold) / sigma;
-  const torch::Tensor local_load = (0.5 * (1.0 + torch::erf(z / std::sqrt(2.0)))).sum(0);
+  torch::Tensor local_load;
+  if (routing.load_terms.defined()) {
+    TORCH_CHECK(top_k == 1, "the fused gate's load terms are those of top-1 routing");
+    local_load = routing.load_terms.sum(0);
+  } else {
+    // The threshold is the k-th largest noisy probability (the winner's for top-1), as the
+    // reference compares clean probabilities against it (docs/method.md, Quirks Q7).
+    const torch::Tensor top = routing.top_probs.defined() && routing.top_probs.size(1) >= top_k
+                                  ? routing.top_probs
+                                  : std::get<0>(routing.probs.topk(top_k, 1));
+    const torch::Tensor threshold = top.select(1, top_k - 1).unsqueeze(1);
+    const double sigma = 1.0 / static_cast<double>(routing.clean_logits.size(1));
+    const torch::Tensor z = (clean - threshold) / sigma;
+    local_load = (0.5 * (1.0 + torch::erf(z / std::sqrt(2.0)))).sum(0);
+  }
   const torch::Tensor both =
       parallel::DifferentiableAllReduceSum(torch::stack({local_importance, local_load}), group);
   return weight *
@@ -209,7 +226,8 @@ torch::Tensor ImportanceLoadLoss(const Routing& routing, int64_t top_k, double w
 
 torch::Tensor SwitchLoss(const Routing& routing, double weight, parallel::Communicator* group) {
   const int64_t experts = routing.clean_logits.size(1);
-  const torch::Tensor clean = torch::softmax(routing.clean_logits, 1);
+  const torch::Tensor clean =
+      routing.clean_probs.defined() ? routing.clean_probs : torch::softmax(routing.clean_logits, 1);
   const torch::Tensor first = routing.experts.select(1, 0);
   // Per expert over the global batch: first-choice counts, probability sums, and the token count.
   const torch::Tensor counts = torch::zeros({experts}, clean.options())

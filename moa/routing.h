@@ -61,6 +61,9 @@ class RouterImpl : public torch::nn::Module {
   /// The same from `proj`'s output, for callers that computed it inside a larger product (the
   /// stacked MoA layer shares one GEMM between `proj` and its experts' down-projections).
   torch::Tensor LogitsFromProjection(const torch::Tensor& projected);
+  /// The cosine router's keys times its scale, exp(min(t, ln 100)) * S_e / |S_e| (proj_dim x E),
+  /// so that logit_e = <Px / |Px|, ScaledKeys()_e> (FusedCosineGate's input).
+  torch::Tensor ScaledKeys() const;
   const RouterOptions& options() const { return options_; }
 
   torch::nn::Linear proj{nullptr};
@@ -103,7 +106,17 @@ struct Routing {
   std::vector<torch::Tensor> expert_tokens;
   std::vector<torch::Tensor> expert_slots;
   int64_t dropped = 0;  // assignments dropped by capacity
+  /// Set where the stacked layer routes with FusedCosineGate (training only): softmax of the
+  /// clean logits and the load terms of ImportanceLoadLoss, which carry the router's gradient to
+  /// the auxiliary losses; `gates` then carries none (the gated rank columns do).
+  torch::Tensor clean_probs, load_terms;
 };
+
+/// The router noise of `tokens` rows (T x E, standard normal, float32 on the CPU) for this step
+/// and layer, drawn for the whole global batch and cut to this rank's rows, so that it does not
+/// depend on how the batch is split. Route adds it divided by E to the clean logits in training.
+torch::Tensor RouterNoise(const RoutingContext& context, int64_t layer, int64_t tokens,
+                          int64_t experts, int64_t tokens_per_sample);
 
 /// Routes tokens given their clean logits. `layer` keys the noise; `tokens_per_sample` maps token
 /// rows to samples for RoutingContext::global_rows.

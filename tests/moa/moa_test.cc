@@ -1,6 +1,7 @@
 // Mixture-of-Adapters: the router against hand computations, keyed noise, top-k and gates,
 // routed computation against the dense oracle (outputs and gradients), capacity, the auxiliary
 // losses and the Kronecker update against python3-torch, and where gradients go.
+#include <algorithm>
 #include <cmath>
 
 #include "common/safetensors.h"
@@ -182,7 +183,11 @@ int ExpectSameGradients(const LayerPair& pair, const torch::Tensor& x1, const to
     if (all_defined) EXPECT_TRUE(g.defined()) << p.key();
     if (!g.defined() || !gd.defined()) continue;
     ++with_grad;
-    EXPECT_TRUE(torch::allclose(g, gd, 1e-5, 1e-6)) << p.key() << " " << (g - gd).abs().max();
+    // Float rounding in another order (the fused gate's backward) moves an entry by a few ulps of
+    // the largest one: the absolute tolerance scales with it.
+    const double largest = std::max(1.0, gd.abs().max().item<double>());
+    EXPECT_TRUE(torch::allclose(g, gd, 1e-5, 1e-6 * largest))
+        << p.key() << " " << (g - gd).abs().max() << " of " << gd.abs().max();
   }
   return with_grad;
 }
