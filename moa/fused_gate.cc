@@ -112,15 +112,15 @@ struct CosineGateFunction : torch::autograd::Function<CosineGateFunction> {
       });
     });
     ctx->mark_non_differentiable({clean_logits, probs, chosen, gates, combine});
-    ctx->save_for_backward({both, keys});
-    ctx->saved_data["norms"] = norms;
-    ctx->saved_data["clean_logits"] = clean_logits;
-    ctx->saved_data["probs"] = probs;
-    ctx->saved_data["clean_probs"] = clean_probs;
-    ctx->saved_data["chosen"] = chosen;
-    ctx->saved_data["gates"] = gates;
-    ctx->saved_data["column_expert"] = column_expert;
+    // Every tensor through save_for_backward, outputs included: autograd then keeps no reference
+    // cycle from an output to this node (saved_data would) and checks that nothing modified them
+    // in place before the backward.
+    ctx->save_for_backward(
+        {both, keys, norms, clean_logits, probs, clean_probs, chosen, gates, column_expert});
     ctx->saved_data["proj_dim"] = proj_dim;
+    // Unused outputs (the non-differentiable ones, an unused auxiliary term) reach the backward
+    // as undefined gradients rather than as tensors of zeros.
+    ctx->set_materialize_grads(false);
     return {gated, clean_probs, load_terms, clean_logits, probs, chosen, gates, combine};
   }
 
@@ -135,13 +135,13 @@ struct CosineGateFunction : torch::autograd::Function<CosineGateFunction> {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor& both = saved[0];
     const torch::Tensor& keys = saved[1];
-    const torch::Tensor norms = ctx->saved_data["norms"].toTensor();
-    const torch::Tensor clean_logits = ctx->saved_data["clean_logits"].toTensor();
-    const torch::Tensor probs = ctx->saved_data["probs"].toTensor();
-    const torch::Tensor clean_probs = ctx->saved_data["clean_probs"].toTensor();
-    const torch::Tensor chosen = ctx->saved_data["chosen"].toTensor();
-    const torch::Tensor gates = ctx->saved_data["gates"].toTensor();
-    const torch::Tensor column_expert = ctx->saved_data["column_expert"].toTensor();
+    const torch::Tensor& norms = saved[2];
+    const torch::Tensor& clean_logits = saved[3];
+    const torch::Tensor& probs = saved[4];
+    const torch::Tensor& clean_probs = saved[5];
+    const torch::Tensor& chosen = saved[6];
+    const torch::Tensor& gates = saved[7];
+    const torch::Tensor& column_expert = saved[8];
     const int64_t proj_dim = ctx->saved_data["proj_dim"].toInt();
     const int64_t tokens = both.size(0), width = both.size(1), experts = keys.size(1);
     const int64_t columns = width - proj_dim;
@@ -216,7 +216,8 @@ struct CosineGateFunction : torch::autograd::Function<CosineGateFunction> {
             d_scaled_ptr[t * experts + e] = d_logit[e] / length;
             along += d_logit[e] * logit_ptr[t * experts + e];
           }
-          const scalar_t coefficient = norm >= kNormEps ? along / (length * norm) : scalar_t(0);
+          const scalar_t coefficient =
+              norm >= static_cast<scalar_t>(kNormEps) ? along / (length * norm) : scalar_t(0);
           const scalar_t* p = rows + t * width;
           scalar_t* d_p = d_both_ptr + t * width;
           for (int64_t k = 0; k < proj_dim; ++k) d_p[k] = -coefficient * p[k];
@@ -226,7 +227,8 @@ struct CosineGateFunction : torch::autograd::Function<CosineGateFunction> {
     const torch::Tensor projection = both.narrow(1, 0, proj_dim);
     d_both.narrow(1, 0, proj_dim).addmm_(d_scaled, keys.t());
     // (d_scaled^T P)^T rather than P^T d_scaled: the same product, in MKL's faster layout.
-    const torch::Tensor d_keys = d_scaled.t().mm(projection).t();
+    const torch::Tensor d_keys =
+        ctx->needs_input_grad(1) ? d_scaled.t().mm(projection).t() : torch::Tensor();
     return {d_both, d_keys, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };

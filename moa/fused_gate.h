@@ -3,7 +3,7 @@
 // down-projections] to the gated rank columns, plus the clean probabilities and load terms of the
 // auxiliary loss. Per layer and step it replaces some thirty small ATen operations and their
 // backward nodes (normalise, two softmaxes, top-1, scatters, the gate mask) with two thin GEMMs
-// and one pass over the tokens each way (docs/architecture.md, Performance).
+// and one pass over the tokens each way (docs/architecture.md, One training step).
 #pragma once
 
 #include <cstdint>
@@ -21,9 +21,11 @@ struct FusedGate {
   torch::Tensor clean_probs, load_terms;
   torch::Tensor clean_logits;  // T x E
   torch::Tensor probs;         // T x E: softmax of the (noisy) logits
-  torch::Tensor experts;       // T x 1 int64: the chosen expert (the first of equal best)
-  torch::Tensor gates;         // T x 1: its probability (no gradient: `gated` carries it)
-  torch::Tensor combine;       // T x E: the gate at the chosen expert, else 0
+  /// T x 1 int64: the chosen expert; of equal best probabilities the first (Route's topk leaves
+  /// the order of ties unspecified).
+  torch::Tensor experts;
+  torch::Tensor gates;    // T x 1: its probability (no gradient: `gated` carries it)
+  torch::Tensor combine;  // T x E: the gate at the chosen expert, else 0
 };
 
 /// Whether FusedCosineGate runs on tensors like `both`: float or double on the CPU.

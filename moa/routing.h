@@ -95,8 +95,8 @@ struct Routing {
   torch::Tensor probs;         // T x E, softmax of the (noisy in training) logits
   torch::Tensor experts;       // T x k int64: chosen experts, best first
   torch::Tensor top_probs;     // T x k: their probabilities (before any renormalisation)
-  torch::Tensor gates;         // T x k: their gate weights (carry the router's gradient)
-  torch::Tensor kept;          // T x k bool: false where capacity dropped the assignment
+  torch::Tensor gates;  // T x k: their gate weights (carry the router's gradient, but see below)
+  torch::Tensor kept;   // T x k bool: false where capacity dropped the assignment
   /// combine[t, e] = gate of expert e for token t where assigned and kept, else 0 (T x E).
   torch::Tensor combine;
   /// Per expert: the kept assignments (E, int64, on the logits' device).
@@ -108,7 +108,8 @@ struct Routing {
   int64_t dropped = 0;  // assignments dropped by capacity
   /// Set where the stacked layer routes with FusedCosineGate (training only): softmax of the
   /// clean logits and the load terms of ImportanceLoadLoss, which carry the router's gradient to
-  /// the auxiliary losses; `gates` then carries none (the gated rank columns do).
+  /// the auxiliary losses. There `clean_logits`, `probs`, `top_probs`, `gates` and `combine`
+  /// carry none: the gated rank columns and these two do.
   torch::Tensor clean_probs, load_terms;
 };
 

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "moa/fused_gate.h"
@@ -19,7 +20,7 @@ const std::vector<int64_t> kColumnExpert = {0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 
 constexpr int64_t kExperts = 4;
 
 struct PlainGate {
-  torch::Tensor gated, clean_probs, load_terms, clean_logits, probs, experts;
+  torch::Tensor gated, clean_probs, load_terms, clean_logits, probs, experts, combine;
 };
 
 // The formula as RouterImpl::Logits, Route (top-1, no capacity) and ImportanceLoadLoss write it.
@@ -33,8 +34,8 @@ PlainGate Plain(const torch::Tensor& both, const torch::Tensor& keys, const torc
   p.probs = torch::softmax(noise.defined() ? p.clean_logits + noise : p.clean_logits, 1);
   auto [gate, chosen] = p.probs.max(1, /*keepdim=*/true);
   p.experts = chosen;
-  const torch::Tensor combine = torch::zeros_like(p.probs).scatter(1, chosen, gate);
-  p.gated = low * combine.index_select(1, column_expert);
+  p.combine = torch::zeros_like(p.probs).scatter(1, chosen, gate);
+  p.gated = low * p.combine.index_select(1, column_expert);
   p.clean_probs = torch::softmax(p.clean_logits, 1);
   const double sigma = 1.0 / kExperts;
   p.load_terms = 0.5 * (1.0 + torch::erf((p.clean_probs - gate) / sigma / std::sqrt(2.0)));
@@ -84,7 +85,7 @@ TEST_P(FusedGateTest, EqualsTheFormulaForwardAndBackward) {
   EXPECT_TRUE(torch::allclose(fused.probs, plain.probs, 1e-12, 1e-12));
   EXPECT_TRUE(torch::allclose(fused.gated, plain.gated, 1e-12, 1e-12));
   EXPECT_TRUE(torch::allclose(fused.gates, plain.probs.gather(1, plain.experts), 1e-12, 1e-12));
-  EXPECT_TRUE(torch::allclose(fused.combine.sum(1, true), fused.gates, 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(fused.combine, plain.combine, 1e-12, 1e-12));
   ASSERT_EQ(fused.clean_probs.defined(), c.aux);
   ASSERT_EQ(fused.load_terms.defined(), c.aux);
 
@@ -133,6 +134,40 @@ INSTANTIATE_TEST_SUITE_P(Cases, FusedGateTest,
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return std::string(info.param.name);
                          });
+
+// The function's node must not outlive the step: nothing it saved may point back at it (an output
+// kept in its saved data would, and would keep the graph of every step alive).
+TEST(FusedGateTest, TheGraphIsFreedAfterTheBackward) {
+  const torch::Tensor both = torch::randn({8, kProjDim + 15}).requires_grad_(true);
+  const torch::Tensor keys = torch::randn({kProjDim, kExperts}).requires_grad_(true);
+  const torch::Tensor column_expert = torch::tensor(kColumnExpert, torch::kInt64);
+  std::weak_ptr<torch::autograd::Node> node;
+  {
+    const FusedGate gate =
+        FusedCosineGate(both, kProjDim, keys, torch::Tensor(), column_expert, true);
+    node = gate.gated.grad_fn();
+    ASSERT_FALSE(node.expired());
+    (gate.gated.sum() + gate.clean_probs.sum() + gate.load_terms.sum()).backward();
+  }
+  EXPECT_TRUE(node.expired());
+  {
+    const FusedGate unused =
+        FusedCosineGate(both, kProjDim, keys, torch::Tensor(), column_expert, true);
+    node = unused.clean_probs.grad_fn();
+  }
+  EXPECT_TRUE(node.expired()) << "a forward without backward keeps its node alive";
+}
+
+TEST(FusedGateTest, NoGraphWithoutGradMode) {
+  const torch::Tensor both = torch::randn({4, kProjDim + 15}).requires_grad_(true);
+  const torch::Tensor keys = torch::randn({kProjDim, kExperts}).requires_grad_(true);
+  torch::NoGradGuard no_grad;
+  const FusedGate gate = FusedCosineGate(both, kProjDim, keys, torch::Tensor(),
+                                         torch::tensor(kColumnExpert, torch::kInt64), false);
+  EXPECT_FALSE(gate.gated.requires_grad());
+  EXPECT_EQ(gate.gated.grad_fn(), nullptr);
+  EXPECT_FALSE(gate.clean_probs.defined());
+}
 
 TEST(FusedGateTest, SupportsFloatingCpuTensorsOnly) {
   EXPECT_TRUE(FusedGateSupports(torch::zeros({2, 3})));

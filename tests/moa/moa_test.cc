@@ -279,6 +279,44 @@ INSTANTIATE_TEST_SUITE_P(Routing, StackedVsDenseTest,
                                            std::make_tuple(1, true, int64_t{3}),
                                            std::make_tuple(1, false, int64_t{1})));
 
+// The fused gate's other uses against the dense oracle: Switch Transformer's loss through its
+// clean probabilities, and an evaluation forward of a layer with a capacity (which evaluation
+// ignores, so the fused gate runs there too).
+TEST(FusedStackedTest, SwitchLossAndEvaluationWithCapacityAgreeWithDense) {
+  MoaConfig config;
+  config.aux_type = "switch";
+  auto ctx = std::make_shared<RoutingContext>();
+  ctx->seed = 3;
+  ctx->step = 2;
+  LayerPair pair = MakePair(config, 16, 24, ctx, "stacked");
+  pair.routed->train();
+  pair.dense->train();
+  torch::manual_seed(4);
+  const torch::Tensor x = torch::randn({3, 7, 16});
+  const torch::Tensor xs = x.clone().requires_grad_(true);
+  const torch::Tensor xd = x.clone().requires_grad_(true);
+  const torch::Tensor ys = pair.routed->Delta(xs);
+  const torch::Tensor yd = pair.dense->Delta(xd);
+  ASSERT_TRUE(pair.routed->last_routing().clean_probs.defined()) << "the fused gate did not run";
+  EXPECT_TRUE(torch::allclose(ys, yd, 1e-5, 1e-6)) << (ys - yd).abs().max();
+  EXPECT_NEAR(pair.routed->aux_loss().item<double>(), pair.dense->aux_loss().item<double>(), 1e-7);
+  EXPECT_GT(pair.dense->aux_loss().item<double>(), 0.0);
+  EXPECT_EQ(ExpectSameGradients(pair, xs, ys, xd, yd, /*all_defined=*/true), 4 + 2 * 4);
+
+  config.aux_type = "importance_load";
+  config.capacity_factor = 0.3;
+  LayerPair capped = MakePair(config, 16, 24, ctx, "stacked");
+  capped.routed->eval();
+  capped.dense->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor es = capped.routed->Delta(x);
+  const torch::Tensor ed = capped.dense->Delta(x);
+  EXPECT_EQ(capped.dense->last_routing().dropped, 0);
+  EXPECT_TRUE(torch::allclose(es, ed, 1e-5, 1e-6)) << (es - ed).abs().max();
+  EXPECT_TRUE(
+      torch::equal(capped.routed->last_routing().experts, capped.dense->last_routing().experts));
+}
+
 // `auto` stacks LoRA experts, routes Kronecker experts, and routes LoRA experts once they are
 // sharded over expert-parallel ranks (in training; evaluation runs them locally).
 TEST(MoaLayerTest, AutoDispatchChoosesByExpertKind) {
