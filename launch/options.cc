@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "common/files.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "launch/option_table.h"
@@ -20,6 +21,15 @@ namespace po = boost::program_options;
 using trainer::RunConfig;
 
 namespace {
+
+// A run folder's own config.ini: the file moa writes beside the run's checkpoints/.
+bool IsRunFolderConfig(const std::string& config_path) {
+  if (config_path.empty()) return false;
+  const std::filesystem::path path(config_path);
+  std::error_code error;
+  return path.filename() == "config.ini" &&
+         std::filesystem::is_directory(path.parent_path() / "checkpoints", error);
+}
 
 // Cross-key rules that no single option can check.
 // Also resolves the dataset-dependent defaults (-1 steps and checkpoint_freq).
@@ -172,6 +182,17 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
   // Files are named from the folder the run starts in; config.ini keeps them absolute, so a run
   // resumes (and `moa report` reads it) from any folder.
   std::string& backbone = config.run.model.backbone;
+  if (backbone.empty() && !from_cli.count("model.backbone") && IsRunFolderConfig(config_path) &&
+      config.run.model.arch == "vit" && config.run.adapter.method != "full") {
+    // Before model.backbone = random existed, an empty value meant a random frozen backbone, and
+    // moa now refuses to start such a run, so a run folder's empty value can only mean that.
+    backbone = trainer::kRandomBackbone;
+    Log(LogLevel::kInfo) << config_path
+                         << " was written before model.backbone = " << trainer::kRandomBackbone
+                         << " existed; its empty model.backbone "
+                         << "(a random frozen backbone then) is read as "
+                         << trainer::kRandomBackbone;
+  }
   if (backbone != trainer::kRandomBackbone) backbone = AbsolutePath(backbone);
   config.run.data.data_dir = AbsolutePath(config.run.data.data_dir);
   MOA_RETURN_IF_ERROR(CheckConsistency(

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -168,6 +170,96 @@ TEST(ResumeTest, StoppedRunResumedEqualsUninterrupted) {
 
   ASSERT_EQ(test::RunShell(Moa() + " train --resume " + dir.File("stopped"), &out), 0) << out;
   ExpectSameAsUninterrupted(dir.File("whole"), dir.File("stopped"));
+}
+
+std::string Torch113Fixture() { return test::SourceDir() + "/tests/trainer/torch113_run"; }
+
+// A copy of the 1.13 build's killed run folder in `dir` (the fixture stays untouched).
+std::string CopyOfTorch113Run(const test::TempDir& dir) {
+  const std::string run = dir.File("run");
+  std::filesystem::copy(Torch113Fixture() + "/killed", run,
+                        std::filesystem::copy_options::recursive);
+  return run;
+}
+
+// A run folder written by the moa of Debian's LibTorch 1.13 (tests/trainer/torch113_run/README.md)
+// resumes under this build and follows that build's uninterrupted run, so the Adam moments, the
+// generator, the SWAD segments and the random backbone all came back. Losses agree to 1e-5
+// relative (1.4e-7 measured; resuming with fresh Adam moments is 5e-3 off); an accuracy may differ
+// by one image of an out split (24), since a near-tie can fall either way between the two
+// libraries' kernels.
+TEST(ResumeTest, RunWrittenByTheLibTorch113BuildResumes) {
+  test::TempDir dir;
+  const std::string run = CopyOfTorch113Run(dir);
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " train --resume " + run, &out), 0) << out;
+  EXPECT_NE(out.find("is read as random"), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::exists(run + "/done"));
+
+  const auto uninterrupted = Lines(Torch113Fixture() + "/uninterrupted_results.jsonl");
+  const auto resumed = Lines(run + "/results.jsonl");
+  ASSERT_EQ(uninterrupted.size(), 8u);
+  ASSERT_EQ(resumed.size(), uninterrupted.size());
+  int compared = 0;
+  for (size_t i = 0; i < uninterrupted.size(); ++i) {
+    const auto a = nlohmann::json::parse(uninterrupted[i]);
+    const auto b = nlohmann::json::parse(resumed[i]);
+    EXPECT_EQ(a["step"], b["step"]) << "record " << i;
+    EXPECT_EQ(a.value("swad", false), b.value("swad", false)) << "record " << i;
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      if (!it.value().is_number_float()) continue;
+      const double expected = it.value().get<double>();
+      if (it.key().find("loss") != std::string::npos) {
+        ASSERT_TRUE(b.contains(it.key())) << it.key() << " at record " << i;
+        EXPECT_NEAR(b[it.key()].get<double>(), expected, 1e-5 * std::abs(expected))
+            << it.key() << " at record " << i;
+        ++compared;
+      } else if (it.key().size() > 4 && it.key().compare(it.key().size() - 4, 4, "_acc") == 0) {
+        ASSERT_TRUE(b.contains(it.key())) << it.key() << " at record " << i;
+        EXPECT_NEAR(b[it.key()].get<double>(), expected, 1.0 / 24 + 1e-12)
+            << it.key() << " at record " << i;
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GT(compared, 8 * 24) << "every record's losses and accuracies";
+}
+
+// `moa eval` of the 1.13 build's selected adapters (its config.ini read as above) counts what that
+// build recorded at the selected step, to within one image per split.
+TEST(ResumeTest, AdaptersWrittenByTheLibTorch113BuildEvaluate) {
+  test::TempDir dir;
+  const std::string run = CopyOfTorch113Run(dir);
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " eval --config " + run + "/config.ini --adapters " + run +
+                               "/checkpoints/selected.safetensors 2>/dev/null",
+                           &out),
+            0)
+      << out;
+  std::ifstream selected_file(run + "/checkpoints/selected.json");
+  const auto selected = nlohmann::json::parse(selected_file);
+  nlohmann::json record;
+  for (const std::string& line : Lines(run + "/results.jsonl")) {
+    auto r = nlohmann::json::parse(line);
+    if (r["step"] == selected["step"]) record = r;
+  }
+  ASSERT_FALSE(record.is_null()) << "no record of step " << selected["step"];
+  std::istringstream table(out);
+  std::string line;
+  int rows = 0;
+  while (std::getline(table, line)) {
+    char domain[32], split[8], accuracy[32];
+    int correct = 0, total = 0;
+    if (std::sscanf(line.c_str(), "%31s %7s %31s %d / %d", domain, split, accuracy, &correct,
+                    &total) != 5) {
+      continue;
+    }
+    const std::string key = "env" + std::to_string(rows / 2) + "_" + split + "_acc";
+    ASSERT_TRUE(record.contains(key)) << key;
+    EXPECT_NEAR(correct, record[key].get<double>() * total, 1.0 + 1e-9) << key;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 12) << out;
 }
 
 TEST(ResumeTest, CheckpointOfAnotherConfigurationIsRefused) {
