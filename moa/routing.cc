@@ -72,6 +72,17 @@ torch::Tensor KeepWithinCapacity(const torch::Tensor& local_chosen, double capac
   return kept;
 }
 
+// The cosine router's expert keys: the columns of sim_matrix at unit length.
+torch::Tensor UnitKeys(const torch::Tensor& sim_matrix) {
+  namespace F = torch::nn::functional;
+  return F::normalize(sim_matrix, F::NormalizeFuncOptions().dim(0).eps(1e-12));
+}
+
+// The cosine similarities' scale: exp(temperature), the temperature clamped at log(100).
+torch::Tensor CosineLogitScale(const torch::Tensor& temperature) {
+  return torch::exp(torch::clamp_max(temperature, std::log(100.0)));
+}
+
 }  // namespace
 
 uint64_t RandomKey(std::initializer_list<int64_t> parts) {
@@ -106,16 +117,12 @@ torch::Tensor RouterImpl::LogitsFromProjection(const torch::Tensor& projection) 
   namespace F = torch::nn::functional;
   const torch::Tensor projected =
       F::normalize(projection, F::NormalizeFuncOptions().dim(1).eps(1e-12));
-  const torch::Tensor keys = F::normalize(sim_matrix, F::NormalizeFuncOptions().dim(0).eps(1e-12));
-  const torch::Tensor scale = torch::exp(torch::clamp_max(temperature, std::log(100.0)));
-  return scale * torch::matmul(projected, keys);
+  return CosineLogitScale(temperature) * torch::matmul(projected, UnitKeys(sim_matrix));
 }
 
 torch::Tensor RouterImpl::ScaledKeys() const {
   TORCH_CHECK(options_.kind() == "cosine", "ScaledKeys: the linear router has no keys");
-  namespace F = torch::nn::functional;
-  const torch::Tensor keys = F::normalize(sim_matrix, F::NormalizeFuncOptions().dim(0).eps(1e-12));
-  return torch::exp(torch::clamp_max(temperature, std::log(100.0))) * keys;
+  return CosineLogitScale(temperature) * UnitKeys(sim_matrix);
 }
 
 torch::Tensor RouterNoise(const RoutingContext& context, int64_t layer, int64_t tokens,
