@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -23,6 +24,7 @@
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "common/stop_signals.h"
+#include "parallel/device.h"
 
 extern char** environ;
 
@@ -39,9 +41,10 @@ bool IsPlainWord(const std::string& text) {
   return true;
 }
 
-// Starts `argv` with stdout and stderr appended to the given files; returns its pid.
+// Starts `argv` with stdout and stderr appended to the given files and this process's
+// environment, CUDA_VISIBLE_DEVICES set to `visible_gpus` unless that is empty; returns its pid.
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& out_path,
-                            const std::string& err_path) {
+                            const std::string& err_path, const std::string& visible_gpus) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
@@ -52,8 +55,17 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::str
   std::vector<char*> raw;
   for (const std::string& a : argv) raw.push_back(const_cast<char*>(a.c_str()));
   raw.push_back(nullptr);
+  const std::string gpu_variable = "CUDA_VISIBLE_DEVICES=" + visible_gpus;
+  std::vector<char*> environment;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    if (visible_gpus.empty() || !absl::StartsWith(*entry, "CUDA_VISIBLE_DEVICES=")) {
+      environment.push_back(*entry);
+    }
+  }
+  if (!visible_gpus.empty()) environment.push_back(const_cast<char*>(gpu_variable.c_str()));
+  environment.push_back(nullptr);
   pid_t pid = 0;
-  const int error = posix_spawnp(&pid, raw[0], &actions, nullptr, raw.data(), environ);
+  const int error = posix_spawnp(&pid, raw[0], &actions, nullptr, raw.data(), environment.data());
   posix_spawn_file_actions_destroy(&actions);
   if (error != 0) {
     return absl::FailedPreconditionError("cannot start " + argv[0] + ": " + std::strerror(error));
@@ -135,7 +147,49 @@ std::string ShellQuote(const std::string& text) {
   return quoted + "'";
 }
 
+std::vector<std::string> SweepGpus(const std::string& option) {
+  std::vector<std::string> gpus;
+  if (option == "none") return gpus;
+  std::string list = option;
+  if (option == "auto") {
+    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+    if (visible != nullptr) {
+      list = visible;
+    } else {
+      list.clear();
+      for (int g = 0; g < parallel::VisibleGpus(); ++g) {
+        list += (g == 0 ? "" : ",") + std::to_string(g);
+      }
+    }
+  }
+  for (absl::string_view gpu : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    gpus.emplace_back(absl::StripAsciiWhitespace(gpu));
+  }
+  return gpus;
+}
+
+std::string SlotGpus(const std::vector<std::string>& gpus, int64_t slot, int64_t ranks) {
+  std::vector<std::string> mine;
+  if (gpus.empty()) return "";
+  const int64_t count = static_cast<int64_t>(gpus.size());
+  for (int64_t r = 0; r < ranks; ++r) {
+    const std::string& gpu = gpus[static_cast<size_t>((slot * ranks + r) % count)];
+    if (std::find(mine.begin(), mine.end(), gpu) == mine.end()) mine.push_back(gpu);
+  }
+  return absl::StrJoin(mine, ",");
+}
+
 int RunJobsAsProcesses(const std::vector<SweepJob>& jobs, const SweepOptions& options) {
+  const std::vector<std::string> gpus = SweepGpus(options.gpus);
+  const int64_t ranks = options.launcher == "mpirun" ? options.np : 1;
+  const int64_t slots = std::min<int64_t>(options.max_parallel, static_cast<int64_t>(jobs.size()));
+  if (!gpus.empty() && slots * ranks > static_cast<int64_t>(gpus.size())) {
+    std::printf("moa sweep: %lld job%s at once x %lld rank%s on %zu GPU%s (%s): jobs share GPUs\n",
+                static_cast<long long>(slots), slots == 1 ? "" : "s", static_cast<long long>(ranks),
+                ranks == 1 ? "" : "s", gpus.size(), gpus.size() == 1 ? "" : "s",
+                absl::StrJoin(gpus, ",").c_str());
+  }
+  std::vector<bool> slot_taken(static_cast<size_t>(std::max<int64_t>(slots, 1)), false);
   std::vector<std::string> prefix;
   if (options.launcher == "mpirun") {
     for (absl::string_view word : absl::StrSplit(options.mpirun, ' ', absl::SkipWhitespace())) {
@@ -149,6 +203,7 @@ int RunJobsAsProcesses(const std::vector<SweepJob>& jobs, const SweepOptions& op
   struct Running {
     pid_t pid;
     size_t index;
+    size_t slot;
   };
   std::vector<Running> running;
   size_t next = 0, finished = 0;
@@ -159,16 +214,21 @@ int RunJobsAsProcesses(const std::vector<SweepJob>& jobs, const SweepOptions& op
       const SweepJob& job = jobs[next];
       std::vector<std::string> argv = prefix;
       for (const std::string& a : RunArgs(job)) argv.push_back(a);
-      auto pid = Spawn(argv, job.dir + "/out.txt", job.dir + "/err.txt");
+      const size_t slot = static_cast<size_t>(
+          std::find(slot_taken.begin(), slot_taken.end(), false) - slot_taken.begin());
+      const std::string visible = SlotGpus(gpus, static_cast<int64_t>(slot), ranks);
+      auto pid = Spawn(argv, job.dir + "/out.txt", job.dir + "/err.txt", visible);
       if (!pid.ok()) {
         std::cerr << "moa sweep: " << job.id << ": " << pid.status().message() << "\n";
         ++failed;
         ++finished;
       } else {
-        std::printf("[%zu/%zu] started %s  %s\n", next + 1, total, job.id.c_str(),
-                    job.Describe().c_str());
+        const std::string on = visible.empty() ? "" : "  (CUDA_VISIBLE_DEVICES=" + visible + ")";
+        std::printf("[%zu/%zu] started %s  %s%s\n", next + 1, total, job.id.c_str(),
+                    job.Describe().c_str(), on.c_str());
         std::fflush(stdout);
-        running.push_back({*pid, next});
+        slot_taken[slot] = true;
+        running.push_back({*pid, next, slot});
       }
       ++next;
     }
@@ -186,6 +246,7 @@ int RunJobsAsProcesses(const std::vector<SweepJob>& jobs, const SweepOptions& op
                     ExitDescription(status).c_str(), job.dir.c_str());
       }
       std::fflush(stdout);
+      slot_taken[running[r].slot] = false;
       running.erase(running.begin() + static_cast<std::ptrdiff_t>(r));
       reaped = true;
       break;

@@ -18,8 +18,22 @@ namespace moa::launch {
 /// else in single quotes (a single quote inside becomes '\'').
 std::string ShellQuote(const std::string& text);
 
+/// The GPUs `moa sweep` hands to local and mpirun jobs for `option` (SweepOptions::gpus): auto is
+/// CUDA_VISIBLE_DEVICES's entries when it is set (none when it is empty), else 0 to the number of
+/// GPUs LibTorch sees minus one; none is no GPU (jobs inherit the environment as it is); else the
+/// comma-separated list.
+std::vector<std::string> SweepGpus(const std::string& option);
+
+/// CUDA_VISIBLE_DEVICES for the job in `slot` (0 to max_parallel - 1, each running job holding
+/// its own) that runs `ranks` ranks: `ranks` consecutive entries of `gpus` from slot x ranks,
+/// wrapping around (jobs share GPUs only when max_parallel x ranks exceeds the list). "" when
+/// `gpus` is empty.
+std::string SlotGpus(const std::vector<std::string>& gpus, int64_t slot, int64_t ranks);
+
 /// Runs the jobs (local: `moa`, mpirun: `<options.mpirun> -np <options.np> moa`), at most
-/// options.max_parallel at once, and waits for all of them; returns how many failed.
+/// options.max_parallel at once, and waits for all of them; returns how many failed. With GPUs
+/// (SweepGpus) each running job gets its slot's CUDA_VISIBLE_DEVICES (SlotGpus), printed on its
+/// "started" line.
 int RunJobsAsProcesses(const std::vector<SweepJob>& jobs, const SweepOptions& options);
 
 /// The sbatch script of a job array with one task per job. Each task skips a done run, resumes a

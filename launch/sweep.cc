@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -77,6 +78,11 @@ CommandLine SweepCommandLine(SweepOptions* options) {
   cli.AddInteger("max_parallel", "N", "local and mpirun: jobs running at once (default 1)", 1,
                  &options->max_parallel);
   cli.AddInteger("np", "N", "mpirun: ranks per job (default 2)", 1, &options->np);
+  cli.AddString("gpus", "LIST",
+                "local and mpirun: the GPUs jobs run on, each running job on GPUs of its own (one "
+                "per rank) through CUDA_VISIBLE_DEVICES: auto (default: those this machine shows), "
+                "none (leave CUDA_VISIBLE_DEVICES alone) or a list such as 0,1,2,3",
+                &options->gpus);
   cli.AddString("mpirun", "CMD", "mpirun: the command with its flags (default mpirun)",
                 &options->mpirun);
   cli.AddString("moa", "PATH", "the moa executable jobs run (default: this one)", &options->moa);
@@ -282,6 +288,23 @@ absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args
   if (options.launcher != "local" && options.launcher != "mpirun" && options.launcher != "slurm") {
     return absl::InvalidArgumentError("--launcher must be local, mpirun or slurm, got '" +
                                       options.launcher + "'");
+  }
+  if (options.gpus != "auto" && options.gpus != "none") {
+    if (options.launcher == "slurm") {
+      return absl::InvalidArgumentError(
+          "--gpus is for the local and mpirun launchers; on Slurm ask for GPUs with "
+          "--slurm.gpus_per_task");
+    }
+    for (absl::string_view gpu : absl::StrSplit(options.gpus, ',')) {
+      const bool plain = !gpu.empty() && std::all_of(gpu.begin(), gpu.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-';
+      });
+      if (!plain) {
+        return absl::InvalidArgumentError(
+            "--gpus " + options.gpus +
+            ": expected auto, none or a comma-separated list of GPU indices or UUIDs");
+      }
+    }
   }
   for (const std::string& override_text : options.overrides) {
     const std::string key = override_text.substr(0, override_text.find('='));

@@ -29,6 +29,7 @@ struct SweepOptions {
   std::string output_dir;              // the sweep directory (--output.dir), absolute
   int64_t max_parallel = 1;            // local and mpirun: jobs running at once
   int64_t np = 2;                      // mpirun: ranks per job
+  std::string gpus = "auto";           // local and mpirun: GPUs for the jobs (auto, none, a list)
   std::string mpirun = "mpirun";       // mpirun: the command and its own flags
   std::string moa;                     // the moa executable, absolute (default: this one)
   bool dry_run = false;                // slurm: write the script without submitting it

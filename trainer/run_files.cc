@@ -1,6 +1,7 @@
 #include "trainer/run_files.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -68,6 +69,10 @@ absl::StatusOr<nlohmann::ordered_json> GatherDeviceReports(const torch::Device& 
   mine["driver"] = r.driver.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.driver);
   mine["cuda"] = r.cuda.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.cuda);
   mine["nccl"] = r.nccl.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.nccl);
+  // What this rank was allowed to see (a sweep gives each running job GPUs of its own).
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  mine["cuda_visible_devices"] =
+      visible == nullptr ? nlohmann::ordered_json() : nlohmann::ordered_json(visible);
   // Fixed-width text rows, so one all-gather carries every rank's report.
   constexpr int64_t kWidth = 1024;
   std::string text = mine.dump().substr(0, kWidth);

@@ -1,13 +1,17 @@
 // `moa sweep`'s launchers end to end on the tiny configuration: the Slurm script (its quoting
 // checked by running it with a stand-in srun that prints its arguments), and the local and
 // mpirun launchers: relaunching a finished sweep runs nothing, delete_incomplete removes only
-// unfinished runs of the sweep, and a relaunched incomplete run resumes from its checkpoint.
+// unfinished runs of the sweep, a relaunched incomplete run resumes from its checkpoint, and jobs
+// running at once get GPUs of their own.
 #include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "launch/hparams.h"
@@ -240,6 +244,50 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
       << out;
 }
 
+// With GPUs (here named with --gpus; this machine has none, so the runs train on the CPU), each
+// job running at once gets a GPU of its own: replaying the launcher's started/done lines, no job
+// starts on a GPU that a running job holds, and every run's env.json shows what it was given.
+TEST(SweepTest, LocalJobsRunningAtOnceGetGpusOfTheirOwn) {
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " sweep launch --config " + Tiny() +
+                               " --data.test_envs 0,5 --n_hparams 2 --n_trials 1 --max_parallel 2"
+                               " --gpus 0,1 --train.steps=2 --train.checkpoint_freq=2"
+                               " --output.dir " +
+                               dir.File("sweep"),
+                           &out),
+            0)
+      << out;
+  std::map<std::string, std::string> gpu_of;
+  std::set<std::string> busy, used;
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string counter, event, id;
+    words >> counter >> event >> id;
+    if (event == "started") {
+      const size_t at = line.find("(CUDA_VISIBLE_DEVICES=");
+      ASSERT_NE(at, std::string::npos) << line;
+      const std::string gpu = line.substr(at + 22, line.find(')', at) - at - 22);
+      EXPECT_EQ(busy.count(gpu), 0u)
+          << id << " started on GPU " << gpu << ", held by a running job";
+      busy.insert(gpu);
+      used.insert(gpu);
+      gpu_of[id] = gpu;
+    } else if (event == "done") {
+      ASSERT_EQ(gpu_of.count(id), 1u) << line;
+      busy.erase(gpu_of[id]);
+    }
+  }
+  EXPECT_EQ(gpu_of.size(), 4u) << out;
+  EXPECT_EQ(used, (std::set<std::string>{"0", "1"})) << out;
+  for (const auto& [id, gpu] : gpu_of) {
+    const auto env = nlohmann::json::parse(ReadAll(dir.File("sweep/" + id + "/env.json")));
+    EXPECT_EQ(env["devices"][0]["cuda_visible_devices"], gpu) << id;
+  }
+}
+
 // Launches a one-job sweep of the tiny configuration on test environment 5 with `mpirun --np 2`
 // (`args`: the draw and the steps) and returns the job's run directory, expected done.
 std::string LaunchOneMpirunJob(const test::TempDir& dir, const std::string& args) {
@@ -258,12 +306,15 @@ std::string LaunchOneMpirunJob(const test::TempDir& dir, const std::string& args
   return run;
 }
 
+// Both ranks of an mpirun job see the two GPUs its slot holds (each then takes local rank % 2).
 TEST(SweepTest, MpirunLauncher) {
   test::TempDir dir;
-  const std::string run =
-      LaunchOneMpirunJob(dir, "--n_hparams 1 --train.steps=4 --train.checkpoint_freq=2");
-  EXPECT_NE(ReadAll(run + "/env.json").find("\"size\": 2"), std::string::npos)
-      << ReadAll(run + "/env.json");
+  const std::string run = LaunchOneMpirunJob(
+      dir, "--n_hparams 1 --train.steps=4 --train.checkpoint_freq=2 --gpus 4,5,6,7");
+  const auto env = nlohmann::json::parse(ReadAll(run + "/env.json"));
+  EXPECT_EQ(env["world"]["size"], 2) << env.dump(2);
+  ASSERT_EQ(env["devices"].size(), 2u) << env.dump(2);
+  for (const auto& device : env["devices"]) EXPECT_EQ(device["cuda_visible_devices"], "4,5");
 }
 
 // A drawn batch size that DomainBed would make odd is rounded to the 2 ranks mpirun gives each

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -15,6 +16,7 @@
 #include "launch/launchers.h"
 #include "launch/options.h"
 #include "launch/sweep.h"
+#include "parallel/device.h"
 #include "tests/data/image_fixtures.h"
 #include "tests/launch/sweep_support.h"
 #include "tests/support/test_support.h"
@@ -322,6 +324,31 @@ TEST(SweepTest, LayoutMustMatchTheLaunchersRanks) {
   }
 }
 
+// The GPUs a sweep hands out: the visible ones (CUDA_VISIBLE_DEVICES when set; this machine's
+// LibTorch sees none), none, or a list; and each slot's share of them, one per rank.
+TEST(SweepTest, GpusForJobsRunningAtOnce) {
+  const char* saved = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string saved_value = saved == nullptr ? "" : saved;
+  setenv("CUDA_VISIBLE_DEVICES", "3,GPU-5d2c", 1);
+  EXPECT_EQ(SweepGpus("auto"), (std::vector<std::string>{"3", "GPU-5d2c"}));
+  setenv("CUDA_VISIBLE_DEVICES", "", 1);
+  EXPECT_TRUE(SweepGpus("auto").empty()) << "an empty CUDA_VISIBLE_DEVICES hides every GPU";
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  EXPECT_EQ(SweepGpus("auto").size(), static_cast<size_t>(parallel::VisibleGpus()));
+  if (saved != nullptr) setenv("CUDA_VISIBLE_DEVICES", saved_value.c_str(), 1);
+  EXPECT_TRUE(SweepGpus("none").empty());
+  EXPECT_EQ(SweepGpus("0,2, 4"), (std::vector<std::string>{"0", "2", "4"}));
+
+  const std::vector<std::string> four = {"0", "1", "2", "3"};
+  EXPECT_EQ(SlotGpus(four, 0, 1), "0");
+  EXPECT_EQ(SlotGpus(four, 3, 1), "3");
+  EXPECT_EQ(SlotGpus(four, 4, 1), "0") << "a fifth job at once shares the first GPU";
+  EXPECT_EQ(SlotGpus(four, 1, 2), "2,3");
+  EXPECT_EQ(SlotGpus({"0", "1", "2"}, 1, 2), "2,0");
+  EXPECT_EQ(SlotGpus({"7"}, 2, 3), "7") << "three ranks on one GPU";
+  EXPECT_EQ(SlotGpus({}, 1, 2), "");
+}
+
 TEST(SweepTest, BadArgumentsNameTheProblem) {
   const std::pair<std::vector<std::string>, std::string> cases[] = {
       {{"launch", "--config", Tiny()}, "--output.dir is required"},
@@ -337,6 +364,11 @@ TEST(SweepTest, BadArgumentsNameTheProblem) {
        "--config /nonexistent.ini is not a file"},
       {{"relaunch", "--output.dir", "/tmp/x"}, "unknown sweep command 'relaunch'"},
       {{"launch", "--output.dir", "/tmp/x", "stray"}, "unexpected argument 'stray'"},
+      {{"launch", "--output.dir", "/tmp/x", "--gpus", "0,,1"},
+       "--gpus 0,,1: expected auto, none or a comma-separated list"},
+      {{"launch", "--output.dir", "/tmp/x", "--gpus", "0;rm"}, "--gpus 0;rm: expected auto"},
+      {{"launch", "--output.dir", "/tmp/x", "--launcher", "slurm", "--gpus", "0,1"},
+       "on Slurm ask for GPUs with --slurm.gpus_per_task"},
   };
   for (const auto& [args, message] : cases) {
     auto options = ParseSweepArgs(args);
