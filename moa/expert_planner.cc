@@ -152,30 +152,45 @@ double MedianSeconds(int repeats, Work work) {
 
 }  // namespace
 
-MachineRates MeasureMachineRates(parallel::Communicator& world, bool links) {
+MachineRates MeasureMachineRates(parallel::Communicator& world, bool links,
+                                 const torch::Device& device) {
   torch::NoGradGuard no_grad;
   MachineRates rates;
-  const int64_t n = 384;
-  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  torch::Tensor product = torch::empty({n, n});
-  rates.flops_per_s = 2.0 * n * n * n / MedianSeconds(5, [&] { torch::mm_out(product, a, b); });
+  const auto on_device = torch::TensorOptions().device(device);
+  // A GPU runs work queued: a timing ends when the device has finished it.
+  const auto finished = [&device] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
+  // Large enough that a GPU's product is not just its launch.
+  const int64_t n = device.is_cuda() ? 4096 : 384;
+  const torch::Tensor a = torch::randn({n, n}, on_device), b = torch::randn({n, n}, on_device);
+  torch::Tensor product = torch::empty({n, n}, on_device);
+  rates.flops_per_s = 2.0 * n * n * n / MedianSeconds(5, [&] {
+                        torch::mm_out(product, a, b);
+                        finished();
+                      });
   const int64_t count = 1 << 20;
-  torch::Tensor weight = torch::zeros({count}).requires_grad_(true);
-  weight.mutable_grad() = torch::randn({count});
+  torch::Tensor weight = torch::zeros({count}, on_device).requires_grad_(true);
+  weight.mutable_grad() = torch::randn({count}, on_device);
   torch::optim::Adam adam({weight}, torch::optim::AdamOptions(1e-3));
-  rates.update_s_per_parameter = MedianSeconds(5, [&] { adam.step(); }) / count;
+  rates.update_s_per_parameter = MedianSeconds(5,
+                                               [&] {
+                                                 adam.step();
+                                                 finished();
+                                               }) /
+                                 count;
   const int ranks = world.size();
   if (ranks > 1 && links) {
     // Every rank must time the same collectives: barriers keep the starts together, and the
     // barrier's own time is taken off.
     const double barrier_s = MedianSeconds(9, [&] { ThrowIfError(world.Barrier()); });
-    torch::Tensor one = torch::ones({1});
+    torch::Tensor one = torch::ones({1}, on_device);
     rates.latency_s = std::max(0.0, MedianSeconds(9, [&] {
                                       ThrowIfError(world.Barrier());
                                       ThrowIfError(world.AllReduce(one, parallel::ReduceOp::kSum));
                                     }) - barrier_s);
     const int64_t floats = 1 << 20;  // 4 MiB
-    torch::Tensor buffer = torch::ones({floats});
+    torch::Tensor buffer = torch::ones({floats}, on_device);
     const double reduce_s = MedianSeconds(5, [&] {
       ThrowIfError(world.Barrier());
       ThrowIfError(world.AllReduce(buffer, parallel::ReduceOp::kSum));
@@ -184,7 +199,7 @@ MachineRates MeasureMachineRates(parallel::Communicator& world, bool links) {
                              std::max(1e-9, reduce_s - barrier_s - rates.latency_s);
     // An equal number of 1 KiB rows to every rank.
     const int64_t per_rank = floats / 256 / ranks;
-    const torch::Tensor rows = torch::ones({per_rank * ranks, 256});
+    const torch::Tensor rows = torch::ones({per_rank * ranks, 256}, on_device);
     const std::vector<int64_t> send(ranks, per_rank);
     const double exchange_s = MedianSeconds(5, [&] {
       ThrowIfError(world.Barrier());

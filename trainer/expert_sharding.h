@@ -29,6 +29,8 @@ struct ExpertShardingOptions {
   double gflops = 0;
   /// Sharded experts are refreshed on every rank after each step (SWAD, replica checks).
   bool refresh_every_step = false;
+  /// Where the run trains: the rates are measured there.
+  torch::Device device = torch::kCPU;
 };
 
 /// One MoA layer's plan.

@@ -188,6 +188,7 @@ class Runner {
       options.link_gb_per_s = config_.parallel.link_gb_per_s;
       options.gflops = config_.parallel.gflops;
       options.refresh_every_step = config_.swad.enabled || config_.train.check_replicas;
+      options.device = device_;
       MOA_ASSIGN_OR_RETURN(sharding_, ExpertSharding::Create(moa_layers_, *mesh_, options));
     }
     const int64_t bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20));

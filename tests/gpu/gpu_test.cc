@@ -2,15 +2,18 @@
 // NCCL passes the Communicator conformance suite at one rank, on device tensors and on host
 // tensors it stages; one-GPU fp32 training (TF32 off) equals CPU training of the tiny
 // configuration; bf16 follows fp32 on the GPU; deterministic GPU runs repeat exactly and resume
-// exactly; a CPU checkpoint resumes on the GPU and a GPU checkpoint on the CPU.
+// exactly; a CPU checkpoint resumes on the GPU and a GPU checkpoint on the CPU; the expert
+// planner measures the GPU.
 // scripts/gpu_check.sh runs them on the GPU machine, with the multi-rank runs through the MPI
 // backend.
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "launch/options.h"
+#include "moa/expert_planner.h"
 #include "parallel/backend.h"
 #include "parallel/device.h"
 #include "tests/parallel/conformance.h"
@@ -153,6 +156,23 @@ TEST(GpuTrainingTest, DeterministicRunsRepeatAndResumeExactly) {
     EXPECT_EQ(a[r]["env5_in_acc"].dump(), b[r]["env5_in_acc"].dump()) << "record " << r;
     EXPECT_EQ(a[r]["env5_in_acc"].dump(), c[r]["env5_in_acc"].dump()) << "resumed, record " << r;
   }
+}
+
+// The expert planner (parallel.expert_mode = auto) times the device the run trains on: on a GPU
+// its matrix-product and Adam rates are the GPU's, far above the CPU's (an H200 does tens of
+// TFLOP/s in fp32, the check's four CPU threads well under one).
+TEST(GpuTrainingTest, ExpertPlannerMeasuresTheGpu) {
+  MOA_REQUIRE_GPU();
+  auto self = parallel::MakeSelfCommunicator();
+  const MachineRates cpu = MeasureMachineRates(*self, /*links=*/false, torch::kCPU);
+  const MachineRates gpu =
+      MeasureMachineRates(*self, /*links=*/false, torch::Device(torch::kCUDA, 0));
+  std::printf(
+      "planner rates: matrix product %.3g FLOP/s on the GPU, %.3g on the CPU; Adam %.3g "
+      "vs %.3g s per parameter\n",
+      gpu.flops_per_s, cpu.flops_per_s, gpu.update_s_per_parameter, cpu.update_s_per_parameter);
+  EXPECT_GT(gpu.flops_per_s, 5 * cpu.flops_per_s);
+  EXPECT_LT(gpu.update_s_per_parameter, cpu.update_s_per_parameter);
 }
 
 // A checkpoint is device-free: saved on the CPU it resumes on the GPU, and back.
