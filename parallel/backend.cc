@@ -78,6 +78,27 @@ class NcclTensorCommunicator : public Communicator {
     });
   }
 
+  absl::Status AllReduceDeferred(torch::Tensor& tensor, ReduceOp op) override {
+    if (!tensor.is_cuda()) return AllReduce(tensor, op);
+    MOA_RETURN_IF_ERROR(CheckLayout(tensor, "all_reduce"));
+    MOA_ASSIGN_OR_RETURN(DataType type, NcclType(tensor));
+    return Ordered(
+        {tensor},
+        [&] {
+          return nccl_->AllReduce(tensor.data_ptr(), static_cast<size_t>(tensor.numel()), type, op);
+        },
+        /*compute_waits=*/false);
+  }
+
+  absl::Status WaitForDeferred() override {
+    c10::cuda::CUDAGuard guard(device_);
+    const c10::cuda::CUDAStream compute = c10::cuda::getCurrentCUDAStream(device_.index());
+    // NCCL's stream runs in order: its last event follows every collective queued on it.
+    MOA_RETURN_IF_ERROR(CudaCheck(
+        cudaEventRecord(finished_, static_cast<cudaStream_t>(nccl_->stream())), "event record"));
+    return CudaCheck(cudaStreamWaitEvent(compute.stream(), finished_, 0), "stream wait");
+  }
+
   absl::StatusOr<torch::Tensor> AllGather(const torch::Tensor& tensor) override {
     if (!tensor.is_cuda()) {
       MOA_ASSIGN_OR_RETURN(torch::Tensor gathered, AllGather(tensor.to(device_)));
@@ -170,19 +191,22 @@ class NcclTensorCommunicator : public Communicator {
   }
 
   // Queues `op` on NCCL's stream after everything queued so far on the caller's current stream,
-  // makes that stream wait for it, and tells the caching allocator that `tensors` are in use on
-  // NCCL's stream, so their memory is not handed out again before the collective is done.
+  // makes that stream wait for it (unless `compute_waits` is false: WaitForDeferred does it
+  // later), and tells the caching allocator that `tensors` are in use on NCCL's stream, so their
+  // memory is not handed out again before the collective is done.
   absl::Status Ordered(std::initializer_list<torch::Tensor> tensors,
-                       const std::function<absl::Status()>& op) {
+                       const std::function<absl::Status()>& op, bool compute_waits = true) {
     c10::cuda::CUDAGuard guard(device_);
     const c10::cuda::CUDAStream compute = c10::cuda::getCurrentCUDAStream(device_.index());
     auto nccl_stream = static_cast<cudaStream_t>(nccl_->stream());
     MOA_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(queued_, compute.stream()), "event record"));
     MOA_RETURN_IF_ERROR(CudaCheck(cudaStreamWaitEvent(nccl_stream, queued_, 0), "stream wait"));
     MOA_RETURN_IF_ERROR(op());
-    MOA_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(finished_, nccl_stream), "event record"));
-    MOA_RETURN_IF_ERROR(
-        CudaCheck(cudaStreamWaitEvent(compute.stream(), finished_, 0), "stream wait"));
+    if (compute_waits) {
+      MOA_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(finished_, nccl_stream), "event record"));
+      MOA_RETURN_IF_ERROR(
+          CudaCheck(cudaStreamWaitEvent(compute.stream(), finished_, 0), "stream wait"));
+    }
     const c10::cuda::CUDAStream on_nccl =
         c10::cuda::getStreamFromExternal(nccl_stream, device_.index());
     for (const torch::Tensor& t : tensors) {

@@ -34,6 +34,15 @@ class Communicator {
   /// Reduces `tensor` (contiguous; float32, float64, int64, int32 or uint8 on every backend) in
   /// place over the group.
   virtual absl::Status AllReduce(torch::Tensor& tensor, ReduceOp op) = 0;
+  /// AllReduce whose result work queued afterwards on the caller's GPU stream may not see until
+  /// WaitForDeferred(): on NCCL the collective runs on the group's own stream without the compute
+  /// stream waiting for it, so the rest of backward overlaps it; `tensor` must not be written
+  /// before then. Every other backend finishes it here, as AllReduce does.
+  virtual absl::Status AllReduceDeferred(torch::Tensor& tensor, ReduceOp op) {
+    return AllReduce(tensor, op);
+  }
+  /// Makes the caller's stream wait for every AllReduceDeferred queued so far.
+  virtual absl::Status WaitForDeferred() { return absl::OkStatus(); }
   /// Every rank's `tensor` (same shape everywhere), stacked along a new first dimension.
   virtual absl::StatusOr<torch::Tensor> AllGather(const torch::Tensor& tensor) = 0;
   /// Copies root's `tensor` into every rank's `tensor` (same shape and dtype everywhere).

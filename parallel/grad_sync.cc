@@ -91,7 +91,8 @@ void GradientSynchronizer::LaunchReady() {
       // From the backward thread itself: NCCL queues it on the group's stream, and every rank
       // issues its collectives on all groups in backward order, which NCCL needs to avoid a
       // deadlock; an MPI without MPI_THREAD_MULTIPLE runs it here, never beside another call.
-      bucket.status = group_.AllReduce(bucket.buffer, ReduceOp::kAverage);
+      // Deferred: on NCCL the rest of backward overlaps it; Finish waits for it.
+      bucket.status = group_.AllReduceDeferred(bucket.buffer, ReduceOp::kAverage);
       bucket.done = true;
       ++next_launch_;
     } else {
@@ -143,9 +144,9 @@ absl::Status GradientSynchronizer::Finish() {
       return true;
     });
   }
+  absl::Status status = group_.WaitForDeferred();
   last_wait_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  absl::Status status = absl::OkStatus();
   torch::NoGradGuard no_grad;
   for (Bucket& bucket : buckets_) {
     if (!bucket.status.ok() && status.ok()) status = bucket.status;

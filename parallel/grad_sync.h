@@ -1,7 +1,8 @@
 // Data-parallel gradient averaging in buckets, overlapped with the backward pass
 // (docs/architecture.md, One training step, steps 4 and 5). Hooks copy each trainable parameter's
 // gradient into its bucket as autograd produces it; a bucket whose gradients are all in is handed
-// to a communication thread (all-reduced on the backward thread with NCCL, or with an MPI that
+// to a communication thread (all-reduced on the backward thread with NCCL, queued on the group's
+// stream as AllReduceDeferred so that the rest of backward runs beside it, or with an MPI that
 // lacks MPI_THREAD_MULTIPLE), buckets always in the same order on every rank. Finish() (before the
 // optimizer step) gives parameters that got no gradient on this rank zeros -- an expert no token
 // chose still takes part, so no rank waits forever --, waits for every bucket and writes the
@@ -42,7 +43,8 @@ class GradientSynchronizer {
   /// the group average.
   absl::Status Finish();
 
-  /// Seconds the last Finish() waited for communication that had not overlapped with backward.
+  /// Seconds the last Finish() waited on the host for communication that had not overlapped
+  /// with backward (near 0 with NCCL, whose collectives the GPU stream waits for instead).
   double last_wait_seconds() const { return last_wait_seconds_; }
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
 

@@ -41,6 +41,20 @@ class OnDevice : public parallel::Communicator {
     tensor.copy_(d);
     return absl::OkStatus();
   }
+  // Deferred: the device copy is reduced on the group's stream and copied back only after
+  // WaitForDeferred has made the compute stream wait for it.
+  absl::Status AllReduceDeferred(torch::Tensor& tensor, parallel::ReduceOp op) override {
+    torch::Tensor d = tensor.to(device_);
+    MOA_RETURN_IF_ERROR(inner_.AllReduceDeferred(d, op));
+    deferred_.emplace_back(tensor, d);
+    return absl::OkStatus();
+  }
+  absl::Status WaitForDeferred() override {
+    MOA_RETURN_IF_ERROR(inner_.WaitForDeferred());
+    for (auto& [host, d] : deferred_) host.copy_(d);
+    deferred_.clear();
+    return absl::OkStatus();
+  }
   absl::StatusOr<torch::Tensor> AllGather(const torch::Tensor& tensor) override {
     MOA_ASSIGN_OR_RETURN(torch::Tensor d, inner_.AllGather(tensor.to(device_)));
     EXPECT_TRUE(d.is_cuda());
@@ -68,6 +82,7 @@ class OnDevice : public parallel::Communicator {
  private:
   parallel::Communicator& inner_;
   torch::Device device_;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> deferred_;  // (caller's, device copy)
 };
 
 TEST(NcclTest, ConformanceAtOneRankOnDeviceAndHostTensors) {

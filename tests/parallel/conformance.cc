@@ -23,6 +23,15 @@ void AllReduceCases(Communicator& comm) {
   EXPECT_EQ(mx[1].item<int64_t>(), 0);
   torch::Tensor empty = torch::zeros({0});
   MOA_EXPECT_OK(comm.AllReduce(empty, ReduceOp::kSum));
+  // Deferred all-reduces are complete once WaitForDeferred returns.
+  torch::Tensor summed = torch::tensor({1.0f, 2.0f}) * static_cast<float>(r + 1);
+  torch::Tensor averaged = torch::full({3}, static_cast<double>(r), torch::kFloat64);
+  MOA_ASSERT_OK(comm.AllReduceDeferred(summed, ReduceOp::kSum));
+  MOA_ASSERT_OK(comm.AllReduceDeferred(averaged, ReduceOp::kAverage));
+  MOA_ASSERT_OK(comm.WaitForDeferred());
+  EXPECT_TRUE(
+      torch::allclose(summed, torch::tensor({1.0f, 2.0f}) * static_cast<float>(n * (n + 1) / 2)));
+  EXPECT_TRUE(torch::allclose(averaged, torch::full({3}, (n - 1) / 2.0, torch::kFloat64)));
 }
 
 void GatherAndBroadcastCases(Communicator& comm) {
