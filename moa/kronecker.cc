@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "parallel/device.h"
+
 namespace moa {
 namespace {
 
@@ -71,14 +73,15 @@ torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) c
     auto generator = at::make_generator<at::CPUGeneratorImpl>(dropout_key);
     const torch::Tensor keep =
         at::empty(h.sizes(), torch::kFloat32).bernoulli_(1.0 - options_.dropout(), generator);
-    h = h * keep.to(h.device(), h.scalar_type()) / (1.0 - options_.dropout());
+    h = h * parallel::ToDeviceAsync(keep, h.device()).to(h.scalar_type()) /
+        (1.0 - options_.dropout());
   }
   return h;
 }
 
 torch::Tensor KroneckerImpl::Product(const torch::Tensor& x) const {
   const int64_t n = rules_->phm_dim();
-  const int64_t p = options_.in_features() / n, q = options_.out_features() / n;
+  const int64_t p = options_.in_features() / n;                     // q, below, is out_features / n
   const torch::Tensor rows = x.reshape({-1, n, p});                 // X[t, i, k] = x[t, i p + k]
   const torch::Tensor left = rules_->rule1_left.reshape({n, n});    // a[s, i]
   const torch::Tensor right = rules_->rule1_right.reshape({n, n});  // b[s, j]

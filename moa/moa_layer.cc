@@ -8,6 +8,7 @@
 #include "moa/dispatch.h"
 #include "moa/fused_gate.h"
 #include "parallel/autograd_collectives.h"
+#include "parallel/device.h"
 
 namespace moa {
 namespace {
@@ -202,7 +203,8 @@ torch::Tensor MoaAdapterImpl::GroupedLora(const torch::Tensor& rows,
     column_expert.insert(column_expert.end(), lora->A.size(0), static_cast<int64_t>(m));
   }
   const torch::Tensor low = torch::nn::functional::linear(rows, torch::cat(down));
-  const torch::Tensor columns = torch::tensor(column_expert, torch::kInt64).to(rows.device());
+  const torch::Tensor columns =
+      parallel::ToDeviceAsync(torch::tensor(column_expert, torch::kInt64), rows.device());
   torch::Tensor keep = row_expert.unsqueeze(1).eq(columns.unsqueeze(0)).to(low.scalar_type());
   // The gates multiply in their own dtype (float32 under autocast too), as in the stacked path.
   if (row_scale.defined()) keep = keep * row_scale.unsqueeze(1);
@@ -220,6 +222,8 @@ torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
   route.noise = config_.noise;
   route.renormalize = config_.renormalize;
   route.capacity_factor = config_.capacity_factor;
+  // The dense computation weights every expert by the combine matrix: no token lists to build.
+  route.expert_lists = config_.dispatch != "dense";
   ++timings_.forwards;
   Routing routing;
   torch::Tensor y;
@@ -307,14 +311,14 @@ torch::Tensor MoaAdapterImpl::RoutedExperts(const torch::Tensor& tokens, const R
     clock.Reset();
     torch::Tensor weighted;
     if (config_.expert == "lora") {
-      std::vector<int64_t> all(experts), counts(experts);
+      std::vector<int64_t> all(experts), expert_of_row;
+      expert_of_row.reserve(static_cast<size_t>(order.numel()));
       for (int64_t e = 0; e < experts; ++e) {
         all[e] = e;
-        counts[e] = ids[e].numel();
+        expert_of_row.insert(expert_of_row.end(), ids[e].numel(), e);
       }
       const torch::Tensor row_expert =
-          torch::repeat_interleave(torch::arange(experts, order.options()),
-                                   torch::tensor(counts, torch::kInt64).to(order.device()));
+          parallel::ToDeviceAsync(torch::tensor(expert_of_row, torch::kInt64), order.device());
       const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)});
       weighted = GroupedLora(gathered, all, row_expert, gates);
     } else if (order.numel() > 0) {
@@ -400,15 +404,17 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
     for (size_t m = 0; m < local.size(); ++m) {
       for (int64_t r : rows_of[m]) row_expert[r] = static_cast<int64_t>(m);
     }
-    computed =
-        GroupedLora(arrived, local, torch::tensor(row_expert, torch::kInt64).to(tokens.device()),
-                    torch::Tensor())
-            .to(out_dtype);
+    computed = GroupedLora(arrived, local,
+                           parallel::ToDeviceAsync(torch::tensor(row_expert, torch::kInt64),
+                                                   tokens.device()),
+                           torch::Tensor())
+                   .to(out_dtype);
   } else {
     std::vector<torch::Tensor> outputs, positions;
     for (size_t m = 0; m < local.size(); ++m) {
       if (rows_of[m].empty()) continue;  // no rank sent this expert a token
-      const torch::Tensor at = torch::tensor(rows_of[m], torch::kInt64).to(tokens.device());
+      const torch::Tensor at =
+          parallel::ToDeviceAsync(torch::tensor(rows_of[m], torch::kInt64), tokens.device());
       outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
       positions.push_back(at);
     }

@@ -10,6 +10,7 @@
 #include "common/splitmix.h"
 #include "moa/autocast.h"
 #include "parallel/autograd_collectives.h"
+#include "parallel/device.h"
 
 namespace moa {
 namespace {
@@ -149,8 +150,10 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
   r.clean_logits = clean_logits;
   torch::Tensor logits = clean_logits;
   if (training && options.noise) {
-    const torch::Tensor noise = RouterNoise(context, layer, tokens, experts, tokens_per_sample)
-                                    .to(clean_logits.device(), clean_logits.scalar_type());
+    const torch::Tensor noise =
+        parallel::ToDeviceAsync(RouterNoise(context, layer, tokens, experts, tokens_per_sample),
+                                clean_logits.device())
+            .to(clean_logits.scalar_type());
     logits = logits + noise / static_cast<double>(experts);
   }
   // Quirks kept on purpose (docs/method.md, Quirks Q6 and Q8): in training the router always sees
@@ -168,7 +171,7 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
     kept = KeepWithinCapacity(r.experts.cpu(), options.capacity_factor, experts, context,
                               tokens_per_sample);
     r.dropped = tokens * k - kept.sum().item<int64_t>();
-    r.kept = kept.to(clean_logits.device());
+    r.kept = parallel::ToDeviceAsync(kept, clean_logits.device());
   } else {
     r.kept = torch::ones({tokens, k}, clean_logits.options().dtype(torch::kBool));
   }
@@ -189,10 +192,10 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
       }
     }
     for (int64_t e = 0; e < experts; ++e) {
-      r.expert_tokens.push_back(
-          torch::tensor(token_lists[e], torch::kInt64).to(clean_logits.device()));
-      r.expert_slots.push_back(
-          torch::tensor(slot_lists[e], torch::kInt64).to(clean_logits.device()));
+      r.expert_tokens.push_back(parallel::ToDeviceAsync(
+          torch::tensor(token_lists[e], torch::kInt64), clean_logits.device()));
+      r.expert_slots.push_back(parallel::ToDeviceAsync(torch::tensor(slot_lists[e], torch::kInt64),
+                                                       clean_logits.device()));
     }
   }
   const torch::Tensor kept_gates =

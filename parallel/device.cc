@@ -41,6 +41,11 @@ std::string Hostname() {
   return name;
 }
 
+torch::Tensor ToDeviceAsync(const torch::Tensor& host, const torch::Device& device) {
+  if (!device.is_cuda() || !host.device().is_cpu()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 int VisibleGpus() {
   return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
 }

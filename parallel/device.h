@@ -20,6 +20,11 @@ namespace moa::parallel {
 /// GPUs this process sees (0 without a CUDA driver or device).
 int VisibleGpus();
 
+/// `host` (a CPU tensor) on `device`. For a GPU the copy goes through pinned memory and is queued
+/// on the current stream without the host waiting for it (a plain copy from pageable memory
+/// waits); elsewhere it is `host.to(device)`.
+torch::Tensor ToDeviceAsync(const torch::Tensor& host, const torch::Device& device);
+
 /// The device for `option` (auto, cpu, cuda) on this rank; with a GPU it also becomes the
 /// process's current CUDA device. `cuda` without a visible GPU is an error naming rank and host.
 absl::StatusOr<torch::Device> SelectDevice(const std::string& option, const MeshLayout& mesh);
