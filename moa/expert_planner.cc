@@ -153,7 +153,7 @@ double MedianSeconds(int repeats, Work work) {
 }  // namespace
 
 MachineRates MeasureMachineRates(parallel::Communicator& world, bool links,
-                                 const torch::Device& device) {
+                                 const torch::Device& device, bool bf16) {
   torch::NoGradGuard no_grad;
   MachineRates rates;
   const auto on_device = torch::TensorOptions().device(device);
@@ -163,8 +163,9 @@ MachineRates MeasureMachineRates(parallel::Communicator& world, bool links,
   };
   // Large enough that a GPU's product is not just its launch.
   const int64_t n = device.is_cuda() ? 4096 : 384;
-  const torch::Tensor a = torch::randn({n, n}, on_device), b = torch::randn({n, n}, on_device);
-  torch::Tensor product = torch::empty({n, n}, on_device);
+  const auto operands = on_device.dtype(bf16 ? torch::kBFloat16 : torch::kFloat32);
+  const torch::Tensor a = torch::randn({n, n}, operands), b = torch::randn({n, n}, operands);
+  torch::Tensor product = torch::empty({n, n}, operands);
   rates.flops_per_s = 2.0 * n * n * n / MedianSeconds(5, [&] {
                         torch::mm_out(product, a, b);
                         finished();

@@ -78,11 +78,11 @@ double ExpertFlopsPerToken(const MoaAdapterImpl& layer, int64_t e);
 ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank);
 
 /// Measures the rates on this machine, with tensors on `device` (the device the run trains on; a
-/// GPU's timings wait for it): a matrix product, Adam updates, and, with `links`, (over `world`,
-/// every rank calling) an all-reduce and an all-to-all of a few MiB plus a one-number all-reduce
-/// for latency. With one rank or without `links` the link rates are left at 0. Every rank gets
-/// the world's average.
+/// GPU's timings wait for it): a matrix product (in bfloat16 with `bf16`, as autocast runs the
+/// experts' products), Adam updates, and, with `links`, (over `world`, every rank calling) an
+/// all-reduce and an all-to-all of a few MiB plus a one-number all-reduce for latency. With one
+/// rank or without `links` the link rates are left at 0. Every rank gets the world's average.
 MachineRates MeasureMachineRates(parallel::Communicator& world, bool links = true,
-                                 const torch::Device& device = torch::kCPU);
+                                 const torch::Device& device = torch::kCPU, bool bf16 = false);
 
 }  // namespace moa

@@ -29,8 +29,9 @@ struct ExpertShardingOptions {
   double gflops = 0;
   /// Sharded experts are refreshed on every rank after each step (SWAD, replica checks).
   bool refresh_every_step = false;
-  /// Where the run trains: the rates are measured there.
+  /// Where and in which precision the run trains: the rates are measured so.
   torch::Device device = torch::kCPU;
+  bool bf16 = false;
 };
 
 /// One MoA layer's plan.

@@ -40,6 +40,9 @@
 namespace moa::trainer {
 namespace {
 
+// On a GPU the host reads the loss meter (loss, non-finite steps, stop votes) at least this often.
+constexpr int64_t kGpuReadEvery = 10;
+
 // The training loop shared by train and pretrain. The step numbers in comments are those of
 // docs/architecture.md, One training step.
 class Runner {
@@ -189,6 +192,7 @@ class Runner {
       options.gflops = config_.parallel.gflops;
       options.refresh_every_step = config_.swad.enabled || config_.train.check_replicas;
       options.device = device_;
+      options.bf16 = config_.train.precision == "bf16";
       MOA_ASSIGN_OR_RETURN(sharding_, ExpertSharding::Create(moa_layers_, *mesh_, options));
     }
     const int64_t bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20));
@@ -237,9 +241,12 @@ class Runner {
       StepOptimizer(*optimizer_, config_.optim.fused, skip);  // 6. skipped on a non-finite loss
       const bool checkpoint = step % freq == 0 || step == steps - 1;
       const bool log_now = config_.train.log_every > 0 && step % config_.train.log_every == 0;
-      if (!device_.is_cuda() || checkpoint || log_now || swad_ || config_.train.check_replicas) {
-        MOA_RETURN_IF_ERROR(loss_meter.Read());  // a host read; on the CPU it costs nothing
-      }
+      // A host read: on the CPU it costs nothing; a GPU's queue drains, so there it happens at
+      // log lines, evaluations and every kGpuReadEvery steps (a stop request or a non-finite
+      // loss is acted on within those steps; every rank reads at the same steps).
+      const bool read_on_gpu = checkpoint || log_now || swad_ || config_.train.check_replicas ||
+                               (step + 1) % kGpuReadEvery == 0;
+      if (!device_.is_cuda() || read_on_gpu) MOA_RETURN_IF_ERROR(loss_meter.Read());
       // 7. SWAD averages every rank's copy of every expert each step, and the replica check
       // compares them: both need the holders' current experts.
       if (sharding_ && (swad_ || config_.train.check_replicas)) {
