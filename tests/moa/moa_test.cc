@@ -180,7 +180,9 @@ int ExpectSameGradients(const LayerPair& pair, const torch::Tensor& x1, const to
     const torch::Tensor& g = p.value().grad();
     const torch::Tensor& gd = dense_params[p.key()].grad();
     EXPECT_EQ(g.defined(), gd.defined()) << p.key();
-    if (all_defined) EXPECT_TRUE(g.defined()) << p.key();
+    if (all_defined) {
+      EXPECT_TRUE(g.defined()) << p.key();
+    }
     if (!g.defined() || !gd.defined()) continue;
     ++with_grad;
     // Float rounding in another order (the fused gate's backward) moves an entry by a few ulps of
@@ -260,7 +262,9 @@ TEST_P(StackedVsDenseTest, OutputsAndGradientsAgree) {
   const torch::Tensor ys = pair.routed->Delta(xs);
   const torch::Tensor yd = pair.dense->Delta(xd);
   EXPECT_EQ(pair.routed->last_routing().dropped, pair.dense->last_routing().dropped);
-  if (top_k == 2) EXPECT_GT(pair.routed->last_routing().dropped, 0);
+  if (top_k == 2) {
+    EXPECT_GT(pair.routed->last_routing().dropped, 0);
+  }
   ASSERT_EQ(ys.sizes(), (std::vector<int64_t>{samples, tokens, 24}));
   EXPECT_TRUE(torch::allclose(ys, yd, 1e-5, 1e-6)) << (ys - yd).abs().max();
   EXPECT_NEAR(pair.routed->aux_loss().item<double>(), pair.dense->aux_loss().item<double>(), 1e-7);
