@@ -22,12 +22,13 @@ using trainer::RunConfig;
 
 namespace {
 
-// A run folder's own config.ini: the file moa writes beside the run's checkpoints/.
+// A run folder's own config.ini: the file moa writes beside the run's env.json and checkpoints/.
 bool IsRunFolderConfig(const std::string& config_path) {
   if (config_path.empty()) return false;
   const std::filesystem::path path(config_path);
   std::error_code error;
   return path.filename() == "config.ini" &&
+         std::filesystem::is_regular_file(path.parent_path() / "env.json", error) &&
          std::filesystem::is_directory(path.parent_path() / "checkpoints", error);
 }
 
@@ -182,8 +183,11 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
   // Files are named from the folder the run starts in; config.ini keeps them absolute, so a run
   // resumes (and `moa report` reads it) from any folder.
   std::string& backbone = config.run.model.backbone;
-  if (backbone.empty() && !from_cli.count("model.backbone") && IsRunFolderConfig(config_path) &&
-      config.run.model.arch == "vit" && config.run.adapter.method != "full") {
+  // The method must be the file's own: a pretraining run's folder (method full, no backbone) given
+  // with --adapter.method=lora is refused like any other configuration without a backbone.
+  if (backbone.empty() && !from_cli.count("model.backbone") && !from_cli.count("adapter.method") &&
+      IsRunFolderConfig(config_path) && config.run.model.arch == "vit" &&
+      config.run.adapter.method != "full") {
     // Before model.backbone = random existed, an empty value meant a random frozen backbone, and
     // moa now refuses to start such a run, so a run folder's empty value can only mean that.
     backbone = trainer::kRandomBackbone;

@@ -189,12 +189,14 @@ MachineRates MeasureMachineRates(parallel::Communicator& world, bool links,
     rates.latency_s = std::max(0.0, MedianSeconds(9, [&] {
                                       ThrowIfError(world.Barrier());
                                       ThrowIfError(world.AllReduce(one, parallel::ReduceOp::kSum));
+                                      finished();
                                     }) - barrier_s);
     const int64_t floats = 1 << 20;  // 4 MiB
     torch::Tensor buffer = torch::ones({floats}, on_device);
     const double reduce_s = MedianSeconds(5, [&] {
       ThrowIfError(world.Barrier());
       ThrowIfError(world.AllReduce(buffer, parallel::ReduceOp::kSum));
+      finished();
     });
     rates.link_bytes_per_s = 2.0 * (ranks - 1) / ranks * floats * 4.0 /
                              std::max(1e-9, reduce_s - barrier_s - rates.latency_s);
@@ -205,6 +207,7 @@ MachineRates MeasureMachineRates(parallel::Communicator& world, bool links,
     const double exchange_s = MedianSeconds(5, [&] {
       ThrowIfError(world.Barrier());
       ThrowIfError(world.AllToAllV(rows, send, nullptr).status());
+      finished();
     });
     rates.all_to_all_bytes_per_s = static_cast<double>(ranks - 1) * per_rank * 256 * 4.0 /
                                    std::max(1e-9, exchange_s - barrier_s - rates.latency_s);

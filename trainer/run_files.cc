@@ -71,8 +71,10 @@ absl::StatusOr<nlohmann::ordered_json> GatherDeviceReports(const torch::Device& 
   mine["nccl"] = r.nccl.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.nccl);
   // What this rank was allowed to see (a sweep gives each running job GPUs of its own).
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
-  mine["cuda_visible_devices"] =
-      visible == nullptr ? nlohmann::ordered_json() : nlohmann::ordered_json(visible);
+  // (At most 256 characters, so every rank's report fits its row below.)
+  mine["cuda_visible_devices"] = visible == nullptr
+                                     ? nlohmann::ordered_json()
+                                     : nlohmann::ordered_json(std::string(visible).substr(0, 256));
   // Fixed-width text rows, so one all-gather carries every rank's report.
   constexpr int64_t kWidth = 1024;
   std::string text = mine.dump().substr(0, kWidth);

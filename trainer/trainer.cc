@@ -194,6 +194,8 @@ class Runner {
       options.device = device_;
       options.bf16 = config_.train.precision == "bf16";
       MOA_ASSIGN_OR_RETURN(sharding_, ExpertSharding::Create(moa_layers_, *mesh_, options));
+      // The planner's timing tensors are not the run's: mem_gb starts after them.
+      parallel::ResetPeakMemory(device_);
     }
     const int64_t bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20));
     MOA_ASSIGN_OR_RETURN(gradients_,

@@ -171,6 +171,17 @@ TEST(CommandsTest, FrozenViTBackboneMustBeSaid) {
             0)
       << out;
   EXPECT_TRUE(std::filesystem::exists(dir.File("pretrain/backbone.safetensors")));
+  // Its run folder's config.ini has no backbone (method full); asked for adapters on it, the empty
+  // value is refused as anywhere else (only an adapter run's own folder predating
+  // `model.backbone = random` reads it as random).
+  ASSERT_TRUE(std::filesystem::is_directory(dir.File("pretrain/checkpoints")));
+  EXPECT_EQ(test::RunShell(Moa() + " train --config " + dir.File("pretrain/config.ini") +
+                               " --adapter.method=lora --output.dir=" + dir.File("on_pretrain"),
+                           &out),
+            2)
+      << out;
+  EXPECT_NE(out.find("model.backbone is empty, but adapter.method = lora"), std::string::npos)
+      << out;
 }
 
 // Every command reads `--flag=value` and `--flag value` alike. A bad configuration value (exit 2,
