@@ -203,8 +203,7 @@ torch::Tensor MoaAdapterImpl::GroupedLora(const torch::Tensor& rows,
     column_expert.insert(column_expert.end(), lora->A.size(0), static_cast<int64_t>(m));
   }
   const torch::Tensor low = torch::nn::functional::linear(rows, torch::cat(down));
-  const torch::Tensor columns =
-      parallel::ToDeviceAsync(torch::tensor(column_expert, torch::kInt64), rows.device());
+  const torch::Tensor columns = parallel::IndicesOn(column_expert, rows.device());
   torch::Tensor keep = row_expert.unsqueeze(1).eq(columns.unsqueeze(0)).to(low.scalar_type());
   // The gates multiply in their own dtype (float32 under autocast too), as in the stacked path.
   if (row_scale.defined()) keep = keep * row_scale.unsqueeze(1);
@@ -317,8 +316,7 @@ torch::Tensor MoaAdapterImpl::RoutedExperts(const torch::Tensor& tokens, const R
         all[e] = e;
         expert_of_row.insert(expert_of_row.end(), ids[e].numel(), e);
       }
-      const torch::Tensor row_expert =
-          parallel::ToDeviceAsync(torch::tensor(expert_of_row, torch::kInt64), order.device());
+      const torch::Tensor row_expert = parallel::IndicesOn(expert_of_row, order.device());
       const torch::Tensor gates = routing.gates.index({order, torch::cat(slots)});
       weighted = GroupedLora(gathered, all, row_expert, gates);
     } else if (order.numel() > 0) {
@@ -404,17 +402,14 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
     for (size_t m = 0; m < local.size(); ++m) {
       for (int64_t r : rows_of[m]) row_expert[r] = static_cast<int64_t>(m);
     }
-    computed = GroupedLora(arrived, local,
-                           parallel::ToDeviceAsync(torch::tensor(row_expert, torch::kInt64),
-                                                   tokens.device()),
+    computed = GroupedLora(arrived, local, parallel::IndicesOn(row_expert, tokens.device()),
                            torch::Tensor())
                    .to(out_dtype);
   } else {
     std::vector<torch::Tensor> outputs, positions;
     for (size_t m = 0; m < local.size(); ++m) {
       if (rows_of[m].empty()) continue;  // no rank sent this expert a token
-      const torch::Tensor at =
-          parallel::ToDeviceAsync(torch::tensor(rows_of[m], torch::kInt64), tokens.device());
+      const torch::Tensor at = parallel::IndicesOn(rows_of[m], tokens.device());
       outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
       positions.push_back(at);
     }

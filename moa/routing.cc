@@ -192,10 +192,8 @@ Routing Route(const torch::Tensor& clean_logits, const RouteOptions& options,
       }
     }
     for (int64_t e = 0; e < experts; ++e) {
-      r.expert_tokens.push_back(parallel::ToDeviceAsync(
-          torch::tensor(token_lists[e], torch::kInt64), clean_logits.device()));
-      r.expert_slots.push_back(parallel::ToDeviceAsync(torch::tensor(slot_lists[e], torch::kInt64),
-                                                       clean_logits.device()));
+      r.expert_tokens.push_back(parallel::IndicesOn(token_lists[e], clean_logits.device()));
+      r.expert_slots.push_back(parallel::IndicesOn(slot_lists[e], clean_logits.device()));
     }
   }
   const torch::Tensor kept_gates =

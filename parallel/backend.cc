@@ -92,11 +92,7 @@ class NcclTensorCommunicator : public Communicator {
 
   absl::Status WaitForDeferred() override {
     c10::cuda::CUDAGuard guard(device_);
-    const c10::cuda::CUDAStream compute = c10::cuda::getCurrentCUDAStream(device_.index());
-    // NCCL's stream runs in order: its last event follows every collective queued on it.
-    MOA_RETURN_IF_ERROR(CudaCheck(
-        cudaEventRecord(finished_, static_cast<cudaStream_t>(nccl_->stream())), "event record"));
-    return CudaCheck(cudaStreamWaitEvent(compute.stream(), finished_, 0), "stream wait");
+    return ComputeWaitsForNccl();
   }
 
   absl::StatusOr<torch::Tensor> AllGather(const torch::Tensor& tensor) override {
@@ -202,11 +198,7 @@ class NcclTensorCommunicator : public Communicator {
     MOA_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(queued_, compute.stream()), "event record"));
     MOA_RETURN_IF_ERROR(CudaCheck(cudaStreamWaitEvent(nccl_stream, queued_, 0), "stream wait"));
     MOA_RETURN_IF_ERROR(op());
-    if (compute_waits) {
-      MOA_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(finished_, nccl_stream), "event record"));
-      MOA_RETURN_IF_ERROR(
-          CudaCheck(cudaStreamWaitEvent(compute.stream(), finished_, 0), "stream wait"));
-    }
+    if (compute_waits) MOA_RETURN_IF_ERROR(ComputeWaitsForNccl());
     const c10::cuda::CUDAStream on_nccl =
         c10::cuda::getStreamFromExternal(nccl_stream, device_.index());
     for (const torch::Tensor& t : tensors) {
@@ -215,6 +207,16 @@ class NcclTensorCommunicator : public Communicator {
       }
     }
     return absl::OkStatus();
+  }
+
+  // Makes the current compute stream wait for everything queued on NCCL's stream so far (that
+  // stream runs in order, so its newest event follows every collective on it). Under a CUDAGuard
+  // for device_.
+  absl::Status ComputeWaitsForNccl() {
+    const c10::cuda::CUDAStream compute = c10::cuda::getCurrentCUDAStream(device_.index());
+    MOA_RETURN_IF_ERROR(CudaCheck(
+        cudaEventRecord(finished_, static_cast<cudaStream_t>(nccl_->stream())), "event record"));
+    return CudaCheck(cudaStreamWaitEvent(compute.stream(), finished_, 0), "stream wait");
   }
 
   std::unique_ptr<NcclCommunicator> nccl_;

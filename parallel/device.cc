@@ -46,6 +46,10 @@ torch::Tensor ToDeviceAsync(const torch::Tensor& host, const torch::Device& devi
   return host.pin_memory().to(device, /*non_blocking=*/true);
 }
 
+torch::Tensor IndicesOn(const std::vector<int64_t>& values, const torch::Device& device) {
+  return ToDeviceAsync(torch::tensor(values, torch::kInt64), device);
+}
+
 int VisibleGpus() {
   return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
 }

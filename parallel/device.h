@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <absl/status/statusor.h>
 #include <torch/torch.h>
@@ -24,6 +25,9 @@ int VisibleGpus();
 /// on the current stream without the host waiting for it (a plain copy from pageable memory
 /// waits); elsewhere it is `host.to(device)`.
 torch::Tensor ToDeviceAsync(const torch::Tensor& host, const torch::Device& device);
+
+/// `values` as an int64 index tensor on `device` (through ToDeviceAsync).
+torch::Tensor IndicesOn(const std::vector<int64_t>& values, const torch::Device& device);
 
 /// The device for `option` (auto, cpu, cuda) on this rank; with a GPU it also becomes the
 /// process's current CUDA device. `cuda` without a visible GPU is an error naming rank and host.
