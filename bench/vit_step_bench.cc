@@ -449,6 +449,11 @@ int main(int argc, char** argv) {
         "adapters, same torch)\n",
         a.small ? "width 192 depth 4 (small)" : "B/16", a.device.c_str(), a.precision.c_str(),
         static_cast<long long>(a.domains));
+    if (a.precision == "bf16" && a.device == "cpu" && !moa::parallel::CpuHasBf16MatrixUnits()) {
+      std::printf(
+          "note: this CPU has no bfloat16 matrix instructions (AVX512-BF16, AMX, Arm BF16): both "
+          "sides run bf16 matrix products in LibTorch's scalar fallback\n");
+    }
   } else {
     std::printf(
         "CPU suite, fp32, %s threads: moa vs PyTorch eager on the same torch (timm + PyTorch "

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <ATen/cpu/Utils.h>
 #include <torch/cuda.h>
 
 #if MOA_WITH_CUDA
@@ -104,6 +105,17 @@ DeviceReport DescribeDevice(const torch::Device& device) {
   report.name = CpuModel();
   report.memory_bytes = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
   return report;
+}
+
+bool CpuHasBf16MatrixUnits() {
+  const auto capabilities = at::cpu::get_cpu_capabilities();
+  for (const char* flag : {"avx512_bf16", "amx_bf16", "bf16", "sve_bf16"}) {
+    const auto found = capabilities.find(flag);
+    if (found != capabilities.end() && found->second.isBool() && found->second.toBool()) {
+      return true;
+    }
+  }
+  return false;
 }
 
 int64_t PeakMemoryBytes(const torch::Device& device) {

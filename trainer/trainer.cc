@@ -103,6 +103,13 @@ class Runner {
     // TF32 is off in fp32 runs (fp32 means fp32, and GPU runs then equal CPU runs to rounding).
     parallel::SetKernelPolicy(/*allow_tf32=*/config_.train.precision != "fp32",
                               config_.train.deterministic);
+    if (config_.train.precision == "bf16" && !device_.is_cuda() &&
+        !parallel::CpuHasBf16MatrixUnits() && lead_) {
+      Log(LogLevel::kWarning)
+          << "train.precision = bf16 on a CPU without bfloat16 matrix instructions (AVX512-BF16, "
+             "AMX or Arm BF16): LibTorch's bf16 matrix products run here in scalar code, about "
+             "85x slower than fp32; train.precision = fp32 is the fast choice on this machine";
+    }
     MOA_ASSIGN_OR_RETURN(parallel::Backend backend,
                          parallel::ResolveBackend(config_.parallel.backend, device_, layout,
                                                   parallel::VisibleGpus()));

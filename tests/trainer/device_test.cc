@@ -4,10 +4,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common/files.h"
 #include "launch/options.h"
 #include "parallel/device.h"
+#include "tests/parallel/job_support.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_config.h"
 #include "trainer/optimizer.h"
@@ -71,6 +74,45 @@ TEST(PrecisionTest, Bf16TrainingFollowsFp32) {
   // The loss went down in both (training happened), and fell by similar amounts.
   EXPECT_LT(a.back()["loss"].get<double>(), a.front()["loss"].get<double>());
   EXPECT_LT(b.back()["loss"].get<double>(), b.front()["loss"].get<double>());
+}
+
+// The kernel's own view of the CPU (/proc/cpuinfo's flags), read independently of LibTorch's
+// CPUID-based detection: the two agree on whether bfloat16 matrix instructions exist.
+bool CpuinfoListsBf16MatrixUnits() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0 && line.rfind("Features", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::string flag;
+    while (words >> flag) {
+      if (flag == "avx512_bf16" || flag == "amx_bf16" || flag == "bf16" || flag == "svebf16") {
+        return true;
+      }
+    }
+    return false;  // every processor lists the same flags; the first line decides
+  }
+  return false;
+}
+
+TEST(PrecisionTest, Bf16MatrixUnitsAsTheKernelReportsThem) {
+  ASSERT_TRUE(std::filesystem::exists("/proc/cpuinfo"));
+  EXPECT_EQ(parallel::CpuHasBf16MatrixUnits(), CpuinfoListsBf16MatrixUnits());
+}
+
+// bf16 on a CPU without bfloat16 matrix instructions runs (slowly) and says why it is slow; with
+// fp32, or on a CPU that has them, no such warning.
+TEST(PrecisionTest, Bf16OnACpuWithoutBf16UnitsIsWarnedAbout) {
+  if (parallel::VisibleGpus() > 0) GTEST_SKIP() << "a GPU is visible here: auto would take it";
+  test::TempDir dir;
+  const std::string base = test::Moa() + " train --config " + test::SourceDir() +
+                           "/configs/tiny.ini --train.steps=2 --output.dir=";
+  const std::string warning = "on a CPU without bfloat16 matrix instructions";
+  std::string out;
+  ASSERT_EQ(test::RunShell(base + dir.File("bf16") + " --train.precision=bf16", &out), 0) << out;
+  EXPECT_EQ(out.find(warning) != std::string::npos, !CpuinfoListsBf16MatrixUnits()) << out;
+  ASSERT_EQ(test::RunShell(base + dir.File("fp32"), &out), 0) << out;
+  EXPECT_EQ(out.find(warning), std::string::npos) << out;
 }
 
 // Parameters of several shapes with fixed gradients; `steps` updates by each path.
