@@ -24,6 +24,15 @@ start=$(date +%s)
 say() { echo "$*" | tee -a "$report"; }
 section() { say ""; say "== $* ($(($(date +%s) - start)) s)"; }
 # run SECONDS COMMAND...: runs with a time limit, output into the report.
+# starts BINARY: whether it runs `--help`; what it printed on stderr goes into the report.
+starts() {
+  local errors="$report_dir/start.err" rc
+  timeout 30 "$1" --help >/dev/null 2>"$errors"
+  rc=$?
+  head -20 "$errors" | tee -a "$report"
+  [ "$rc" -eq 0 ] || say "-> exit status $rc"
+  return "$rc"
+}
 run() {
   local limit=$1
   shift
@@ -41,7 +50,19 @@ torch_lib=$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(t
 site=$(dirname "$(dirname "$torch_lib")")
 say "torch: $("$python" -c 'import torch; print(torch.__version__, torch.version.cuda)') at $torch_lib"
 nvidia_libs=$(find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | tr '\n' ':')
-export LD_LIBRARY_PATH="$bundle/lib:$bundle/usr/lib/x86_64-linux-gnu/openmpi/lib:$torch_lib:$nvidia_libs${LD_LIBRARY_PATH:-}"
+# The image's Python keeps the image's libraries: the bundle's (built on Debian 12) could need a
+# newer C library than the image has. This script, gpu_test's and vit_step_bench's children use it.
+image_ld="${LD_LIBRARY_PATH:-}"
+tools=$(mktemp -d)
+trap 'rm -rf "$tools"' EXIT
+{
+  echo '#!/bin/sh'
+  if [ -n "$image_ld" ]; then echo "export LD_LIBRARY_PATH='$image_ld'"; else echo "unset LD_LIBRARY_PATH"; fi
+  echo "exec '$python' \"\$@\""
+} >"$tools/python"
+chmod +x "$tools/python"
+python="$tools/python"
+export LD_LIBRARY_PATH="$bundle/lib:$bundle/usr/lib/x86_64-linux-gnu/openmpi/lib:$torch_lib:$nvidia_libs$image_ld"
 # Open MPI and PMIx from the bundle's usr/ tree.
 usr="$bundle/usr"
 export OPAL_PREFIX="$usr" OPAL_EXEC_PREFIX="$usr" OPAL_BINDIR="$usr/bin" \
@@ -53,18 +74,37 @@ export OPAL_PREFIX="$usr" OPAL_EXEC_PREFIX="$usr" OPAL_BINDIR="$usr/bin" \
   PMIX_MCA_mca_base_component_path="$usr/lib/x86_64-linux-gnu/pmix2/lib/pmix" \
   PATH="$usr/bin:$PATH"
 # Shared memory between ranks of one node only: the bundle carries no UCX or fabric libraries.
-export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
-mpirun=("$usr/bin/orterun" --allow-run-as-root --oversubscribe --bind-to none
-  --mca btl_vader_single_copy_mechanism none)
+# Open MPI's launcher wants ssh or rsh on the PATH even to start ranks on this machine alone, and
+# an image may have neither: `false` stands in (it is never called for local ranks).
+export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMPI_MCA_plm_rsh_agent=false
 export MOA_SOURCE_DIR="$here" MOA_PYTHON="$python" OMP_NUM_THREADS=4
 
 section "carried binaries"
-if ! run 30 "$bundle/bin/moa" --help >/dev/null; then
-  say "the carried moa does not start here; its libraries:"
-  ldd "$bundle/bin/moa" | grep -i "not found" | tee -a "$report"
-  say "nothing else can run without it (the image lacks Abseil, Boost and Open MPI to build moa)"
-  exit 1
+say "this machine: $(ldd --version 2>&1 | head -1); $(uname -r)"
+# The binaries as built; where they do not start (a C library or C++ runtime older than the build
+# machine's), the same binaries through the carried C library's loader (gpu_bundle.sh, loader/).
+bin="$bundle/bin"
+orterun="$usr/bin/orterun"
+use_loader=0
+if [ "${MOA_CHECK_LOADER:-0}" = 1 ]; then
+  say "MOA_CHECK_LOADER=1: the carried C library (loader/) from the start"
+  use_loader=1
+elif ! starts "$bin/moa"; then
+  say "the carried moa does not start with this machine's libraries; trying the carried C library"
+  use_loader=1
 fi
+if [ "$use_loader" = 1 ]; then
+  bin="$bundle/loader"
+  orterun="$bundle/loader/orterun"
+  if ! starts "$bin/moa"; then
+    say "the carried moa does not start with the carried C library either: nothing else can run"
+    say "(the image lacks Abseil, Boost and Open MPI to build moa)"
+    exit 1
+  fi
+fi
+say "binaries: $bin"
+mpirun=("$orterun" --allow-run-as-root --oversubscribe --bind-to none
+  --mca btl_vader_single_copy_mechanism none)
 
 section "generated data (IDX files of random 28x28 images, 10 classes)"
 data="$report_dir/idx"
@@ -87,19 +127,20 @@ PY
 export MOA_TEST_DATA_DIR="$data"
 
 section "GPU tests (gtest label gpu)"
-run 240 "$bundle/bin/gpu_test" --gtest_output="json:$report_dir/gpu_test.json"
+run 240 "$bin/gpu_test" --gtest_output="json:$report_dir/gpu_test.json"
 section "standalone NCCL test"
-run 60 "$bundle/bin/nccl_test"
+run 60 "$bin/nccl_test"
 
 section "dp = 2 and ep = 2 on one GPU through the MPI backend against one process"
 runs="$report_dir/runs"
-# MOA_CHECK_DEVICE=cpu runs this section on the CPU (to try the script on a machine without a GPU).
+# MOA_CHECK_DEVICE=cpu runs this section on the CPU (to try the script on a machine without a GPU;
+# MOA_CHECK_LOADER=1 tries the carried C library's path there too).
 common=(--config configs/tiny.ini --data.data_dir="$data" --parallel.device="${MOA_CHECK_DEVICE:-cuda}"
   --adapter.method=moa --moa.proj_dim=16 --moa.ranks=1,2,4,8)
-run 60 "$bundle/bin/moa" train "${common[@]}" --output.dir="$runs/one" >/dev/null
-run 90 "${mpirun[@]}" -np 2 "$bundle/bin/moa" train "${common[@]}" --parallel.backend=mpi \
+run 60 "$bin/moa" train "${common[@]}" --output.dir="$runs/one" >/dev/null
+run 90 "${mpirun[@]}" -np 2 "$bin/moa" train "${common[@]}" --parallel.backend=mpi \
   --output.dir="$runs/dp2" >/dev/null
-run 90 "${mpirun[@]}" -np 2 "$bundle/bin/moa" train "${common[@]}" --parallel.backend=mpi \
+run 90 "${mpirun[@]}" -np 2 "$bin/moa" train "${common[@]}" --parallel.backend=mpi \
   --parallel.ep=2 --parallel.expert_mode=sharded --output.dir="$runs/ep2" >/dev/null
 "$python" - "$runs" <<'PY' 2>&1 | tee -a "$report"
 import json, sys
@@ -123,8 +164,8 @@ for name in ("dp2", "ep2"):
 PY
 
 section "ViT-B/16 training step, bf16: moa vs PyTorch eager (paper batch 32 x 3, then the largest that fits)"
-run 200 "$bundle/bin/vit_step_bench" --device cuda --precision bf16 --batch 32 --steps 10 \
+run 200 "$bin/vit_step_bench" --device cuda --precision bf16 --batch 32 --steps 10 \
   --warmup 3 --max-batch
 section "ViT-B/16 training step, fp32 (TF32 off), paper batch"
-run 90 "$bundle/bin/vit_step_bench" --device cuda --precision fp32 --batch 32 --steps 5 --warmup 2
+run 90 "$bin/vit_step_bench" --device cuda --precision fp32 --batch 32 --steps 5 --warmup 2
 section "done in $(($(date +%s) - start)) s"
