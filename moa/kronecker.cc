@@ -3,8 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
-
-#include "parallel/device.h"
+#include <mutex>
 
 namespace moa {
 namespace {
@@ -14,6 +13,27 @@ void XavierSlices(torch::Tensor t) {
   torch::NoGradGuard no_grad;
   const double bound = std::sqrt(2.0) * std::sqrt(6.0 / static_cast<double>(t.size(1) + t.size(2)));
   t.uniform_(-bound, bound);
+}
+
+// Dropout's keep mask for H, drawn from a generator keyed by `key` on H's own device: the CPU's
+// mt19937, or a GPU's Philox (a mask drawn on the host and copied would bound the GPU's step by
+// the host). The same key gives the same mask on every rank of one device type and after a
+// resume; a CPU mask and a GPU mask of one key differ.
+torch::Tensor KeepMask(at::IntArrayRef sizes, double keep, uint64_t key,
+                       const torch::Device& device) {
+  if (device.is_cpu()) {
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(key);
+    return at::empty(sizes, torch::kFloat32).bernoulli_(keep, generator);
+  }
+  at::Generator generator;
+  {
+    at::Generator device_default = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(device_default.mutex());
+    generator = device_default.clone();
+  }
+  generator.set_current_seed(key);  // also starts the Philox offset at 0
+  return at::empty(sizes, torch::TensorOptions().dtype(torch::kFloat32).device(device))
+      .bernoulli_(keep, generator);
 }
 
 }  // namespace
@@ -70,11 +90,9 @@ torch::Tensor KroneckerImpl::UpdateMatrix(bool training, uint64_t dropout_key) c
   // activations, with a fresh mask per expert and forward; unlike the reference the mask is keyed
   // by (seed, step, layer, expert) so it is the same on every rank and after a resume.
   if (training && options_.dropout() > 0) {
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(dropout_key);
     const torch::Tensor keep =
-        at::empty(h.sizes(), torch::kFloat32).bernoulli_(1.0 - options_.dropout(), generator);
-    h = h * parallel::ToDeviceAsync(keep, h.device()).to(h.scalar_type()) /
-        (1.0 - options_.dropout());
+        KeepMask(h.sizes(), 1.0 - options_.dropout(), dropout_key, h.device());
+    h = h * keep.to(h.scalar_type()) / (1.0 - options_.dropout());
   }
   return h;
 }

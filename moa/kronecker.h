@@ -50,8 +50,8 @@ struct KroneckerOptions {
 class KroneckerImpl : public AdapterImpl {
  public:
   KroneckerImpl(const KroneckerOptions& options, std::shared_ptr<KroneckerRulesImpl> rules);
-  /// H (in x out); in training with dropout > 0 the mask comes from a generator keyed by
-  /// `dropout_key` (kept entries are scaled by 1 / (1 - p)).
+  /// H (in x out); in training with dropout > 0 the mask comes from a generator on H's device
+  /// keyed by `dropout_key` (kept entries are scaled by 1 / (1 - p)).
   torch::Tensor UpdateMatrix(bool training, uint64_t dropout_key) const;
   /// x H as this forward computes it: in training with dropout (whose mask acts on H's entries)
   /// H is built, masked and applied; otherwise through Product, without building H.

@@ -3,7 +3,8 @@
 // tensors it stages; one-GPU fp32 training (TF32 off) equals CPU training of the tiny
 // configuration; bf16 follows fp32 on the GPU; deterministic GPU runs repeat exactly and resume
 // exactly; a CPU checkpoint resumes on the GPU and a GPU checkpoint on the CPU; the expert
-// planner measures the GPU.
+// planner measures the GPU; Kronecker dropout draws its keyed mask on the GPU, and a Kronecker-MoA
+// run with dropout resumes exactly there.
 // scripts/gpu_check.sh runs them on the GPU machine, with the multi-rank runs through the MPI
 // backend.
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "common/status_macros.h"
 #include "launch/options.h"
 #include "moa/expert_planner.h"
+#include "moa/kronecker.h"
 #include "parallel/backend.h"
 #include "parallel/device.h"
 #include "tests/parallel/conformance.h"
@@ -170,6 +172,53 @@ TEST(GpuTrainingTest, DeterministicRunsRepeatAndResumeExactly) {
     EXPECT_EQ(a[r]["loss"].dump(), b[r]["loss"].dump()) << "record " << r;
     EXPECT_EQ(a[r]["env5_in_acc"].dump(), b[r]["env5_in_acc"].dump()) << "record " << r;
     EXPECT_EQ(a[r]["env5_in_acc"].dump(), c[r]["env5_in_acc"].dump()) << "resumed, record " << r;
+  }
+}
+
+// Kronecker dropout on a GPU draws its mask there (Philox, keyed): one key gives one mask, another
+// key another; about 1 - p of H's entries are kept, each scaled by 1 / (1 - p).
+TEST(GpuTrainingTest, KroneckerDropoutMaskIsDrawnOnTheGpuByKey) {
+  MOA_REQUIRE_GPU();
+  torch::manual_seed(7);
+  const torch::Device gpu(torch::kCUDA, 0);
+  auto rules = std::make_shared<KroneckerRulesImpl>(8, false);
+  KroneckerImpl k(KroneckerOptions(64, 192, 2).dropout(0.5), rules);
+  rules->to(gpu);
+  k.to(gpu);
+  const torch::Tensor clean = k.UpdateMatrix(false, 123);
+  const torch::Tensor a = k.UpdateMatrix(true, 123);
+  ASSERT_TRUE(a.is_cuda());
+  EXPECT_TRUE(torch::equal(a, k.UpdateMatrix(true, 123)));
+  EXPECT_FALSE(torch::equal(a, k.UpdateMatrix(true, 124)));
+  const torch::Tensor kept = a.ne(0);
+  // 12288 entries: one standard deviation of the kept fraction is 0.0045.
+  EXPECT_NEAR(kept.to(torch::kFloat64).mean().item<double>(), 0.5, 0.03);
+  EXPECT_TRUE(torch::allclose(a.masked_select(kept), 2 * clean.masked_select(kept)));
+}
+
+// The mask's key is (seed, step, layer, expert): a Kronecker-MoA run with dropout on the GPU,
+// stopped after 6 steps and resumed, ends as the uninterrupted run.
+TEST(GpuTrainingTest, KroneckerMoaWithDropoutResumesExactlyOnTheGpu) {
+  MOA_REQUIRE_GPU();
+  test::TempDir dir;
+  const std::vector<std::string> kron = {"parallel.device=cuda", "train.deterministic=true",
+                                         "adapter.method=moa",   "moa.expert=kronecker",
+                                         "moa.phm_dim=4",        "moa.kron_dropout=0.5",
+                                         "moa.proj_dim=16"};
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("whole"), kron)));
+  std::vector<std::string> first = kron;
+  first.push_back("train.steps=6");
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("resumed"), first)));
+  std::vector<std::string> rest = kron;
+  rest.push_back("train.resume=" + dir.File("resumed"));
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("resumed"), rest)));
+  // Interval losses are summed on the device in another grouping after the resume: 1e-5 is far
+  // below what one different mask of p = 0.5 moves.
+  test::ExpectLossesNear(dir.File("resumed"), dir.File("whole"), 1e-5);
+  const auto a = Records(dir.File("whole")), b = Records(dir.File("resumed"));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_EQ(a[r]["env5_in_acc"].dump(), b[r]["env5_in_acc"].dump()) << "record " << r;
   }
 }
 
