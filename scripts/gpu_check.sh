@@ -23,7 +23,6 @@ report="$report_dir/gpu_report.txt"
 start=$(date +%s)
 say() { echo "$*" | tee -a "$report"; }
 section() { say ""; say "== $* ($(($(date +%s) - start)) s)"; }
-# run SECONDS COMMAND...: runs with a time limit, output into the report.
 # starts BINARY: whether it runs `--help`; what it printed on stderr goes into the report.
 starts() {
   local errors="$report_dir/start.err" rc
@@ -33,6 +32,7 @@ starts() {
   [ "$rc" -eq 0 ] || say "-> exit status $rc"
   return "$rc"
 }
+# run SECONDS COMMAND...: runs with a time limit, output into the report.
 run() {
   local limit=$1
   shift
