@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 debian_packages=(
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libopenmpi-dev openmpi-bin
   libabsl-dev libboost-program-options-dev libgtest-dev libgmock-dev
   zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libssl-dev libgoogle-perftools-dev
