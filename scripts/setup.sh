@@ -15,7 +15,7 @@ debian_packages=(
   zlib1g-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libssl-dev libgoogle-perftools-dev
   libprotobuf-dev protobuf-compiler
   dataset-fashion-mnist
-  clang-14 libclang-rt-14-dev llvm-14
+  clang-14 libclang-rt-14-dev libomp-14-dev llvm-14
   python3 python3-venv
   munge slurmctld slurmd slurm-client
   chromium
