@@ -153,7 +153,7 @@ double MedianSeconds(int repeats, Work work) {
 }  // namespace
 
 MachineRates MeasureMachineRates(parallel::Communicator& world, bool links,
-                                 const torch::Device& device, bool bf16) {
+                                 const torch::Device& device, bool bf16, bool fused_adam) {
   torch::NoGradGuard no_grad;
   MachineRates rates;
   const auto on_device = torch::TensorOptions().device(device);
@@ -174,9 +174,20 @@ MachineRates MeasureMachineRates(parallel::Communicator& world, bool links,
   torch::Tensor weight = torch::zeros({count}, on_device).requires_grad_(true);
   weight.mutable_grad() = torch::randn({count}, on_device);
   torch::optim::Adam adam({weight}, torch::optim::AdamOptions(1e-3));
+  const torch::Tensor exp_avg = torch::zeros_like(weight), exp_avg_sq = torch::zeros_like(weight);
+  const torch::Tensor step = torch::ones({}, on_device);
+  const auto update = [&] {
+    if (fused_adam) {
+      at::_fused_adam_({weight.detach()}, {weight.grad()}, {exp_avg}, {exp_avg_sq}, {}, {step},
+                       /*lr=*/1e-3, /*beta1=*/0.9, /*beta2=*/0.999, /*weight_decay=*/0,
+                       /*eps=*/1e-8, /*amsgrad=*/false, /*maximize=*/false);
+    } else {
+      adam.step();
+    }
+  };
   rates.update_s_per_parameter = MedianSeconds(5,
                                                [&] {
-                                                 adam.step();
+                                                 update();
                                                  finished();
                                                }) /
                                  count;

@@ -79,10 +79,13 @@ ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank);
 
 /// Measures the rates on this machine, with tensors on `device` (the device the run trains on; a
 /// GPU's timings wait for it): a matrix product (in bfloat16 with `bf16`, as autocast runs the
-/// experts' products), Adam updates, and, with `links`, (over `world`, every rank calling) an
-/// all-reduce and an all-to-all of a few MiB plus a one-number all-reduce for latency. With one
-/// rank or without `links` the link rates are left at 0. Every rank gets the world's average.
+/// experts' products), Adam updates (through ATen's fused kernel with `fused_adam`, as training
+/// with optim.fused runs them, else torch::optim's per-tensor update), and, with `links`, (over
+/// `world`, every rank calling) an all-reduce and an all-to-all of a few MiB plus a one-number
+/// all-reduce for latency. With one rank or without `links` the link rates are left at 0. Every
+/// rank gets the world's average.
 MachineRates MeasureMachineRates(parallel::Communicator& world, bool links = true,
-                                 const torch::Device& device = torch::kCPU, bool bf16 = false);
+                                 const torch::Device& device = torch::kCPU, bool bf16 = false,
+                                 bool fused_adam = false);
 
 }  // namespace moa

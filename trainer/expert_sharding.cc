@@ -19,7 +19,7 @@ absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
   if (options.mode == "auto") {
     // A configured link rate replaces the collective measurements (latency then 20 us).
     sharding->rates_ = MeasureMachineRates(world, /*links=*/options.link_gb_per_s <= 0,
-                                           options.device, options.bf16);
+                                           options.device, options.bf16, options.fused_adam);
     if (options.gflops > 0) sharding->rates_.flops_per_s = options.gflops * 1e9;
     if (options.link_gb_per_s > 0) {
       sharding->rates_.link_bytes_per_s = sharding->rates_.all_to_all_bytes_per_s =

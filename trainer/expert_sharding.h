@@ -32,6 +32,8 @@ struct ExpertShardingOptions {
   /// Where and in which precision the run trains: the rates are measured so.
   torch::Device device = torch::kCPU;
   bool bf16 = false;
+  /// Training updates through ATen's fused Adam/AdamW kernel (optim.fused): the planner times it.
+  bool fused_adam = false;
 };
 
 /// One MoA layer's plan.

@@ -200,6 +200,7 @@ class Runner {
       options.refresh_every_step = config_.swad.enabled || config_.train.check_replicas;
       options.device = device_;
       options.bf16 = config_.train.precision == "bf16";
+      options.fused_adam = config_.optim.fused;
       MOA_ASSIGN_OR_RETURN(sharding_, ExpertSharding::Create(moa_layers_, *mesh_, options));
       // The planner's timing tensors are not the run's: mem_gb starts after them.
       parallel::ResetPeakMemory(device_);

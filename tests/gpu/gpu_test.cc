@@ -231,12 +231,18 @@ TEST(GpuTrainingTest, ExpertPlannerMeasuresTheGpu) {
   const MachineRates cpu = MeasureMachineRates(*self, /*links=*/false, torch::kCPU);
   const MachineRates gpu =
       MeasureMachineRates(*self, /*links=*/false, torch::Device(torch::kCUDA, 0));
+  // Training's default update (optim.fused): ATen's fused Adam on the GPU.
+  const MachineRates fused =
+      MeasureMachineRates(*self, /*links=*/false, torch::Device(torch::kCUDA, 0), false, true);
   std::printf(
       "planner rates: matrix product %.3g FLOP/s on the GPU, %.3g on the CPU; Adam %.3g "
-      "vs %.3g s per parameter\n",
-      gpu.flops_per_s, cpu.flops_per_s, gpu.update_s_per_parameter, cpu.update_s_per_parameter);
+      "(fused %.3g) vs %.3g s per parameter\n",
+      gpu.flops_per_s, cpu.flops_per_s, gpu.update_s_per_parameter, fused.update_s_per_parameter,
+      cpu.update_s_per_parameter);
   EXPECT_GT(gpu.flops_per_s, 5 * cpu.flops_per_s);
   EXPECT_LT(gpu.update_s_per_parameter, cpu.update_s_per_parameter);
+  EXPECT_GT(fused.update_s_per_parameter, 0);
+  EXPECT_LT(fused.update_s_per_parameter, cpu.update_s_per_parameter);
 }
 
 // A checkpoint is device-free: saved on the CPU it resumes on the GPU, and back.
