@@ -152,6 +152,16 @@ TEST(GpuTrainingTest, Bf16FollowsFp32OnTheGpu) {
   test::ExpectLossesNear(dir.File("bf16"), dir.File("fp32"), 0.05);
 }
 
+// Trains `options` into `run` for 6 steps, then resumes it to the configuration's last step.
+void TrainStoppedAndResumed(const std::string& run, const std::vector<std::string>& options) {
+  std::vector<std::string> first = options;
+  first.push_back("train.steps=6");
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(run, first)));
+  std::vector<std::string> rest = options;
+  rest.push_back("train.resume=" + run);
+  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(run, rest)));
+}
+
 TEST(GpuTrainingTest, DeterministicRunsRepeatAndResumeExactly) {
   MOA_REQUIRE_GPU();
   test::TempDir dir;
@@ -159,12 +169,7 @@ TEST(GpuTrainingTest, DeterministicRunsRepeatAndResumeExactly) {
                                         "adapter.method=moa", "moa.proj_dim=16"};
   MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("a"), det)));
   MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("b"), det)));
-  std::vector<std::string> first = det;
-  first.push_back("train.steps=6");
-  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("c"), first)));
-  std::vector<std::string> rest = det;
-  rest.push_back("train.resume=" + dir.File("c"));
-  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("c"), rest)));
+  ASSERT_NO_FATAL_FAILURE(TrainStoppedAndResumed(dir.File("c"), det));
   const auto a = Records(dir.File("a")), b = Records(dir.File("b")), c = Records(dir.File("c"));
   ASSERT_EQ(a.size(), b.size());
   ASSERT_EQ(a.size(), c.size());
@@ -206,12 +211,7 @@ TEST(GpuTrainingTest, KroneckerMoaWithDropoutResumesExactlyOnTheGpu) {
                                          "moa.phm_dim=4",        "moa.kron_dropout=0.5",
                                          "moa.proj_dim=16"};
   MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("whole"), kron)));
-  std::vector<std::string> first = kron;
-  first.push_back("train.steps=6");
-  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("resumed"), first)));
-  std::vector<std::string> rest = kron;
-  rest.push_back("train.resume=" + dir.File("resumed"));
-  MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("resumed"), rest)));
+  ASSERT_NO_FATAL_FAILURE(TrainStoppedAndResumed(dir.File("resumed"), kron));
   // Interval losses are summed on the device in another grouping after the resume: 1e-5 is far
   // below what one different mask of p = 0.5 moves.
   test::ExpectLossesNear(dir.File("resumed"), dir.File("whole"), 1e-5);
