@@ -4,14 +4,15 @@
 # step against the one-rank step measured in the same run. Waiting ranks yield their core
 # (mpi_yield_when_idle), so more ranks than cores measure the exchange rather than spinning.
 #
-# usage: bash bench/expert_parallel.sh [STEPS]   (run from the repository root after a build)
+# usage: bash bench/expert_parallel.sh [STEPS] [fp32|bf16]   (from the repository root, after a build)
 set -euo pipefail
 steps=${1:-8}
+precision=${2:-fp32}
 bench=build/bench/expert_parallel_bench
 out=$(mktemp)
 for np in 1 2 4; do
   mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none \
-    --mca mpi_yield_when_idle 1 -np "$np" "$bench" --steps "$steps" --threads 1 | tee -a "$out" | grep -v '^RESULT'
+    --mca mpi_yield_when_idle 1 -np "$np" "$bench" --steps "$steps" --threads 1 --precision "$precision" | tee -a "$out" | grep -v '^RESULT'
 done
 bash "$(dirname "$0")/../scripts/python.sh" - "$out" <<'PY'
 import sys

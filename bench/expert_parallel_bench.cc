@@ -10,7 +10,11 @@
 //   wide:  16 LoRA experts of rank 256 on fc1 (768 -> 3072) and fc2 (3072 -> 768), 4 x 197 tokens
 // The global batch is the same at every rank count; each rank takes its slice.
 //
+// With --precision bf16 the forward runs under bf16 autocast, as train.precision = bf16 does: the
+// all-to-alls move bfloat16 (half the token bytes of float32).
+//
 // usage: mpirun -np N expert_parallel_bench [--steps 4] [--threads 1] [--config paper|wide|both]
+//        [--precision fp32|bf16]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +24,7 @@
 
 #include "common/threads.h"
 #include "common/timer.h"
+#include "moa/autocast.h"
 #include "moa/expert_placement.h"
 #include "moa/expert_planner.h"
 #include "moa/moa_layer.h"
@@ -75,7 +80,8 @@ struct Measured {
   std::vector<LayerMeasured> layers;
 };
 
-Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicator& world) {
+Measured RunMode(const BenchConfig& config, bool sharded, bool bf16, int steps,
+                 Communicator& world) {
   const int ranks = world.size(), me = world.rank();
   auto context = std::make_shared<moa::RoutingContext>();
   context->seed = 1;
@@ -139,7 +145,12 @@ Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicato
     context->step = step;
     torch::Tensor loss = torch::zeros({});
     for (size_t l = 0; l < layers.size(); ++l) {
-      loss = loss + (layers[l]->Delta(inputs[l]) * weights[l]).sum() + layers[l]->aux_loss();
+      torch::Tensor delta;
+      {
+        moa::AutocastScope autocast(torch::kCPU, bf16);
+        delta = layers[l]->Delta(inputs[l]);
+      }
+      loss = loss + (delta * weights[l]).sum() + layers[l]->aux_loss();
     }
     adam.zero_grad();
     loss.backward();
@@ -170,7 +181,8 @@ Measured RunMode(const BenchConfig& config, bool sharded, int steps, Communicato
 }
 
 // The planner's estimate for a whole configuration: the sum over its layers.
-moa::ExpertModeEstimate Plan(const BenchConfig& config, int ranks, const moa::MachineRates& rates) {
+moa::ExpertModeEstimate Plan(const BenchConfig& config, int ranks, bool bf16,
+                             const moa::MachineRates& rates) {
   moa::ExpertModeEstimate total;
   auto context = std::make_shared<moa::RoutingContext>();
   moa::MoaConfig moa_config;
@@ -185,8 +197,8 @@ moa::ExpertModeEstimate Plan(const BenchConfig& config, int ranks, const moa::Ma
     const auto owner = moa::PartitionExperts(costs, ranks);
     Check(owner.status());
     total += moa::EstimateExpertModes(
-        moa::ShapeOf(layer, config.images / ranks * config.tokens_per_image), 1, ranks, *owner,
-        rates);
+        moa::ShapeOf(layer, config.images / ranks * config.tokens_per_image, bf16), 1, ranks,
+        *owner, rates);
   }
   return total;
 }
@@ -207,13 +219,20 @@ void PrintRow(const char* config, int ranks, const char* mode, const Measured& m
 int main(int argc, char** argv) {
   moa::parallel::MpiRuntime mpi(&argc, &argv);
   int steps = 4, threads = 1;
-  std::string which = "both";
+  std::string which = "both", precision = "fp32";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--steps") steps = std::atoi(argv[i + 1]);
     if (flag == "--threads") threads = std::atoi(argv[i + 1]);
     if (flag == "--config") which = argv[i + 1];
+    if (flag == "--precision") precision = argv[i + 1];
   }
+  if (precision != "fp32" && precision != "bf16") {
+    std::fprintf(stderr, "expert_parallel_bench: --precision must be fp32 or bf16, not %s\n",
+                 precision.c_str());
+    return 1;
+  }
+  const bool bf16 = precision == "bf16";
   moa::ApplyThreadCount(threads);
   auto world = moa::parallel::MakeWorldCommunicator();
   const int ranks = world->size();
@@ -222,29 +241,31 @@ int main(int argc, char** argv) {
       {"paper", {{"qkv", 768, 2304}}, {1, 2, 4, 8}, 16},
       {"wide", {{"fc1", 768, 3072}, {"fc2", 3072, 768}}, std::vector<int64_t>(16, 256), 4},
   };
-  const moa::MachineRates rates = moa::MeasureMachineRates(*world);
+  const moa::MachineRates rates = moa::MeasureMachineRates(*world, true, torch::kCPU, bf16);
   if (lead) {
     std::printf(
-        "%d ranks x %d threads; rates: %.1f GFLOP/s, Adam %.2f ns/parameter, all-reduce %.2f GB/s, "
+        "%d ranks x %d threads, %s; rates: %.1f GFLOP/s, Adam %.2f ns/parameter, all-reduce %.2f "
+        "GB/s, "
         "all-to-all %.2f GB/s, latency %.1f us\n",
-        ranks, threads, rates.flops_per_s / 1e9, rates.update_s_per_parameter * 1e9,
-        rates.link_bytes_per_s / 1e9, rates.all_to_all_bytes_per_s / 1e9, rates.latency_s * 1e6);
+        ranks, threads, precision.c_str(), rates.flops_per_s / 1e9,
+        rates.update_s_per_parameter * 1e9, rates.link_bytes_per_s / 1e9,
+        rates.all_to_all_bytes_per_s / 1e9, rates.latency_s * 1e6);
     std::printf("%-6s %3s  %-10s %9s %9s\n", "config", "ep", "mode", "step ms", "grad MB");
   }
   for (const BenchConfig& config : configs) {
     if (which != "both" && which != config.name) continue;
     if (config.images % ranks != 0) continue;
     if (ranks == 1) {
-      const Measured local = RunMode(config, false, steps, *world);
+      const Measured local = RunMode(config, false, bf16, steps, *world);
       if (lead) PrintRow(config.name.c_str(), ranks, "local", local);
       continue;
     }
-    const Measured replicated = RunMode(config, false, steps, *world);
-    const Measured sharded = RunMode(config, true, steps, *world);
+    const Measured replicated = RunMode(config, false, bf16, steps, *world);
+    const Measured sharded = RunMode(config, true, bf16, steps, *world);
     if (lead) {
       PrintRow(config.name.c_str(), ranks, "replicated", replicated);
       PrintRow(config.name.c_str(), ranks, "sharded", sharded);
-      const moa::ExpertModeEstimate plan = Plan(config, ranks, rates);
+      const moa::ExpertModeEstimate plan = Plan(config, ranks, bf16, rates);
       const bool faster_sharded = sharded.step_ms < replicated.step_ms;
       std::printf("  planner: %s\n  measured faster: %s; planner %s\n", plan.Describe().c_str(),
                   faster_sharded ? "sharded" : "replicated",

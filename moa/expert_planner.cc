@@ -12,7 +12,8 @@
 namespace moa {
 namespace {
 
-constexpr double kFloatBytes = 4;
+// Trainable parameters and their gradients stay float32 under bf16 autocast too.
+constexpr double kParameterBytes = 4;
 // Forward plus backward (input and weight gradients) cost three forwards.
 constexpr double kTrainingPasses = 3;
 
@@ -72,7 +73,7 @@ ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp
   for (int64_t x = 0; x < experts; ++x)
     own_flops += per_expert_tokens * shape.expert_flops_per_token[x];
   e.replicated_compute_s = kTrainingPasses * own_flops / rates.flops_per_s;
-  e.replicated_gradient_bytes = all_parameters * kFloatBytes;
+  e.replicated_gradient_bytes = all_parameters * kParameterBytes;
   e.replicated_gradient_s = AllReduceSeconds(e.replicated_gradient_bytes, world, rates);
   e.replicated_update_s = all_parameters * rates.update_s_per_parameter;
 
@@ -95,18 +96,18 @@ ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp
   const double fewest = static_cast<double>(*std::min_element(held.begin(), held.end()));
   const double remote = static_cast<double>(shape.tokens_per_rank * shape.top_k) *
                         (1.0 - fewest / static_cast<double>(experts));
-  e.exchange_bytes =
-      2.0 * remote * static_cast<double>(shape.in_features + shape.out_features) * kFloatBytes;
+  e.exchange_bytes = 2.0 * remote * static_cast<double>(shape.in_features + shape.out_features) *
+                     shape.exchange_element_bytes;
   // Four payload exchanges, each preceded by its counts.
   e.sharded_exchange_s =
       ep > 1 ? e.exchange_bytes / rates.all_to_all_bytes_per_s + 8 * rates.latency_s : 0;
-  e.sharded_gradient_bytes = busiest_parameters * kFloatBytes;
+  e.sharded_gradient_bytes = busiest_parameters * kParameterBytes;
   e.sharded_gradient_s = AllReduceSeconds(e.sharded_gradient_bytes, dp, rates);
   e.sharded_update_s = busiest_parameters * rates.update_s_per_parameter;
   // Every rank receives the experts it does not hold.
   if (shape.refresh_every_step && ep > 1) {
     e.sharded_refresh_s =
-        (all_parameters - busiest_parameters) * kFloatBytes / rates.link_bytes_per_s +
+        (all_parameters - busiest_parameters) * kParameterBytes / rates.link_bytes_per_s +
         static_cast<double>(experts) * rates.latency_s;
   }
   return e;
@@ -119,8 +120,9 @@ double ExpertFlopsPerToken(const MoaAdapterImpl& layer, int64_t e) {
   return 2.0 * static_cast<double>(layer.config().ranks.at(e)) * (in + out);
 }
 
-ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank) {
+ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank, bool bf16) {
   ExpertLayerShape shape;
+  shape.exchange_element_bytes = bf16 ? 2 : 4;
   shape.in_features = layer.in_features();
   shape.out_features = layer.out_features();
   shape.tokens_per_rank = tokens_per_rank;

@@ -21,6 +21,9 @@ struct ExpertLayerShape {
   int64_t top_k = 1;
   std::vector<int64_t> expert_parameters;      // trainable numbers per expert
   std::vector<double> expert_flops_per_token;  // forward multiply-adds x 2 per routed token
+  /// Bytes of one exchanged token or output feature: 4 in float32, 2 under bf16 autocast (the
+  /// sharded layer exchanges in the autocast dtype).
+  double exchange_element_bytes = 4;
   /// Sharded experts copied from their holders to every rank after each step (SWAD averages
   /// every rank's copies).
   bool refresh_every_step = false;
@@ -74,8 +77,9 @@ ExpertModeEstimate EstimateExpertModes(const ExpertLayerShape& shape, int64_t dp
 /// for a Kronecker expert (its update matrix is applied whole). The placement cost of an expert.
 double ExpertFlopsPerToken(const MoaAdapterImpl& layer, int64_t e);
 
-/// The layer's shape for EstimateExpertModes, with `tokens_per_rank` tokens per rank and step.
-ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank);
+/// The layer's shape for EstimateExpertModes, with `tokens_per_rank` tokens per rank and step,
+/// exchanged in bfloat16 with `bf16` (train.precision = bf16), else in float32.
+ExpertLayerShape ShapeOf(const MoaAdapterImpl& layer, int64_t tokens_per_rank, bool bf16 = false);
 
 /// Measures the rates on this machine, with tensors on `device` (the device the run trains on; a
 /// GPU's timings wait for it): a matrix product (in bfloat16 with `bf16`, as autocast runs the

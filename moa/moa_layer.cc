@@ -377,24 +377,28 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
   const std::vector<int64_t>& send_rows = send.send_rows;
   const std::vector<int64_t>& recv_rows = plan.recv_rows;
 
+  // Under autocast both exchanges move the autocast dtype. The experts' outputs are in it, and
+  // their first operation on a token (LoRA's down-projection, the Kronecker products) casts it
+  // there anyway: casting before sending changes no value and halves a float32 token's bytes,
+  // and the backward pass sends the token gradients back in the same dtype. One dtype on every
+  // rank, so each exchange sends and receives the same bytes whether or not tokens reached it.
+  const c10::DeviceType device_type = tokens.device().type();
+  const torch::ScalarType exchange_dtype = at::autocast::is_autocast_enabled(device_type)
+                                               ? at::autocast::get_autocast_dtype(device_type)
+                                               : tokens.scalar_type();
   const torch::Tensor order = torch::cat(ids);
-  const torch::Tensor arrived =
-      parallel::DifferentiableAllToAllV(tokens.index_select(0, order), send_rows, recv_rows, group);
+  const torch::Tensor arrived = parallel::DifferentiableAllToAllV(
+      tokens.index_select(0, order).to(exchange_dtype), send_rows, recv_rows, group);
   timings_.dispatch_s += clock.Seconds();
   clock.Reset();
+  const int64_t element_bytes = static_cast<int64_t>(c10::elementSize(exchange_dtype));
   for (int r = 0; r < ranks; ++r) {
     if (r == me) continue;
-    timings_.bytes_sent += (send_rows[r] * tokens.size(1) + recv_rows[r] * out_features_) *
-                           static_cast<int64_t>(tokens.element_size());
+    timings_.bytes_sent +=
+        (send_rows[r] * tokens.size(1) + recv_rows[r] * out_features_) * element_bytes;
   }
   const std::vector<std::vector<int64_t>>& rows_of = plan.rows_of;
   const int64_t row = plan.total_rows;
-  // One dtype on every rank, so the return exchange sends and receives the same bytes: under
-  // autocast the experts' outputs are in the autocast dtype, whatever the tokens are.
-  const c10::DeviceType device_type = tokens.device().type();
-  const torch::ScalarType out_dtype = at::autocast::is_autocast_enabled(device_type)
-                                          ? at::autocast::get_autocast_dtype(device_type)
-                                          : tokens.scalar_type();
   torch::Tensor computed;
   if (config_.expert == "lora" && !local.empty()) {
     // The rows arrive grouped by sender, each sender's by expert: one grouped product over all.
@@ -404,7 +408,7 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
     }
     computed = GroupedLora(arrived, local, parallel::IndicesOn(row_expert, tokens.device()),
                            torch::Tensor())
-                   .to(out_dtype);
+                   .to(exchange_dtype);
   } else {
     std::vector<torch::Tensor> outputs, positions;
     for (size_t m = 0; m < local.size(); ++m) {
@@ -413,9 +417,10 @@ torch::Tensor MoaAdapterImpl::ShardedExperts(
       outputs.push_back(apply[local[m]](arrived.index_select(0, at)));
       positions.push_back(at);
     }
-    computed = torch::zeros({row, out_features_}, tokens.options().dtype(out_dtype));
+    computed = torch::zeros({row, out_features_}, tokens.options().dtype(exchange_dtype));
     if (!outputs.empty()) {
-      computed = computed.index_copy(0, torch::cat(positions), torch::cat(outputs).to(out_dtype));
+      computed =
+          computed.index_copy(0, torch::cat(positions), torch::cat(outputs).to(exchange_dtype));
     }
   }
   if (!computed.requires_grad() && torch::GradMode::is_enabled()) {

@@ -44,7 +44,7 @@ absl::StatusOr<std::unique_ptr<ExpertSharding>> ExpertSharding::Create(
     }
     plan.owner = *owner;
     if (options.mode == "auto") {
-      ExpertLayerShape shape = ShapeOf(*layer, options.tokens_per_rank);
+      ExpertLayerShape shape = ShapeOf(*layer, options.tokens_per_rank, options.bf16);
       shape.refresh_every_step = options.refresh_every_step;
       plan.estimate = EstimateExpertModes(shape, mesh.dp, mesh.ep, plan.owner, sharding->rates_);
       choices.push_back(plan.estimate.choose_sharded() ? 1 : 0);

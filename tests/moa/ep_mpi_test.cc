@@ -3,9 +3,13 @@
 // expert gradients (on the expert's holder, summed over its replicas) of the same layer on the
 // whole batch in one process: with router noise, top-k = 2, the auxiliary loss and Kronecker
 // dropout; with a capacity that drops assignments; with routing that sends every token to one
-// expert (the other holders get no token); and with the world split into dp x ep groups.
+// expert (the other holders get no token); with the world split into dp x ep groups; and under
+// bf16 autocast. Every case counts the bytes the exchange moved (bfloat16 under autocast).
+#include <cmath>
+
 #include <gtest/gtest.h>
 
+#include "moa/autocast.h"
 #include "moa/expert_placement.h"
 #include "moa/moa_layer.h"
 #include "parallel/mpi_communicator.h"
@@ -22,6 +26,7 @@ struct Case {
   bool all_to_one = false;  // the router prefers expert 2 for every token, no noise
   int ep = 0;               // 0: the whole world; else dp = world / ep groups
   bool input_grad = true;   // false: the layer's input needs no gradient (a first MoA layer)
+  bool bf16 = false;        // both forwards under bf16 autocast
 };
 
 class ShardedLayerTest : public ::testing::TestWithParam<Case> {};
@@ -80,7 +85,11 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
   const torch::Tensor w = torch::randn({samples, tokens, out});
   // The whole batch, as one process sees it.
   const torch::Tensor xw = x.clone().requires_grad_(true);
-  const torch::Tensor yw = whole->Delta(xw);
+  torch::Tensor yw;
+  {
+    AutocastScope autocast(torch::kCPU, c.bf16);
+    yw = whole->Delta(xw);
+  }
   ((yw * w).sum() + whole->aux_loss()).backward();
   if (c.capacity_factor > 0) {
     ASSERT_GT(whole->last_routing().dropped, 0) << "the capacity must drop assignments";
@@ -95,14 +104,38 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
   for (int64_t i = 0; i < per; ++i) context->global_rows.push_back(me * per + i);
   context->batch_group = world.get();
   const torch::Tensor xs = x.narrow(0, me * per, per).clone().requires_grad_(c.input_grad);
-  const torch::Tensor ys = sharded->Delta(xs);
+  torch::Tensor ys;
+  {
+    AutocastScope autocast(torch::kCPU, c.bf16);
+    ys = sharded->Delta(xs);
+  }
   // Each rank's aux loss is the global one; its backward all-reduce counts it once per rank.
   ((ys * w.narrow(0, me * per, per)).sum() + sharded->aux_loss() / ranks).backward();
 
-  EXPECT_TRUE(torch::allclose(ys, yw.narrow(0, me * per, per).detach(), 1e-5, 1e-6));
-  if (c.input_grad) {
-    EXPECT_TRUE(torch::allclose(xs.grad(), xw.grad().narrow(0, me * per, per), 1e-5, 1e-6));
+  // The forward exchange moved each kept assignment whose expert another rank of the group holds
+  // there (its input features) and back (its output features), in float32 or, under autocast,
+  // in bfloat16: summed over ranks, those assignments times (in + out) times the element size.
+  const torch::Tensor counts = sharded->last_routing().expert_counts.to(torch::kCPU);
+  int64_t remote = 0;
+  for (size_t e = 0; e < owner.size(); ++e) {
+    if (owner[e] != me % ep) remote += counts[static_cast<int64_t>(e)].item<int64_t>();
   }
+  torch::Tensor totals = torch::tensor({remote, sharded->timings().bytes_sent}, torch::kInt64);
+  MOA_ASSERT_OK(world->AllReduce(totals, parallel::ReduceOp::kSum));
+  ASSERT_GT(totals[0].item<int64_t>(), 0) << "no token crossed ranks";
+  EXPECT_EQ(totals[1].item<int64_t>(), totals[0].item<int64_t>() * (dim + out) * (c.bf16 ? 2 : 4));
+
+  // float32: elementwise. bfloat16 (unit roundoff u = 2^-8): the sharded and whole computations
+  // round products of different row groups, and sums over the ranks add up to one rounding per
+  // rank, so a difference is bounded by a few u of the tensor's largest entry; 8 u is allowed.
+  auto close = [&](const torch::Tensor& actual, const torch::Tensor& expected, double rtol) {
+    if (!c.bf16) return torch::allclose(actual, expected, rtol, 1e-6);
+    const double scale = expected.abs().max().item<double>();
+    return (actual.to(torch::kFloat32) - expected.to(torch::kFloat32)).abs().max().item<double>() <=
+           8 * std::pow(2.0, -8) * scale;
+  };
+  EXPECT_TRUE(close(ys, yw.narrow(0, me * per, per).detach(), 1e-5));
+  if (c.input_grad) EXPECT_TRUE(close(xs.grad(), xw.grad().narrow(0, me * per, per), 1e-5));
   auto reference = whole->named_parameters();
   for (auto& p : sharded->named_parameters()) {
     const std::string& name = p.key();
@@ -110,7 +143,7 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
     if (name.rfind("router.", 0) == 0 || name == "bias") {
       torch::Tensor summed = p.value().grad().clone();
       MOA_ASSERT_OK(world->AllReduce(summed, parallel::ReduceOp::kSum));
-      EXPECT_TRUE(torch::allclose(summed, expected, 1e-4, 1e-6)) << name;
+      EXPECT_TRUE(close(summed, expected, 1e-4)) << name;
     } else if (name.rfind("experts.", 0) == 0) {
       const int e = std::stoi(name.substr(8, name.find('.', 8) - 8));
       if (owner[e] != me % ep) {
@@ -123,7 +156,7 @@ TEST_P(ShardedLayerTest, EqualsTheWholeBatchInOneProcess) {
           p.value().grad().defined() ? p.value().grad().clone() : torch::zeros_like(p.value());
       MOA_ASSERT_OK(replicas->AllReduce(summed, parallel::ReduceOp::kSum));
       const torch::Tensor want = expected.defined() ? expected : torch::zeros_like(p.value());
-      EXPECT_TRUE(torch::allclose(summed, want, 1e-4, 1e-6)) << name;
+      EXPECT_TRUE(close(summed, want, 1e-4)) << name;
     }
   }
 }
@@ -135,7 +168,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"kronecker_capacity", "kronecker", 1, 0.7},
                       Case{"all_to_one_expert", "lora", 1, 0, true},
                       Case{"all_to_one_no_input_gradient", "kronecker", 1, 0, true, 0, false},
-                      Case{"dp2_ep2", "kronecker", 2, 0.6, false, 2}),
+                      Case{"dp2_ep2", "kronecker", 2, 0.6, false, 2},
+                      Case{"lora_bf16", "lora", 2, 0, false, 0, true, true},
+                      Case{"kronecker_bf16", "kronecker", 2, 0, false, 0, true, true}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 }  // namespace

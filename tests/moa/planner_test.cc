@@ -106,6 +106,13 @@ TEST(ExpertPlannerTest, ExchangeCountsTheRankWithFewestExperts) {
   const ExpertModeEstimate e = EstimateExpertModes(shape, 1, 2, {0, 0, 0, 1}, RoundRates());
   // 100 tokens x 2 choices x 3/4 remote, there and back twice: 2 x 150 x 30 features x 4 bytes.
   EXPECT_CLOSE(e.exchange_bytes, 36000);
+  // Under bf16 autocast the tokens and outputs cross in bfloat16: half the bytes. Gradients stay
+  // float32.
+  shape.exchange_element_bytes = 2;
+  const ExpertModeEstimate bf16 = EstimateExpertModes(shape, 1, 2, {0, 0, 0, 1}, RoundRates());
+  EXPECT_CLOSE(bf16.exchange_bytes, 18000);
+  EXPECT_CLOSE(bf16.sharded_exchange_s, 1.8e-5 + 8e-5);
+  EXPECT_CLOSE(bf16.replicated_gradient_bytes, e.replicated_gradient_bytes);
 }
 
 TEST(ExpertPlannerTest, LayerShapesAndCosts) {
@@ -119,6 +126,8 @@ TEST(ExpertPlannerTest, LayerShapesAndCosts) {
   // A rank-r LoRA expert: r x 16 down, 24 x r up; 2 r (16 + 24) FLOPs per token.
   EXPECT_EQ(shape.expert_parameters, (std::vector<int64_t>{40, 80, 160, 320}));
   EXPECT_EQ(shape.expert_flops_per_token, (std::vector<double>{80, 160, 320, 640}));
+  EXPECT_EQ(shape.exchange_element_bytes, 4);
+  EXPECT_EQ(ShapeOf(lora_layer, 50, /*bf16=*/true).exchange_element_bytes, 2);
   MoaConfig kron;
   kron.expert = "kronecker";
   kron.phm_dim = 8;
