@@ -14,6 +14,7 @@
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "launch/option_table.h"
+#include "parallel/mesh_layout.h"
 #include "trainer/build.h"
 
 namespace moa::launch {
@@ -191,11 +192,13 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
     // Before model.backbone = random existed, an empty value meant a random frozen backbone, and
     // moa now refuses to start such a run, so a run folder's empty value can only mean that.
     backbone = trainer::kRandomBackbone;
-    Log(LogLevel::kInfo) << config_path
-                         << " was written before model.backbone = " << trainer::kRandomBackbone
-                         << " existed; its empty model.backbone "
-                         << "(a random frozen backbone then) is read as "
-                         << trainer::kRandomBackbone;
+    if (parallel::LaunchedRank() == 0) {
+      Log(LogLevel::kInfo) << config_path
+                           << " was written before model.backbone = " << trainer::kRandomBackbone
+                           << " existed; its empty model.backbone "
+                           << "(a random frozen backbone then) is read as "
+                           << trainer::kRandomBackbone;
+    }
   }
   if (backbone != trainer::kRandomBackbone) backbone = AbsolutePath(backbone);
   config.run.data.data_dir = AbsolutePath(config.run.data.data_dir);

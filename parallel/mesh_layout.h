@@ -27,6 +27,10 @@ struct MeshLayout {
 /// that dp x ep equals the world size (dp = 0 means world / ep), and returns the mesh.
 absl::StatusOr<MeshLayout> DetectMeshLayout(int64_t dp, int64_t ep);
 
+/// This process's world rank as the launcher exported it (0 outside a launcher): for messages
+/// that one process of a job should print before the communicators exist.
+int64_t LaunchedRank();
+
 /// "rank R of N" style description for logs and env.json.
 std::string DescribeMesh(const MeshLayout& mesh);
 

@@ -11,6 +11,8 @@ TEST(MeshLayoutTest, SingleProcessIsOneByOne) {
   unsetenv("OMPI_COMM_WORLD_SIZE");
   unsetenv("PMI_SIZE");
   unsetenv("SLURM_NTASKS");
+  for (const char* rank : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"}) unsetenv(rank);
+  EXPECT_EQ(LaunchedRank(), 0);
   MOA_ASSERT_OK_AND_ASSIGN(MeshLayout mesh, DetectMeshLayout(0, 1));
   EXPECT_EQ(mesh.world_size, 1);
   EXPECT_EQ(mesh.dp, 1);
@@ -27,6 +29,7 @@ TEST(MeshLayoutTest, OpenMpiEnvironmentGivesCoordinates) {
   auto bad = DetectMeshLayout(3, 1);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("parallel.dp"), std::string::npos);
+  EXPECT_EQ(LaunchedRank(), 3);
   unsetenv("OMPI_COMM_WORLD_SIZE");
   unsetenv("OMPI_COMM_WORLD_RANK");
 }
