@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_paths.h"
 #include "common/files.h"
 #include "common/splitmix.h"
 #include "common/timer.h"
@@ -130,7 +131,8 @@ int main(int argc, char** argv) {
   const int per_domain = std::max(1, workers / 2);
   char command[1024];
   std::snprintf(command, sizeof(command), "%s %s/bench/torchvision_pipeline.py %s %d %d %d",
-                MOA_PYTHON, MOA_SOURCE_DIR, root.c_str(), per_domain, batch, steps);
+                moa::bench::PythonPath().c_str(), moa::bench::SourceDir().c_str(), root.c_str(),
+                per_domain, batch, steps);
   double torch_rate = 0;
   if (FILE* pipe = popen(command, "r")) {
     if (std::fscanf(pipe, "%lf", &torch_rate) != 1) torch_rate = 0;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_paths.h"
 #include "bench/step_profile.h"
 #include "common/threads.h"
 #include "common/timer.h"
@@ -107,10 +108,10 @@ double TorchMs(const std::string& path, int64_t per_domain, int steps, int threa
   std::snprintf(command, sizeof(command),
                 "%s %s/bench/torch_train_step.py %d %lld %lld %lld %lld %lld %lld "
                 "%g %lld %s %d %lld",
-                MOA_PYTHON, MOA_SOURCE_DIR, threads, static_cast<long long>(batch),
-                static_cast<long long>(m.img_size), static_cast<long long>(m.patch_size),
-                static_cast<long long>(m.dim), static_cast<long long>(m.depth),
-                static_cast<long long>(m.heads), m.mlp_ratio,
+                moa::bench::PythonPath().c_str(), moa::bench::SourceDir().c_str(), threads,
+                static_cast<long long>(batch), static_cast<long long>(m.img_size),
+                static_cast<long long>(m.patch_size), static_cast<long long>(m.dim),
+                static_cast<long long>(m.depth), static_cast<long long>(m.heads), m.mlp_ratio,
                 static_cast<long long>(config->adapter.rank), config->adapter.targets.c_str(),
                 steps, static_cast<long long>(info->channels));
   FILE* pipe = popen(command, "r");
@@ -136,8 +137,8 @@ int main(int argc, char** argv) {
     if (flag == "--profile") profile = std::string(argv[i + 1]) == "1";
   }
   if (configs.empty()) {
-    configs = {std::string(MOA_SOURCE_DIR) + "/configs/rfmnist_lora.ini",
-               std::string(MOA_SOURCE_DIR) + "/configs/rfmnist_lora_moa.ini"};
+    configs = {moa::bench::SourceDir() + "/configs/rfmnist_lora.ini",
+               moa::bench::SourceDir() + "/configs/rfmnist_lora_moa.ini"};
   }
   moa::ApplyThreadCount(threads);
   std::vector<Measured> rows;

@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_paths.h"
 #include "common/threads.h"
 #include "common/timer.h"
 #include "data/dataset.h"
@@ -134,7 +135,7 @@ void Synchronize(const torch::Device& device) {
 // One measurement in this process; prints {"ms", "images_per_s", "peak_mem_gb", "flops"}.
 int Child(const Args& a) {
   if (a.threads > 0) moa::ApplyThreadCount(static_cast<int>(a.threads));
-  auto config = moa::launch::LoadConfig(std::string(MOA_SOURCE_DIR) + "/" + kConfigs.at(a.child),
+  auto config = moa::launch::LoadConfig(moa::bench::SourceDir() + "/" + kConfigs.at(a.child),
                                         Overrides(a, a.child, a.batch));
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
@@ -147,7 +148,8 @@ int Child(const Args& a) {
     std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
     return 1;
   }
-  const torch::Device device(a.device == "cuda" ? torch::kCUDA : torch::kCPU);
+  // GPU 0 (with an index: the allocator's statistics need one).
+  const torch::Device device = a.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
   moa::parallel::SetKernelPolicy(/*allow_tf32=*/a.precision != "fp32", /*deterministic=*/false);
   (*model)->to(device);
   const int64_t domains =
@@ -226,6 +228,10 @@ int Child(const Args& a) {
     std::printf("%s\n", out.dump().c_str());
   } catch (const c10::OutOfMemoryError&) {
     std::printf("{\"oom\": true}\n");
+  } catch (const c10::Error& e) {
+    // Any other failure ends this row with the reason (the row shows -1).
+    std::fprintf(stderr, "vit_step_bench %s: %s\n", a.child.c_str(), e.what_without_backtrace());
+    return 1;
   }
   return 0;
 }
@@ -262,41 +268,38 @@ nlohmann::json RunJson(const std::vector<std::string>& argv) {
   }
 }
 
+// The flags both sides' measurements take: device, precision, batch, steps, warm-up, threads.
+std::vector<std::string> StepFlags(const Args& a, int64_t batch) {
+  return {"--device",    a.device,
+          "--precision", a.precision,
+          "--batch",     std::to_string(batch),
+          "--steps",     std::to_string(a.steps),
+          "--warmup",    std::to_string(a.warmup),
+          "--threads",   std::to_string(a.threads)};
+}
+
 std::vector<std::string> MoaCommand(const char* self, const Args& a, const std::string& method,
                                     int64_t batch) {
-  return {self,
-          "--child",
-          method,
-          "--device",
-          a.device,
-          "--precision",
-          a.precision,
-          "--batch",
-          std::to_string(batch),
-          "--domains",
-          std::to_string(a.domains),
-          "--steps",
-          std::to_string(a.steps),
-          "--warmup",
-          std::to_string(a.warmup),
-          "--threads",
-          std::to_string(a.threads),
-          a.small ? "--small" : "--full-size"};
+  std::vector<std::string> c = {self,
+                                "--child",
+                                method,
+                                "--domains",
+                                std::to_string(a.domains),
+                                a.small ? "--small" : "--full-size"};
+  const std::vector<std::string> step = StepFlags(a, batch);
+  c.insert(c.end(), step.begin(), step.end());
+  return c;
 }
 
 // `images`: the whole step's batch, as the moa measurement reported it.
 std::vector<std::string> TorchCommand(const Args& a, const std::string& method, int64_t images) {
   const bool small_demo = method.rfind("small_", 0) == 0;
   const std::string kind = small_demo ? method.substr(6) : method;
-  std::vector<std::string> c = {
-      MOA_PYTHON,    std::string(MOA_SOURCE_DIR) + "/bench/torch_vit_step.py",
-      "--method",    kind,
-      "--device",    a.device,
-      "--precision", a.precision,
-      "--batch",     std::to_string(images),
-      "--steps",     std::to_string(a.steps),
-      "--warmup",    std::to_string(a.warmup),
-      "--threads",   std::to_string(a.threads)};
+  std::vector<std::string> c = {moa::bench::PythonPath(),
+                                moa::bench::SourceDir() + "/bench/torch_vit_step.py", "--method",
+                                kind};
+  const std::vector<std::string> step = StepFlags(a, images);
+  c.insert(c.end(), step.begin(), step.end());
   if (method == "erm") {
     c.insert(c.end(), {"--img", "28", "--in-chans", "1", "--classes", "10", "--lr", "1e-3"});
   } else if (small_demo) {

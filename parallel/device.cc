@@ -11,12 +11,20 @@
 
 #if MOA_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #endif
 
 namespace moa::parallel {
 namespace {
+
+#if MOA_WITH_CUDA
+// The allocator's statistics are per GPU: a device without an index means the current one.
+c10::DeviceIndex CudaIndex(const torch::Device& device) {
+  return device.has_index() ? device.index() : c10::cuda::current_device();
+}
+#endif
 
 std::string CudaVersionText(int version) {
   return std::to_string(version / 1000) + "." + std::to_string((version % 1000) / 10);
@@ -121,7 +129,7 @@ bool CpuHasBf16MatrixUnits() {
 int64_t PeakMemoryBytes(const torch::Device& device) {
 #if MOA_WITH_CUDA
   if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(CudaIndex(device));
     return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
         .peak;
   }
@@ -133,7 +141,7 @@ int64_t PeakMemoryBytes(const torch::Device& device) {
 
 void ResetPeakMemory([[maybe_unused]] const torch::Device& device) {
 #if MOA_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(CudaIndex(device));
 #endif
 }
 

@@ -70,4 +70,10 @@ SCRIPT
 }
 for binary in "$out"/bin/*; do write_loader_script "$(basename "$binary")" "bin/$(basename "$binary")"; done
 write_loader_script orterun usr/bin/orterun
-echo "gpu_bundle: $(du -sh "$out" | cut -f1) in $out"
+# The commit the binaries were built from (with "+ changes" for a work tree that differs), which
+# gpu_check.sh reports, so a stale bundle shows.
+{
+  git -C "$here" rev-parse --short HEAD
+  git -C "$here" diff --quiet HEAD -- || echo "+ changes"
+} | paste -sd' ' >"$out/COMMIT"
+echo "gpu_bundle: $(du -sh "$out" | cut -f1) in $out, built from $(cat "$out/COMMIT")"

@@ -9,7 +9,11 @@
 #   3. the ViT-B/16 training-step benchmark against PyTorch eager (bf16, the paper's batch and the
 #      largest that fits), then fp32 at the paper's batch.
 # The report grows as it goes (gpu_report.txt in $OUT, else gpu_report/), so a timeout still
-# returns what ran; the whole check is sized to finish within 8 minutes.
+# returns what ran; beside it only gpu_test.json and the full logs (gpu_test.log, runs.log,
+# bench.log): the device tool returns at most 8 files. Generated data and run folders live in a
+# scratch folder. Every section's time limit is cut to what is left of one deadline
+# (MOA_CHECK_SECONDS, 470 s from the start), the most important sections first, and the last
+# lines printed are a summary.
 #   here:            bash scripts/build.sh && bash scripts/gpu_bundle.sh
 #   on the machine:  bash scripts/gpu_check.sh        (device tool: carry gpu_bundle)
 set -uo pipefail
@@ -20,25 +24,49 @@ report_dir="${OUT:-$here/gpu_report}"
 mkdir -p "$report_dir"
 report="$report_dir/gpu_report.txt"
 : >"$report"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 start=$(date +%s)
+deadline=$((start + ${MOA_CHECK_SECONDS:-470}))
 say() { echo "$*" | tee -a "$report"; }
 section() { say ""; say "== $* ($(($(date +%s) - start)) s)"; }
 # starts BINARY: whether it runs `--help`; what it printed on stderr goes into the report.
 starts() {
-  local errors="$report_dir/start.err" rc
+  local errors="$scratch/start.err" rc
   timeout 30 "$1" --help >/dev/null 2>"$errors"
   rc=$?
   head -20 "$errors" | tee -a "$report"
   [ "$rc" -eq 0 ] || say "-> exit status $rc"
   return "$rc"
 }
+# limit SECONDS: SECONDS, or less where the deadline comes first (0: no time left).
+limit() {
+  local left=$((deadline - $(date +%s) - 5))
+  if [ "$left" -lt 15 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
 # run SECONDS COMMAND...: runs with a time limit, output into the report.
 run() {
-  local limit=$1
+  local seconds
+  seconds=$(limit "$1")
   shift
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$report"
+  if [ "$seconds" -eq 0 ]; then say "-> skipped: the deadline has passed"; return 124; fi
+  timeout --kill-after=10 "$seconds" "$@" 2>&1 | tee -a "$report"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || say "-> exit status $rc"
+  return "$rc"
+}
+# run_logged LOG PATTERN SECONDS COMMAND...: the same with the whole output appended to LOG in the
+# report folder, and only the lines matching PATTERN (grep -E) in the report.
+run_logged() {
+  local name=$1 log="$report_dir/$1" pattern=$2 seconds
+  seconds=$(limit "$3")
+  shift 3
+  if [ "$seconds" -eq 0 ]; then say "-> skipped: the deadline has passed"; return 124; fi
+  echo "\$ $*" >>"$log"
+  timeout --kill-after=10 "$seconds" "$@" 2>&1 | tee -a "$log" |
+    grep --line-buffered -E "$pattern" | tee -a "$report"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || say "-> exit status $rc (whole output: $name)"
   return "$rc"
 }
 
@@ -53,8 +81,8 @@ nvidia_libs=$(find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | tr
 # The image's Python keeps the image's libraries: the bundle's (built on Debian 12) could need a
 # newer C library than the image has. This script, gpu_test's and vit_step_bench's children use it.
 image_ld="${LD_LIBRARY_PATH:-}"
-tools=$(mktemp -d)
-trap 'rm -rf "$tools"' EXIT
+tools="$scratch/tools"
+mkdir -p "$tools"
 {
   echo '#!/bin/sh'
   if [ -n "$image_ld" ]; then echo "export LD_LIBRARY_PATH='$image_ld'"; else echo "unset LD_LIBRARY_PATH"; fi
@@ -80,6 +108,7 @@ export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMPI_MCA_plm_rsh_agent=false
 export MOA_SOURCE_DIR="$here" MOA_PYTHON="$python" OMP_NUM_THREADS=4
 
 section "carried binaries"
+say "binaries built from commit $(cat "$bundle/COMMIT" 2>/dev/null || echo '(unknown)')"
 say "this machine: $(ldd --version 2>&1 | head -1); $(uname -r)"
 # The binaries as built; where they do not start (a C library or C++ runtime older than the build
 # machine's), the same binaries through the carried C library's loader (gpu_bundle.sh, loader/).
@@ -107,7 +136,7 @@ mpirun=("$orterun" --allow-run-as-root --oversubscribe --bind-to none
   --mca btl_vader_single_copy_mechanism none)
 
 section "generated data (IDX files of random 28x28 images, 10 classes)"
-data="$report_dir/idx"
+data="$scratch/idx"
 mkdir -p "$data"
 "$python" - "$data" <<'PY'
 import struct, sys, numpy as np
@@ -127,45 +156,75 @@ PY
 export MOA_TEST_DATA_DIR="$data"
 
 section "GPU tests (gtest label gpu)"
-run 240 "$bin/gpu_test" --gtest_output="json:$report_dir/gpu_test.json"
+gtest_lines='^\[ *(RUN|OK|FAILED|PASSED|SKIPPED) *\]|^\[==|: Failure|^(Expected|  Actual|Value of|Which is)|planner rates'
+run_logged gpu_test.log "$gtest_lines" 220 "$bin/gpu_test" \
+  --gtest_output="json:$report_dir/gpu_test.json"
 section "standalone NCCL test"
-run 60 "$bin/nccl_test"
+run_logged gpu_test.log "$gtest_lines|GB/s|NCCL" 45 "$bin/nccl_test"
 
 section "dp = 2 and ep = 2 on one GPU through the MPI backend against one process"
-runs="$report_dir/runs"
+runs="$scratch/runs"
 # MOA_CHECK_DEVICE=cpu runs this section on the CPU (to try the script on a machine without a GPU;
 # MOA_CHECK_LOADER=1 tries the carried C library's path there too).
 common=(--config configs/tiny.ini --data.data_dir="$data" --parallel.device="${MOA_CHECK_DEVICE:-cuda}"
   --adapter.method=moa --moa.proj_dim=16 --moa.ranks=1,2,4,8)
-run 60 "$bin/moa" train "${common[@]}" --output.dir="$runs/one" >/dev/null
-run 90 "${mpirun[@]}" -np 2 "$bin/moa" train "${common[@]}" --parallel.backend=mpi \
-  --output.dir="$runs/dp2" >/dev/null
-run 90 "${mpirun[@]}" -np 2 "$bin/moa" train "${common[@]}" --parallel.backend=mpi \
-  --parallel.ep=2 --parallel.expert_mode=sharded --output.dir="$runs/ep2" >/dev/null
+run_errors='rror|FATAL|terminate|Abort'
+run_logged runs.log "$run_errors" 60 "$bin/moa" train "${common[@]}" --output.dir="$runs/one"
+run_logged runs.log "$run_errors" 75 "${mpirun[@]}" -np 2 "$bin/moa" train "${common[@]}" \
+  --parallel.backend=mpi --output.dir="$runs/dp2"
+run_logged runs.log "$run_errors" 75 "${mpirun[@]}" -np 2 "$bin/moa" train "${common[@]}" \
+  --parallel.backend=mpi --parallel.ep=2 --parallel.expert_mode=sharded --output.dir="$runs/ep2"
 "$python" - "$runs" <<'PY' 2>&1 | tee -a "$report"
 import json, sys
 def records(name):
     with open(f"{sys.argv[1]}/{name}/results.jsonl") as f:
         return [json.loads(line) for line in f if line.strip()]
+# Losses to 1e-4 relative; an accuracy may move by one image of the smallest (24-image) split,
+# since the GPU's kernels sum a split batch in another order and a near-tie can fall either way.
 try:
     one = records("one")
-except OSError as e:
-    sys.exit(f"one process: no results ({e})")
+except (OSError, ValueError) as e:
+    sys.exit(f"dp2, ep2: FAIL, the one-process run has no results ({e})")
 for name in ("dp2", "ep2"):
     try:
         other = records(name)
-    except OSError as e:
-        print(f"{name}: no results ({e})"); continue
-    worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(one, other))
-    accs = all(a[k] == b[k] for a, b in zip(one, other) for k in a if k.endswith("_acc"))
-    ok = len(one) == len(other) and worst < 1e-4 and accs
-    print(f"{name}: {len(other)} records, largest relative loss difference {worst:.2e}, "
-          f"accuracies {'equal' if accs else 'DIFFER'} -> {'PASS' if ok else 'FAIL'}")
+    except (OSError, ValueError) as e:
+        print(f"{name}: FAIL, no results ({e})"); continue
+    pairs = list(zip(one, other))
+    if not pairs:
+        print(f"{name}: FAIL, no records to compare"); continue
+    worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in pairs)
+    acc = max((abs(a[k] - b[k]) for a, b in pairs for k in a if k.endswith("_acc")), default=0)
+    ok = len(one) == len(other) and worst < 1e-4 and acc <= 1.01 / 24
+    print(f"{name}: {len(other)} of {len(one)} records, largest relative loss difference "
+          f"{worst:.2e}, largest accuracy difference {acc:.4f} -> {'PASS' if ok else 'FAIL'}")
 PY
 
-section "ViT-B/16 training step, bf16: moa vs PyTorch eager (paper batch 32 x 3, then the largest that fits)"
-run 200 "$bin/vit_step_bench" --device cuda --precision bf16 --batch 32 --steps 10 \
-  --warmup 3 --max-batch
+bench_lines='^\||^ViT|^LoRA-MoA|^note|vit_step_bench|rror'
+# MOA_CHECK_DEVICE=cpu: one small step of each row on the CPU instead (the carried benchmark's
+# paths and its PyTorch twin, tried without a GPU).
+if [ "${MOA_CHECK_DEVICE:-cuda}" = cpu ]; then
+  paper=(--device cpu --small --batch 1 --threads 2)
+  bf16_steps=(--steps 1 --warmup 1)
+  fp32_steps=(--steps 1 --warmup 1)
+else
+  paper=(--device cuda --batch 32)
+  bf16_steps=(--steps 10 --warmup 3)
+  fp32_steps=(--steps 5 --warmup 2)
+fi
+section "ViT-B/16 training step, bf16: moa vs PyTorch eager, paper batch (32 per domain x 3)"
+run_logged bench.log "$bench_lines" 150 "$bin/vit_step_bench" "${paper[@]}" --precision bf16 \
+  "${bf16_steps[@]}"
 section "ViT-B/16 training step, fp32 (TF32 off), paper batch"
-run 90 "$bin/vit_step_bench" --device cuda --precision fp32 --batch 32 --steps 5 --warmup 2
-section "done in $(($(date +%s) - start)) s"
+run_logged bench.log "$bench_lines" 90 "$bin/vit_step_bench" "${paper[@]}" --precision fp32 \
+  "${fp32_steps[@]}"
+if [ "${MOA_CHECK_DEVICE:-cuda}" != cpu ]; then
+  section "ViT-B/16 training step, bf16, the largest batch that fits (rows as they come)"
+  run_logged bench.log "$bench_lines" 300 "$bin/vit_step_bench" "${paper[@]}" --precision bf16 \
+    --steps 5 --warmup 2 --max-batch
+fi
+
+section "summary (done in $(($(date +%s) - start)) s; whole report: gpu_report.txt)"
+grep -E '^== |^\[  FAILED  \]|^\[  (PASSED|SKIPPED) +\] [0-9]+ test|^dp2:|^ep2:|^\| (lora|moa|full)|^LoRA-MoA|-> (exit|skipped)' \
+  "$report" | grep -v '^== summary'
+exit 0

@@ -245,6 +245,25 @@ TEST(GpuTrainingTest, ExpertPlannerMeasuresTheGpu) {
   EXPECT_LT(fused.update_s_per_parameter, cpu.update_s_per_parameter);
 }
 
+// The allocator's peak, as the benchmarks read it: with or without a device index (the current
+// GPU), reset to what is held now and raised by a new 256 MiB tensor.
+TEST(GpuDeviceTest, PeakMemoryIsTheAllocatorsPeak) {
+  MOA_REQUIRE_GPU();
+  for (const torch::Device& device :
+       {torch::Device(torch::kCUDA), torch::Device(torch::kCUDA, 0)}) {
+    const int64_t bytes = int64_t{256} << 20;
+    parallel::ResetPeakMemory(device);
+    const int64_t before = parallel::PeakMemoryBytes(device);
+    {
+      const torch::Tensor block = torch::empty({bytes}, torch::dtype(torch::kUInt8).device(device));
+      torch::cuda::synchronize();
+    }
+    EXPECT_GE(parallel::PeakMemoryBytes(device), before + bytes) << device;
+    parallel::ResetPeakMemory(device);
+    EXPECT_LT(parallel::PeakMemoryBytes(device), before + bytes) << device;
+  }
+}
+
 // A checkpoint is device-free: saved on the CPU it resumes on the GPU, and back.
 TEST(GpuTrainingTest, CheckpointsMoveBetweenCpuAndGpu) {
   MOA_REQUIRE_GPU();

@@ -88,6 +88,9 @@ void* Upload(const std::vector<T>& host) {
   cudaMalloc(&device, std::max<size_t>(1, host.size()) * sizeof(T));
   if (!host.empty())
     cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  // A copy from pageable memory may return before the data has landed, and the communicator's
+  // stream does not wait for the default one.
+  cudaDeviceSynchronize();
   return device;
 }
 
