@@ -148,12 +148,14 @@ void ResetPeakMemory([[maybe_unused]] const torch::Device& device) {
 void SetKernelPolicy(bool allow_tf32, bool deterministic) {
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(allow_tf32);
-  if (deterministic) {
-    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-    at::globalContext().setDeterministicCuDNN(true);
-    at::globalContext().setBenchmarkCuDNN(false);
-  }
+  // Both ways: a process that trains twice (the tests, a sweep's in-process runs) gets each run's
+  // own policy, not the last deterministic one's.
+  at::globalContext().setDeterministicAlgorithms(deterministic, /*warn_only=*/false);
+  at::globalContext().setDeterministicCuDNN(deterministic);
+  at::globalContext().setBenchmarkCuDNN(false);
+  // cuBLAS reads this at its first use in the process: `moa train` calls this before any GPU
+  // work; a process that used cuBLAS before must have it in its environment from the start.
+  if (deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
 }
 
 }  // namespace moa::parallel

@@ -32,6 +32,19 @@ TEST(DeviceTest, CudaWithoutAGpuIsAnErrorNamingRankAndHost) {
   EXPECT_FALSE(std::filesystem::exists(dir.File("run/results.jsonl")));
 }
 
+// The kernel policy is set both ways: a deterministic run followed by a plain one in the same
+// process leaves the plain one free of deterministic kernels.
+TEST(DeviceTest, KernelPolicyIsSetBothWays) {
+  parallel::SetKernelPolicy(/*allow_tf32=*/false, /*deterministic=*/true);
+  EXPECT_TRUE(at::globalContext().deterministicAlgorithms());
+  EXPECT_TRUE(at::globalContext().deterministicCuDNN());
+  parallel::SetKernelPolicy(/*allow_tf32=*/true, /*deterministic=*/false);
+  EXPECT_FALSE(at::globalContext().deterministicAlgorithms());
+  EXPECT_FALSE(at::globalContext().deterministicCuDNN());
+  EXPECT_TRUE(at::globalContext().allowTF32CuDNN());
+  EXPECT_FALSE(at::globalContext().allowTF32CuBLAS());
+}
+
 TEST(DeviceTest, AutoFallsBackToTheCpuAndEnvJsonSaysSo) {
   if (parallel::VisibleGpus() > 0) GTEST_SKIP() << "a GPU is visible here";
   test::TempDir dir;
