@@ -195,4 +195,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except torch.OutOfMemoryError:
+        # The parent reads the last line: at this batch PyTorch eager does not fit.
+        print(json.dumps({"oom": True}), flush=True)

@@ -20,11 +20,13 @@
 //
 // usage: vit_step_bench [--device cuda|cpu] [--precision bf16|fp32] [--batch PER_DOMAIN]
 //                       [--domains 3] [--steps 10] [--warmup 3] [--threads N]
-//                       [--methods lora,moa,full] [--small] [--max-batch] [--no-torch]
-//                       [--suite cpu] [--repeat N]
+//                       [--methods lora,moa,full] [--small] [--max-batch | --max-batch-only]
+//                       [--no-torch] [--suite cpu] [--repeat N]
 //   --small: width 192, depth 4, 3 heads (the CPU figures); --max-batch: also the largest
-//   per-domain batch that fits (doubling from --batch; GPU only). Methods: lora, moa, full
-//   (ViT-B/16, or the small width), small_lora, small_moa (the demo's), erm (MNIST_CNN).
+//   per-domain batch that fits for moa (one-step probes doubling from twice --batch, then a full
+//   measurement there, PyTorch eager at the same batch; GPU only); --max-batch-only: only those
+//   rows. Methods: lora, moa, full (ViT-B/16, or the small width), small_lora, small_moa (the
+//   demo's), erm (MNIST_CNN).
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -56,8 +58,9 @@ namespace {
 struct Args {
   std::string device = "cuda", precision = "bf16", methods = "lora,moa,full";
   int64_t batch = 32, domains = 3, steps = 10, warmup = 3, threads = 0, repeat = 1;
-  bool small = false, max_batch = false, torch = true;
-  std::string child;  // run one measurement of this method and print JSON
+  bool small = false, max_batch = false, max_batch_only = false, torch = true;
+  bool probe = false;  // a child that only tries whether the batch fits (one step, no evaluation)
+  std::string child;   // run one measurement of this method and print JSON
 };
 
 const std::map<std::string, std::string> kConfigs = {
@@ -83,28 +86,37 @@ std::vector<std::string> Overrides(const Args& a, const std::string& method, int
   return o;
 }
 
-// FLOPs of one image's forward pass: patch embedding, per block the qkv, attention (scores and
-// weighted sum), projection and MLP products, and the head; 2 FLOPs per multiply-add.
-double ForwardFlops(const moa::trainer::RunConfig& c, int64_t classes) {
+// FLOPs of one image's forward pass through the weight products: patch embedding, per block the
+// qkv, projection and MLP products, and the head; 2 FLOPs per multiply-add.
+double WeightForwardFlops(const moa::trainer::RunConfig& c, int64_t classes) {
   const double dim = c.model.dim, grid = c.model.img_size / c.model.patch_size;
   const double n = grid * grid + 1, hidden = dim * c.model.mlp_ratio;
   const double patch = 2.0 * grid * grid * 3 * c.model.patch_size * c.model.patch_size * dim;
-  const double block = 2.0 * n * dim * 3 * dim + 2.0 * 2 * n * n * dim + 2.0 * n * dim * dim +
-                       2.0 * 2 * n * dim * hidden;
+  const double block = 2.0 * n * dim * 3 * dim + 2.0 * n * dim * dim + 2.0 * 2 * n * dim * hidden;
   return patch + c.model.depth * block + 2.0 * dim * classes;
 }
 
-// The step's counted FLOPs per image: full fine-tuning needs forward, input and weight gradients
-// (3 x forward); a frozen backbone needs forward and input gradients (2 x forward), adapters add
-// little. This is the FLOP count the configuration needs, not what an implementation launches.
+// The attention's own products per image, forward: scores Q K^T and the weighted sum P V.
+double AttentionForwardFlops(const moa::trainer::RunConfig& c) {
+  const double grid = c.model.img_size / c.model.patch_size, n = grid * grid + 1;
+  return c.model.depth * 2.0 * 2 * n * n * c.model.dim;
+}
+
+// The step's counted FLOPs per image: the weight products need forward, input and weight gradients
+// in full fine-tuning (3 x forward) and forward and input gradients with a frozen backbone
+// (2 x forward); the attention's products have no weights, and their backward (dQ, dK, dV and dP)
+// is twice their forward either way (3 x). Adapters add little. This is the FLOP count the
+// configuration needs, not what an implementation launches.
 double StepFlopsPerImage(const moa::trainer::RunConfig& c, int64_t classes) {
-  return (c.adapter.method == "full" ? 3.0 : 2.0) * ForwardFlops(c, classes);
+  return (c.adapter.method == "full" ? 3.0 : 2.0) * WeightForwardFlops(c, classes) +
+         3.0 * AttentionForwardFlops(c);
 }
 
 // The adapters' FLOPs per image, forward, from the built model: a LoRA of rank r on an in -> out
 // Linear costs 2 r (in + out) per token; a MoA layer its router's projection and similarity
-// (2 in P + 2 P E) plus every expert's ranks stacked (2 (r1 + ... + rE) (in + out)). A training
-// step needs 3 times that (forward, input and weight gradients).
+// (2 in P + 2 P E) plus every expert's ranks stacked (2 (r1 + ... + rE) (in + out)): moa's
+// stacked computation's count, every expert on every token (routing alone would need one expert
+// per token). A training step needs 3 times that (forward, input and weight gradients).
 double AdapterFlopsPerImage(torch::nn::Module& model, const moa::trainer::RunConfig& c) {
   const double grid = c.model.img_size / c.model.patch_size, tokens = grid * grid + 1;
   double flops = 0;
@@ -125,8 +137,22 @@ double AdapterFlopsPerImage(torch::nn::Module& model, const moa::trainer::RunCon
   return tokens * flops;
 }
 
-// H200 dense peaks (TFLOP/s): bf16 989; fp32 without TF32 67.
-double PeakFlops(const std::string& precision) { return precision == "bf16" ? 989e12 : 67e12; }
+// Dense peaks (FLOP/s) of the GPU the MFU is counted against, from its name: the SXM H100 and
+// H200 (bf16 989 T, fp32 without TF32 67 T), the H200 NVL (835 T, 60 T) and the PCIe H100
+// (756 T, 51 T); other GPUs are counted against the SXM figures, which the header says.
+struct Peak {
+  std::string card;
+  double bf16, fp32;
+};
+Peak PeakOf(const std::string& gpu_name) {
+  if (gpu_name.find("NVL") != std::string::npos) return {"H200 NVL", 835e12, 60e12};
+  if (gpu_name.find("PCIe") != std::string::npos) return {"H100 PCIe", 756e12, 51e12};
+  return {"H100/H200 SXM", 989e12, 67e12};
+}
+Peak g_peak = PeakOf("");
+double PeakFlops(const std::string& precision) {
+  return precision == "bf16" ? g_peak.bf16 : g_peak.fp32;
+}
 
 void Synchronize(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
@@ -151,36 +177,47 @@ int Child(const Args& a) {
   // GPU 0 (with an index: the allocator's statistics need one).
   const torch::Device device = a.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
   moa::parallel::SetKernelPolicy(/*allow_tf32=*/a.precision != "fp32", /*deterministic=*/false);
-  (*model)->to(device);
   const int64_t domains =
       static_cast<int64_t>(info->environments.size() - config->data.test_envs.size());
   const int64_t images = config->data.batch_size * domains;
   const int64_t size = config->model.img_size;
-  torch::manual_seed(0);
-  const torch::Tensor x = torch::rand({images, info->channels, size, size}).to(device);
-  const torch::Tensor y = torch::randint(0, info->num_classes, {images}, torch::kInt64).to(device);
-  std::vector<torch::Tensor> params;
-  for (auto& [name, p] : moa::TrainableParameters(**model)) params.push_back(p);
-  auto optimizer = moa::trainer::MakeOptimizer(config->optim, params);
-  (*model)->train();
-  routing->global_batch = images;
-  int64_t step = 0;
   const bool bf16 = a.precision == "bf16";
-  auto train_step = [&] {
-    routing->step = step++;
-    torch::Tensor logits;
-    {
-      moa::AutocastScope autocast(device, bf16);
-      logits = (*model)->forward(x);
-    }
-    torch::Tensor loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), y);
-    if (config->adapter.method == "moa" && config->moa.aux_loss)
-      loss = loss + moa::AuxiliaryLoss(**model);
-    optimizer->zero_grad();
-    loss.backward();
-    moa::trainer::StepOptimizer(*optimizer, /*fused=*/true, torch::Tensor());
-  };
   try {
+    (*model)->to(device);
+    torch::manual_seed(0);
+    // Drawn where they are used: a large batch made on the host would take seconds to copy.
+    const torch::Tensor x =
+        torch::rand({images, info->channels, size, size}, torch::TensorOptions().device(device));
+    const torch::Tensor y =
+        torch::randint(0, info->num_classes, {images}, torch::dtype(torch::kInt64).device(device));
+    std::vector<torch::Tensor> params;
+    for (auto& [name, p] : moa::TrainableParameters(**model)) params.push_back(p);
+    auto optimizer = moa::trainer::MakeOptimizer(config->optim, params);
+    (*model)->train();
+    routing->global_batch = images;
+    int64_t step = 0;
+    auto train_step = [&] {
+      routing->step = step++;
+      torch::Tensor logits;
+      {
+        moa::AutocastScope autocast(device, bf16);
+        logits = (*model)->forward(x);
+      }
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), y);
+      if (config->adapter.method == "moa" && config->moa.aux_loss)
+        loss = loss + moa::AuxiliaryLoss(**model);
+      optimizer->zero_grad();
+      loss.backward();
+      moa::trainer::StepOptimizer(*optimizer, /*fused=*/true, torch::Tensor());
+    };
+    if (a.probe) {
+      // Whether the batch fits: one step, with the memory a step needs.
+      train_step();
+      Synchronize(device);
+      std::printf("{\"fits\": true, \"images\": %lld}\n", static_cast<long long>(images));
+      std::fflush(stdout);
+      return 0;
+    }
     for (int64_t i = 0; i < a.warmup; ++i) train_step();
     Synchronize(device);
     moa::parallel::ResetPeakMemory(device);
@@ -226,11 +263,16 @@ int Child(const Args& a) {
                   3.0 * AdapterFlopsPerImage(**model, *config) * static_cast<double>(images)
             : 0.0;
     std::printf("%s\n", out.dump().c_str());
+    std::fflush(stdout);
   } catch (const c10::OutOfMemoryError&) {
     std::printf("{\"oom\": true}\n");
+    std::fflush(stdout);
   } catch (const c10::Error& e) {
     // Any other failure ends this row with the reason (the row shows -1).
     std::fprintf(stderr, "vit_step_bench %s: %s\n", a.child.c_str(), e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vit_step_bench %s: %s\n", a.child.c_str(), e.what());
     return 1;
   }
   return 0;
@@ -279,7 +321,7 @@ std::vector<std::string> StepFlags(const Args& a, int64_t batch) {
 }
 
 std::vector<std::string> MoaCommand(const char* self, const Args& a, const std::string& method,
-                                    int64_t batch) {
+                                    int64_t batch, bool probe = false) {
   std::vector<std::string> c = {self,
                                 "--child",
                                 method,
@@ -288,6 +330,7 @@ std::vector<std::string> MoaCommand(const char* self, const Args& a, const std::
                                 a.small ? "--small" : "--full-size"};
   const std::vector<std::string> step = StepFlags(a, batch);
   c.insert(c.end(), step.begin(), step.end());
+  if (probe) c.push_back("--probe");
   return c;
 }
 
@@ -377,6 +420,37 @@ void LargeBatchAllocatorRows(const char* self, Args a) {
 
 }  // namespace
 
+// The largest per-domain batch that fits for moa: one-step probes (a process each) doubling from
+// twice --batch until one runs out of memory, then a full measurement at the largest that fit,
+// and PyTorch eager at the same images, or a note where it runs out of memory there.
+void MaxBatchRow(const char* self, const Args& a, const std::string& method) {
+  int64_t fits = 0;
+  for (int64_t b = a.batch * 2; b <= 4096; b *= 2) {
+    const nlohmann::json probe = RunJson(MoaCommand(self, a, method, b, /*probe=*/true));
+    if (probe.is_object() && probe.contains("oom")) break;
+    if (!probe.is_object() || !probe.contains("fits")) {
+      std::printf("(%s: the probe at %lld per domain failed; the search stops there)\n",
+                  method.c_str(), static_cast<long long>(b));
+      break;
+    }
+    fits = b;
+  }
+  if (fits == 0) {
+    std::printf("(%s: no batch above %lld per domain fits)\n", method.c_str(),
+                static_cast<long long>(a.batch));
+    return;
+  }
+  const nlohmann::json m = RunJson(MoaCommand(self, a, method, fits));
+  const int64_t images =
+      m.is_object() && m.contains("images") ? m["images"].get<int64_t>() : fits * a.domains;
+  const nlohmann::json t = a.torch ? RunJson(TorchCommand(a, method, images)) : nlohmann::json();
+  PrintRow(a, method + " max", images, m, t);
+  if (t.is_object() && t.contains("oom")) {
+    std::printf("(%s max: PyTorch eager runs out of memory at %lld images)\n", method.c_str(),
+                static_cast<long long>(images));
+  }
+}
+
 int main(int argc, char** argv) {
   Args a;
   std::string suite;
@@ -416,6 +490,10 @@ int main(int argc, char** argv) {
       a.small = false;
     else if (flag == "--max-batch")
       a.max_batch = true;
+    else if (flag == "--max-batch-only")
+      a.max_batch = a.max_batch_only = true;
+    else if (flag == "--probe")
+      a.probe = true;
     else if (flag == "--no-torch")
       a.torch = false;
     else if (flag == "--suite")
@@ -445,6 +523,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!a.child.empty()) return Child(a);
+  if (a.device == "cuda") {
+    const std::string gpu = moa::parallel::DescribeDevice(torch::Device(torch::kCUDA, 0)).name;
+    g_peak = PeakOf(gpu);
+    std::printf("GPU: %s; MFU against the %s's dense peak (bf16 %.0f, fp32 %.0f TFLOP/s)\n",
+                gpu.c_str(), g_peak.card.c_str(), g_peak.bf16 / 1e12, g_peak.fp32 / 1e12);
+  }
 
   if (suite.empty()) {
     std::printf(
@@ -481,40 +565,28 @@ int main(int argc, char** argv) {
     }
     // moa and PyTorch take turns, --repeat times; each keeps its fastest run (noise on a shared
     // machine only ever adds time).
-    nlohmann::json m, t;
-    int64_t images = a.batch * a.domains;
-    auto faster = [](const nlohmann::json& candidate, const nlohmann::json& best) {
-      if (!candidate.is_object() || !candidate.contains("ms")) return false;
-      return !best.is_object() || !best.contains("ms") || candidate["ms"] < best["ms"];
-    };
-    for (int64_t r = 0; r < a.repeat; ++r) {
-      const nlohmann::json mr = RunJson(MoaCommand(argv[0], a, method, a.batch));
-      if (faster(mr, m)) m = mr;
-      if (m.is_object() && m.contains("images")) images = m["images"].get<int64_t>();
-      if (!a.torch) continue;
-      const nlohmann::json tr = RunJson(TorchCommand(a, method, images));
-      if (faster(tr, t)) t = tr;
-    }
-    PrintRow(a, method, images, m, t);
-    if (m.is_object() && m.contains("images_per_s")) {
-      rate_of[method] = m["images_per_s"];
-      flops_of[method] = m["flops_with_adapters"].get<double>() / m["images"].get<double>();
-    }
-    if (a.max_batch && a.device == "cuda") {
-      int64_t fits = 0;
-      nlohmann::json best;
-      for (int64_t b = a.batch * 2; b <= 4096; b *= 2) {
-        const nlohmann::json probe = RunJson(MoaCommand(argv[0], a, method, b));
-        if (!probe.is_object() || probe.contains("oom")) break;
-        fits = b;
-        best = probe;
+    if (!a.max_batch_only) {
+      nlohmann::json m, t;
+      int64_t images = a.batch * a.domains;
+      auto faster = [](const nlohmann::json& candidate, const nlohmann::json& best) {
+        if (!candidate.is_object() || !candidate.contains("ms")) return false;
+        return !best.is_object() || !best.contains("ms") || candidate["ms"] < best["ms"];
+      };
+      for (int64_t r = 0; r < a.repeat; ++r) {
+        const nlohmann::json mr = RunJson(MoaCommand(argv[0], a, method, a.batch));
+        if (faster(mr, m)) m = mr;
+        if (m.is_object() && m.contains("images")) images = m["images"].get<int64_t>();
+        if (!a.torch) continue;
+        const nlohmann::json tr = RunJson(TorchCommand(a, method, images));
+        if (faster(tr, t)) t = tr;
       }
-      if (fits > 0) {
-        const nlohmann::json tb =
-            a.torch ? RunJson(TorchCommand(a, method, fits * a.domains)) : nlohmann::json();
-        PrintRow(a, method + " max", fits * a.domains, best, tb);
+      PrintRow(a, method, images, m, t);
+      if (m.is_object() && m.contains("images_per_s")) {
+        rate_of[method] = m["images_per_s"];
+        flops_of[method] = m["flops_with_adapters"].get<double>() / m["images"].get<double>();
       }
     }
+    if (a.max_batch && a.device == "cuda") MaxBatchRow(argv[0], a, method);
   }
   // Per image, as the two configurations' batches may differ.
   auto ratio = [&](const std::string& lora, const std::string& mix, const char* what) {

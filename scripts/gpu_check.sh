@@ -191,7 +191,7 @@ for name in ("dp2", "ep2"):
           f"{worst:.2e}, largest accuracy difference {acc:.4f} -> {'PASS' if ok else 'FAIL'}")
 PY
 
-bench_lines='^\||^ViT|^LoRA-MoA|^note|vit_step_bench|rror'
+bench_lines='^\||^GPU:|^ViT|^LoRA-MoA|^note|vit_step_bench|rror'
 # MOA_CHECK_DEVICE=cpu: one small step of each row on the CPU instead (the carried benchmark's
 # paths and its PyTorch twin, tried without a GPU).
 if [ "${MOA_CHECK_DEVICE:-cuda}" = cpu ]; then
@@ -200,7 +200,7 @@ if [ "${MOA_CHECK_DEVICE:-cuda}" = cpu ]; then
   fp32_steps=(--steps 1 --warmup 1)
 else
   paper=(--device cuda --batch 32)
-  bf16_steps=(--steps 10 --warmup 3)
+  bf16_steps=(--steps 20 --warmup 5)
   fp32_steps=(--steps 5 --warmup 2)
 fi
 section "ViT-B/16 training step, bf16: moa vs PyTorch eager, paper batch (32 per domain x 3)"
@@ -210,12 +210,12 @@ section "ViT-B/16 training step, fp32 (TF32 off), paper batch"
 run_logged bench.log "$bench_lines" 90 "$bin/vit_step_bench" "${paper[@]}" --precision fp32 \
   "${fp32_steps[@]}"
 if [ "${MOA_CHECK_DEVICE:-cuda}" != cpu ]; then
-  section "ViT-B/16 training step, bf16, the largest batch that fits (rows as they come)"
-  run_logged bench.log "$bench_lines" 300 "$bin/vit_step_bench" "${paper[@]}" --precision bf16 \
-    --steps 5 --warmup 2 --max-batch
+  section "ViT-B/16 training step, bf16, the largest batch that fits (MoA first; rows as they come)"
+  run_logged bench.log "$bench_lines|^\\(" 300 "$bin/vit_step_bench" "${paper[@]}" --precision bf16 \
+    --steps 10 --warmup 3 --max-batch-only --methods moa,lora,full
 fi
 
 section "summary (done in $(($(date +%s) - start)) s; whole report: gpu_report.txt)"
-grep -E '^== |^\[  FAILED  \]|^\[  (PASSED|SKIPPED) +\] [0-9]+ test|^dp2:|^ep2:|^\| (lora|moa|full)|^LoRA-MoA|-> (exit|skipped)' \
+grep -E '^== |^\[  FAILED  \]|^\[  (PASSED|SKIPPED) +\] [0-9]+ test|^dp2:|^ep2:|^\| (lora|moa|full)|^LoRA-MoA|^GPU:|^\((lora|moa|full)|-> (exit|skipped)' \
   "$report" | grep -v '^== summary'
 exit 0

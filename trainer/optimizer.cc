@@ -1,5 +1,7 @@
 #include "trainer/optimizer.h"
 
+#include <map>
+
 #include "trainer/state.h"
 
 namespace moa::trainer {
@@ -35,6 +37,10 @@ template <typename State>
 void FusedStep(torch::optim::Optimizer& optimizer, torch::optim::OptimizerParamGroup& group,
                const AdamSettings& s, bool decoupled, const torch::Tensor& skip) {
   std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
+  // The kernel reads each parameter's step count (already advanced) from a float tensor on its
+  // device, and only reads it: parameters at the same count share one tensor (usually all do; an
+  // expert that got no token in some steps lags), so a step fills one or a few, not one each.
+  std::map<int64_t, torch::Tensor> step_tensors;
   for (const torch::Tensor& p : group.params()) {
     if (!p.grad().defined()) continue;
     State& state = StateOf<State>(optimizer, p);
@@ -47,9 +53,12 @@ void FusedStep(torch::optim::Optimizer& optimizer, torch::optim::OptimizerParamG
     exp_avgs.push_back(state.exp_avg());
     exp_avg_sqs.push_back(state.exp_avg_sq());
     if (s.amsgrad) max_exp_avg_sqs.push_back(state.max_exp_avg_sq());
-    // The kernel reads the step count (already advanced) from a float tensor on the device.
-    steps.push_back(
-        torch::full({}, static_cast<double>(state.step()), p.options().dtype(torch::kFloat32)));
+    torch::Tensor& count = step_tensors[state.step()];
+    if (!count.defined() || count.device() != p.device()) {
+      count =
+          torch::full({}, static_cast<double>(state.step()), p.options().dtype(torch::kFloat32));
+    }
+    steps.push_back(count);
   }
   if (params.empty()) return;
   std::optional<torch::Tensor> found_inf;

@@ -134,8 +134,10 @@ struct OptimizerRun {
   std::unique_ptr<torch::optim::Optimizer> optimizer;
 };
 
+// `lagging`: the third parameter gets a gradient in every third step only (an expert no token
+// chose in the others), so the parameters' step counts differ.
 OptimizerRun RunOptimizer(const std::string& kind, bool fused, int steps,
-                          const std::vector<float>& skips = {}) {
+                          const std::vector<float>& skips = {}, bool lagging = false) {
   torch::manual_seed(11);
   OptimizerRun run;
   for (auto shape : std::vector<std::vector<int64_t>>{{7, 5}, {13}, {3, 4, 2}, {1}}) {
@@ -148,6 +150,7 @@ OptimizerRun RunOptimizer(const std::string& kind, bool fused, int steps,
   run.optimizer = MakeOptimizer(config, run.params);
   for (int s = 0; s < steps; ++s) {
     for (torch::Tensor& p : run.params) p.mutable_grad() = torch::randn(p.sizes());
+    if (lagging && s % 3 != 0) run.params[2].mutable_grad() = torch::Tensor();
     const float skip = s < static_cast<int>(skips.size()) ? skips[s] : 0.0f;
     StepOptimizer(*run.optimizer, fused, torch::full({1}, skip));
   }
@@ -193,6 +196,20 @@ TEST(FusedOptimizerTest, AdamWEqualsThePerTensorUpdate) {
   OptimizerRun per_tensor = RunOptimizer("adamw", false, 20);
   OptimizerRun fused = RunOptimizer("adamw", true, 20);
   ExpectSameMoments(per_tensor, fused, 1e-5);
+}
+
+// Parameters at different step counts (the fused path shares one step tensor among those at the
+// same count) each get their own bias correction, as in the per-tensor update.
+TEST(FusedOptimizerTest, ParametersAtDifferentStepCountsKeepTheirOwn) {
+  OptimizerRun per_tensor = RunOptimizer("adam", false, 20, {}, /*lagging=*/true);
+  OptimizerRun fused = RunOptimizer("adam", true, 20, {}, /*lagging=*/true);
+  ExpectSameMoments(per_tensor, fused, 1e-5);
+  auto* lagging = dynamic_cast<torch::optim::AdamParamState*>(
+      fused.optimizer->state().at(OptimizerStateKey(fused.params[2])).get());
+  auto* every = dynamic_cast<torch::optim::AdamParamState*>(
+      fused.optimizer->state().at(OptimizerStateKey(fused.params[0])).get());
+  EXPECT_EQ(lagging->step(), 7);
+  EXPECT_EQ(every->step(), 20);
 }
 
 TEST(FusedOptimizerTest, SkipFlagLeavesWeightsAndMomentsUntouched) {
