@@ -211,7 +211,8 @@ int Child(const Args& a) {
       moa::trainer::StepOptimizer(*optimizer, /*fused=*/true, torch::Tensor());
     };
     if (a.probe) {
-      // Whether the batch fits: one step, with the memory a step needs.
+      // Whether the batch fits: two steps (the optimizer's moments exist from the first).
+      train_step();
       train_step();
       Synchronize(device);
       std::printf("{\"fits\": true, \"images\": %lld}\n", static_cast<long long>(images));
@@ -425,22 +426,32 @@ void LargeBatchAllocatorRows(const char* self, Args a) {
 // and PyTorch eager at the same images, or a note where it runs out of memory there.
 void MaxBatchRow(const char* self, const Args& a, const std::string& method) {
   int64_t fits = 0;
+  bool failed = false;
   for (int64_t b = a.batch * 2; b <= 4096; b *= 2) {
     const nlohmann::json probe = RunJson(MoaCommand(self, a, method, b, /*probe=*/true));
     if (probe.is_object() && probe.contains("oom")) break;
     if (!probe.is_object() || !probe.contains("fits")) {
       std::printf("(%s: the probe at %lld per domain failed; the search stops there)\n",
                   method.c_str(), static_cast<long long>(b));
+      failed = true;
       break;
     }
     fits = b;
   }
   if (fits == 0) {
-    std::printf("(%s: no batch above %lld per domain fits)\n", method.c_str(),
-                static_cast<long long>(a.batch));
+    if (!failed) {
+      std::printf("(%s: no batch above %lld per domain fits)\n", method.c_str(),
+                  static_cast<long long>(a.batch));
+    }
     return;
   }
-  const nlohmann::json m = RunJson(MoaCommand(self, a, method, fits));
+  // The measurement holds more than a probe (more steps, the evaluation): where it runs out of
+  // memory, half the batch.
+  nlohmann::json m = RunJson(MoaCommand(self, a, method, fits));
+  if (m.is_object() && m.contains("oom") && fits / 2 > a.batch) {
+    fits /= 2;
+    m = RunJson(MoaCommand(self, a, method, fits));
+  }
   const int64_t images =
       m.is_object() && m.contains("images") ? m["images"].get<int64_t>() : fits * a.domains;
   const nlohmann::json t = a.torch ? RunJson(TorchCommand(a, method, images)) : nlohmann::json();
@@ -452,6 +463,8 @@ void MaxBatchRow(const char* self, const Args& a, const std::string& method) {
 }
 
 int main(int argc, char** argv) {
+  // Line by line: a run stopped by a time limit keeps every line it printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   Args a;
   std::string suite;
   bool batch_given = false, steps_given = false;

@@ -20,8 +20,10 @@ namespace moa::parallel {
 namespace {
 
 #if MOA_WITH_CUDA
-// The allocator's statistics are per GPU: a device without an index means the current one.
+// The allocator's statistics are per GPU: a device without an index means the current one. CUDA
+// is initialised first, as the allocator's statistics are only there once it is.
 c10::DeviceIndex CudaIndex(const torch::Device& device) {
+  at::globalContext().lazyInitDevice(c10::DeviceType::CUDA);
   return device.has_index() ? device.index() : c10::cuda::current_device();
 }
 #endif

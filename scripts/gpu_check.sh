@@ -147,7 +147,7 @@ export CUBLAS_WORKSPACE_CONFIG=:4096:8
 [ "${MOA_CHECK_DEVICE:-cuda}" = cpu ] || export MOA_EXPECT_GPU=1
 
 section "GPU tests (gtest label gpu)"
-gtest_lines='^\[ *(RUN|OK|FAILED|PASSED|SKIPPED) *\]|^\[==|: Failure|^(Expected|  Actual|Value of|Which is)|planner rates'
+gtest_lines='^\[ *(RUN|OK|FAILED|PASSED|SKIPPED) *\]|^\[==|: Failure|^(Expected|  Actual|Value of|Which is)|C\+\+ exception|^[A-Z_]{4,}: |planner rates'
 run_logged gpu_test.log "$gtest_lines" 220 "$bin/gpu_test" \
   --gtest_output="json:$report_dir/gpu_test.json"
 section "standalone NCCL test"
