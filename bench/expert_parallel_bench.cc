@@ -244,9 +244,8 @@ int main(int argc, char** argv) {
   const moa::MachineRates rates = moa::MeasureMachineRates(*world, true, torch::kCPU, bf16);
   if (lead) {
     std::printf(
-        "%d ranks x %d threads, %s; rates: %.1f GFLOP/s, Adam %.2f ns/parameter, all-reduce %.2f "
-        "GB/s, "
-        "all-to-all %.2f GB/s, latency %.1f us\n",
+        "%d ranks x %d threads, %s; rates: %.1f GFLOP/s, Adam %.2f ns/parameter, "
+        "all-reduce %.2f GB/s, all-to-all %.2f GB/s, latency %.1f us\n",
         ranks, threads, precision.c_str(), rates.flops_per_s / 1e9,
         rates.update_s_per_parameter * 1e9, rates.link_bytes_per_s / 1e9,
         rates.all_to_all_bytes_per_s / 1e9, rates.latency_s * 1e6);

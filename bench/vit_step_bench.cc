@@ -23,7 +23,7 @@
 //                       [--methods lora,moa,full] [--small] [--max-batch | --max-batch-only]
 //                       [--no-torch] [--suite cpu] [--repeat N]
 //   --small: width 192, depth 4, 3 heads (the CPU figures); --max-batch: also the largest
-//   per-domain batch that fits for moa (one-step probes doubling from twice --batch, then a full
+//   per-domain batch that fits for moa (two-step probes doubling from twice --batch, then a full
 //   measurement there, PyTorch eager at the same batch; GPU only); --max-batch-only: only those
 //   rows. Methods: lora, moa, full (ViT-B/16, or the small width), small_lora, small_moa (the
 //   demo's), erm (MNIST_CNN).
@@ -59,7 +59,7 @@ struct Args {
   std::string device = "cuda", precision = "bf16", methods = "lora,moa,full";
   int64_t batch = 32, domains = 3, steps = 10, warmup = 3, threads = 0, repeat = 1;
   bool small = false, max_batch = false, max_batch_only = false, torch = true;
-  bool probe = false;  // a child that only tries whether the batch fits (one step, no evaluation)
+  bool probe = false;  // a child that only tries whether the batch fits (two steps, no evaluation)
   std::string child;   // run one measurement of this method and print JSON
 };
 
@@ -216,7 +216,6 @@ int Child(const Args& a) {
       train_step();
       Synchronize(device);
       std::printf("{\"fits\": true, \"images\": %lld}\n", static_cast<long long>(images));
-      std::fflush(stdout);
       return 0;
     }
     for (int64_t i = 0; i < a.warmup; ++i) train_step();
@@ -232,7 +231,8 @@ int Child(const Args& a) {
     // experts build H, allocator warm-up) and the mean of the next ones.
     (*model)->eval();
     const int64_t eval_batch = std::min<int64_t>(config->eval.batch_size, 2 * images);
-    const torch::Tensor eval_x = torch::rand({eval_batch, info->channels, size, size}).to(device);
+    const torch::Tensor eval_x = torch::rand({eval_batch, info->channels, size, size},
+                                             torch::TensorOptions().device(device));
     double cold_s = 0, warm_s = 0;
     {
       torch::NoGradGuard no_grad;
@@ -264,10 +264,8 @@ int Child(const Args& a) {
                   3.0 * AdapterFlopsPerImage(**model, *config) * static_cast<double>(images)
             : 0.0;
     std::printf("%s\n", out.dump().c_str());
-    std::fflush(stdout);
   } catch (const c10::OutOfMemoryError&) {
     std::printf("{\"oom\": true}\n");
-    std::fflush(stdout);
   } catch (const c10::Error& e) {
     // Any other failure ends this row with the reason (the row shows -1).
     std::fprintf(stderr, "vit_step_bench %s: %s\n", a.child.c_str(), e.what_without_backtrace());
@@ -388,7 +386,6 @@ void PrintRow(const Args& a, const std::string& label, int64_t batch, const nloh
       "| %-10s | %-4s | %5lld | %8.1f | %8.1f | %6.2f | %6s | %8.1f | %8.1f | %6.2f | %6s | %s |\n",
       label.c_str(), a.precision.c_str(), static_cast<long long>(batch), ms, rate, mem, mfu, t_ms,
       t_rate, t_mem, speed, eval);
-  std::fflush(stdout);
 }
 
 // The suite's last rows: ViT-B/16 LoRA at 8 images per domain, where activations pass glibc's
@@ -419,9 +416,7 @@ void LargeBatchAllocatorRows(const char* self, Args a) {
   PrintRow(a, "lora b8 tc", images, m, tc);
 }
 
-}  // namespace
-
-// The largest per-domain batch that fits for moa: one-step probes (a process each) doubling from
+// The largest per-domain batch that fits for moa: two-step probes (a process each) doubling from
 // twice --batch until one runs out of memory, then a full measurement at the largest that fit,
 // and PyTorch eager at the same images, or a note where it runs out of memory there.
 void MaxBatchRow(const char* self, const Args& a, const std::string& method) {
@@ -462,8 +457,11 @@ void MaxBatchRow(const char* self, const Args& a, const std::string& method) {
   }
 }
 
+}  // namespace
+
 int main(int argc, char** argv) {
-  // Line by line: a run stopped by a time limit keeps every line it printed.
+  // Line by line: a run stopped by a time limit keeps every line it printed, and a child's JSON
+  // line is out before the process ends.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   Args a;
   std::string suite;
