@@ -13,6 +13,8 @@ import numpy as np
 
 
 def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python3 synthetic_idx.py OUT_DIR [IMAGES]")
     out = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 1200
     rng = np.random.default_rng(0)
