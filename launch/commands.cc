@@ -11,10 +11,12 @@
 #include "data/image_folder.h"
 #include "launch/cli.h"
 #include "launch/collect.h"
+#include "launch/hparams.h"
 #include "launch/options.h"
 #include "launch/report_command.h"
 #include "launch/sweep.h"
 #include "moa/peft.h"
+#include "parallel/mesh_layout.h"
 #include "parallel/mpi_communicator.h"
 #include "trainer/build.h"
 #include "trainer/evaluate.h"
@@ -328,10 +330,22 @@ int RunCommand(const std::vector<std::string>& args) {
     overrides.push_back("adapter.method=full");
     overrides.push_back("model.backbone=");
   }
-  auto launch_config = LoadLaunchConfig(config_path, overrides);
+  // `moa train --train.hparams_seed=N` trains draw N, as a sweep's job of that draw does.
+  std::vector<std::pair<std::string, std::string>> drawn;
+  auto launch_config =
+      command == "train"
+          ? LoadConfigWithDraw(config_path, overrides, parallel::LaunchedWorldSize(), &drawn)
+          : LoadLaunchConfig(config_path, overrides);
   if (!launch_config.ok()) {
     std::cerr << "moa " << command << ": " << launch_config.status().message() << "\n";
     return 2;
+  }
+  if (!drawn.empty() && parallel::LaunchedRank() == 0) {
+    std::string values;
+    for (const auto& [key, value] : drawn) values += " " + key + "=" + value;
+    Log(LogLevel::kInfo) << "hyper-parameter draw " << launch_config->run.train.hparams_seed
+                         << " (trial " << launch_config->run.train.trial_seed << "):" << values
+                         << "; keys given on the command line keep their values";
   }
   if (command == "train" || command == "pretrain") {
     return TrainOrPretrain(launch_config->run, command == "pretrain");

@@ -1,5 +1,6 @@
 #include "launch/hparams.h"
 
+#include <absl/strings/match.h>
 #include <absl/strings/str_join.h>
 
 #include <algorithm>
@@ -67,7 +68,7 @@ const std::vector<HparamRange>& HparamRegistry() {
        "one of 1, 2, 4, 8, 16",
        Choice({"1", "2", "4", "8", "16"})},
       {"adapter.alpha",
-       {"lora", "moa"},
+       {"lora"},
        "one of 0 (scale 1), 8, 16, 32 (scale alpha/rank)",
        Choice({"0", "8", "16", "32"})},
       {"moa.top_k", {"moa"}, "1 or 2 (at most the experts)", DrawTopK},
@@ -102,6 +103,36 @@ std::vector<std::pair<std::string, std::string>> DrawHparams(const trainer::RunC
                                              base, world_size));
   }
   return drawn;
+}
+
+absl::StatusOr<LaunchConfig> LoadConfigWithDraw(
+    const std::string& config_path, const std::vector<std::string>& overrides, int64_t world_size,
+    std::vector<std::pair<std::string, std::string>>* drawn) {
+  if (drawn != nullptr) drawn->clear();
+  absl::StatusOr<LaunchConfig> config = LoadLaunchConfig(config_path, overrides);
+  if (!config.ok()) return config;
+  const trainer::TrainConfig& train = config->run.train;
+  if (train.hparams_seed <= 0 || !train.resume.empty()) return config;
+  std::set<std::string> pinned;
+  for (const std::string& o : overrides) {
+    const std::string body = absl::StartsWith(o, "--") ? o.substr(2) : o;
+    pinned.insert(body.substr(0, body.find('=')));
+  }
+  const auto draw =
+      DrawHparams(config->run, world_size, train.hparams_seed, train.trial_seed, pinned);
+  if (drawn != nullptr) *drawn = draw;
+  if (draw.empty()) return config;
+  // The draw first: a key given twice takes its last value, and the user's keys are not drawn.
+  std::vector<std::string> with_draw;
+  for (const auto& [key, value] : draw) with_draw.push_back("--" + key + "=" + value);
+  with_draw.insert(with_draw.end(), overrides.begin(), overrides.end());
+  absl::StatusOr<LaunchConfig> drawn_config = LoadLaunchConfig(config_path, with_draw);
+  if (!drawn_config.ok()) {
+    return absl::InvalidArgumentError("train.hparams_seed=" + std::to_string(train.hparams_seed) +
+                                      ": the drawn values do not make a valid configuration: " +
+                                      std::string(drawn_config.status().message()));
+  }
+  return drawn_config;
 }
 
 std::string HparamRegistryHelp() {

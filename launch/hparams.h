@@ -1,7 +1,8 @@
-// The hyper-parameter search space of `moa sweep`, DomainBed-style: draw 0 keeps the base
-// configuration's values; draw h > 0 takes each swept option at random from its range, seeded by
-// DomainBed's seed_hash(h, trial_seed) and the option's own name, so a draw is reproducible and
-// adding an option to the registry leaves the other options' draws unchanged.
+// The hyper-parameter search space of `moa sweep` and `moa train --train.hparams_seed`,
+// DomainBed-style: draw 0 keeps the base configuration's values; draw h > 0 takes each swept
+// option at random from its range, seeded by DomainBed's seed_hash(h, trial_seed) and the option's
+// own name, so a draw is reproducible and adding an option to the registry leaves the other
+// options' draws unchanged.
 //
 //   for (const auto& [key, value] :
 //        DrawHparams(base, /*world_size=*/2, /*hparams_seed=*/3, /*trial_seed=*/0, {}))
@@ -15,6 +16,9 @@
 #include <utility>
 #include <vector>
 
+#include <absl/status/statusor.h>
+
+#include "launch/options.h"
 #include "trainer/config.h"
 
 namespace moa::launch {
@@ -44,6 +48,16 @@ std::vector<std::pair<std::string, std::string>> DrawHparams(const trainer::RunC
                                                              int64_t hparams_seed,
                                                              int64_t trial_seed,
                                                              const std::set<std::string>& pinned);
+
+/// `moa train`'s configuration: LoadLaunchConfig(config_path, overrides) and, where its
+/// train.hparams_seed is above 0 and it resumes nothing, draw train.hparams_seed (trial
+/// train.trial_seed) applied to every registered key that `overrides` leave unset, as
+/// `python -m domainbed.scripts.train --hparams_seed` draws (a sweep's job gets the same values:
+/// it carries its draw as overrides, so drawing again changes nothing). `world_size`: the ranks
+/// launched. What was drawn goes into `drawn` when given.
+absl::StatusOr<LaunchConfig> LoadConfigWithDraw(
+    const std::string& config_path, const std::vector<std::string>& overrides, int64_t world_size,
+    std::vector<std::pair<std::string, std::string>>* drawn = nullptr);
 
 /// The registry as help text: one line per option with its methods and range.
 std::string HparamRegistryHelp();

@@ -280,7 +280,10 @@ const std::vector<Option>& OptionTable() {
                    "rotated-domain permutation",
                    AtLeast<int64_t>(0));
     t.Add<int64_t>(MOA_FIELD(train, trial_seed), "seed of the in/out splits", AtLeast<int64_t>(0));
-    t.Add<int64_t>(MOA_FIELD(train, hparams_seed), "hyper-parameter draw (0: defaults)",
+    t.Add<int64_t>(MOA_FIELD(train, hparams_seed),
+                   "hyper-parameter draw (0: the configuration's values; N: moa train draws the "
+                   "registered keys not given on the command line, as moa sweep's jobs of draw "
+                   "N get them; moa sweep --help lists the ranges)",
                    AtLeast<int64_t>(0));
     t.Add<int64_t>(MOA_FIELD(train, threads),
                    "intra-op threads per rank (0: cores per node / ranks per node)",

@@ -16,9 +16,13 @@ int64_t EnvInt(std::initializer_list<const char*> names, int64_t fallback) {
 
 int64_t LaunchedRank() { return EnvInt({"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"}, 0); }
 
+int64_t LaunchedWorldSize() {
+  return EnvInt({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}, 1);
+}
+
 absl::StatusOr<MeshLayout> DetectMeshLayout(int64_t dp, int64_t ep) {
   MeshLayout mesh;
-  mesh.world_size = EnvInt({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}, 1);
+  mesh.world_size = LaunchedWorldSize();
   mesh.rank = LaunchedRank();
   mesh.local_rank = EnvInt({"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}, 0);
   mesh.local_size =

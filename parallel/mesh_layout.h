@@ -31,6 +31,9 @@ absl::StatusOr<MeshLayout> DetectMeshLayout(int64_t dp, int64_t ep);
 /// that one process of a job should print before the communicators exist.
 int64_t LaunchedRank();
 
+/// The number of processes the launcher started (1 outside a launcher).
+int64_t LaunchedWorldSize();
+
 /// "rank R of N" style description for logs and env.json.
 std::string DescribeMesh(const MeshLayout& mesh);
 

@@ -15,14 +15,16 @@ build=build-fuzz
 targets=(idx safetensors image options collect sweep)
 # The sanitized unit tests, by executable: the safetensors tests, data/'s tests and launch/'s
 # parser tests (named, so that a new launch test does not join unseen). Left out: the tests that
-# start the moa executable, mpirun or Slurm (image_cli_test.cc, commands_test.cc,
-# sweep_launch_test.cc): they train whole jobs or build every shipped ViT-B/16 model in a
-# sanitized moa, minutes under ASan, and the ordinary build's ctest runs them.
+# start the moa executable to train, launch or build models, or start mpirun or Slurm
+# (image_cli_test.cc, commands_test.cc, sweep_launch_test.cc, and SweepTest's two that start moa
+# itself): they train whole jobs or build every shipped ViT-B/16 model in a sanitized moa, minutes
+# under ASan, and the ordinary build's ctest runs them. CollectTest.SweepDirectoryWithBadInput
+# stays: its `moa collect` on a small folder takes a moment.
 launch_parser_tests="OptionsTest.*:DatasetDefaultsTest.*:CommandLineTest.*:CollectTest.*:SweepTest.*"
 declare -A test_filters=(
   [common_test]="SafetensorsTest.*"
   [data_test]="-DataCheckCommandTest.*:ImageTrainingTest.*:ImageModelCommandsTest.*"
-  [launch_test]="$launch_parser_tests-SweepTest.LocalLauncher*:SweepTest.Mpirun*"
+  [launch_test]="$launch_parser_tests-SweepTest.LocalLauncher*:SweepTest.Mpirun*:SweepTest.LocalJobs*:SweepTest.SlurmScript*"
 )
 start=$(date +%s)
 

@@ -6,6 +6,8 @@
 
 #include "common/files.h"
 #include "common/version.h"
+#include "launch/hparams.h"
+#include "launch/options.h"
 #include "tests/data/image_fixtures.h"
 #include "tests/support/test_support.h"
 
@@ -90,6 +92,52 @@ TEST(CommandsTest, PaperRowConfigsHaveThePapersCounts) {
                            &out),
             0);
   EXPECT_NE(out.find("(487,938 without the head)"), std::string::npos) << out;
+}
+
+// `moa train --train.hparams_seed=2` trains draw 2 (launch/hparams.h, as a sweep's job of that
+// draw; sweep_test.cc compares the two configurations whole): the run's config.ini holds the draw,
+// and the log names it.
+TEST(CommandsTest, TrainWithAHparamsSeedTrainsThatDraw) {
+  const std::string tiny = test::SourceDir() + "/configs/tiny.ini";
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " train --config " + tiny +
+                               " --train.hparams_seed=2 --train.trial_seed=1 --optim.lr=0.002"
+                               " --train.steps=1 --output.dir=" +
+                               dir.File("run"),
+                           &out),
+            0)
+      << out;
+  auto written = launch::LoadLaunchConfig(dir.File("run/config.ini"), {});
+  MOA_ASSERT_OK(written);
+  auto expected = launch::LoadLaunchConfig(tiny, {});
+  MOA_ASSERT_OK(expected);
+  const auto draw = launch::DrawHparams(expected->run, 1, 2, 1, {"optim.lr"});
+  ASSERT_EQ(draw.size(), 4u);
+  std::vector<std::string> overrides = {"--optim.lr=0.002", "--train.steps=1"};
+  for (const auto& [key, value] : draw) {
+    overrides.push_back("--" + key + "=" + value);
+    EXPECT_NE(out.find(key + "=" + value), std::string::npos) << key << "\n" << out;
+  }
+  expected = launch::LoadLaunchConfig(tiny, overrides);
+  MOA_ASSERT_OK(expected);
+  EXPECT_EQ(written->run.optim.weight_decay, expected->run.optim.weight_decay);
+  EXPECT_EQ(written->run.data.batch_size, expected->run.data.batch_size);
+  EXPECT_EQ(written->run.adapter.rank, expected->run.adapter.rank);
+  EXPECT_EQ(written->run.adapter.alpha, expected->run.adapter.alpha);
+  EXPECT_EQ(written->run.optim.lr, 0.002);
+  EXPECT_EQ(written->run.train.hparams_seed, 2);
+  // Resuming takes the run's configuration as written, even on another number of ranks (where a
+  // new draw could round the batch size differently): nothing is drawn again.
+  const std::string run = dir.File("run");
+  std::vector<std::pair<std::string, std::string>> drawn;
+  auto resumed = launch::LoadConfigWithDraw(
+      run + "/config.ini", {"--train.resume=" + run, "--output.dir=" + run}, 3, &drawn);
+  MOA_ASSERT_OK(resumed);
+  EXPECT_TRUE(drawn.empty());
+  EXPECT_EQ(launch::ToIni(*resumed),
+            launch::ToIni(*launch::LoadLaunchConfig(
+                run + "/config.ini", {"--train.resume=" + run, "--output.dir=" + run})));
 }
 
 TEST(CommandsTest, BadConfigurationExitsWithTwoAndNamesTheKey) {

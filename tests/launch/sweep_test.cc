@@ -179,9 +179,10 @@ TEST(SweepTest, HyperparameterDraws) {
   moa.adapter.method = "moa";
   keys.clear();
   for (const auto& [key, value] : DrawHparams(moa, 1, 3, 1, {})) keys.insert(key);
-  EXPECT_EQ(keys, (std::set<std::string>{"optim.lr", "optim.weight_decay", "data.batch_size",
-                                         "adapter.alpha", "moa.top_k", "moa.router", "moa.noise",
-                                         "moa.aux_weight"}));
+  // No adapter.alpha: MoA's LoRA experts always have scale 1 (docs/method.md).
+  EXPECT_EQ(keys,
+            (std::set<std::string>{"optim.lr", "optim.weight_decay", "data.batch_size", "moa.top_k",
+                                   "moa.router", "moa.noise", "moa.aux_weight"}));
   // Over many draws the values stay in their ranges and cover them.
   double lr_min = 1, lr_max = 0;
   std::set<std::string> batches, top_ks;
@@ -207,6 +208,63 @@ TEST(SweepTest, HyperparameterDraws) {
   EXPECT_GT(lr_max, 1e-3);
   EXPECT_GE(batches.size(), 10u);
   EXPECT_EQ(top_ks, (std::set<std::string>{"1", "2"}));
+}
+
+// `moa train --train.hparams_seed=H --train.trial_seed=T` resolves to the configuration of the
+// sweep's job of that draw (what DomainBed's train.py --hparams_seed does), the user's own keys
+// kept; draw 0 keeps the file's values (resuming: commands_test.cc).
+TEST(SweepTest, TrainWithADrawGetsWhatTheSweepsJobOfThatDrawGets) {
+  test::TempDir dir;
+  const std::vector<std::string> user = {"--optim.lr=0.002", "--train.steps=4"};
+  std::vector<std::string> args = {"launch",
+                                   "--config",
+                                   Tiny(),
+                                   "--adapter.method",
+                                   "lora",
+                                   "moa",
+                                   "--data.test_envs",
+                                   "0",
+                                   "--n_hparams",
+                                   "3",
+                                   "--n_trials",
+                                   "2",
+                                   "--output.dir",
+                                   dir.path()};
+  args.insert(args.end(), user.begin(), user.end());
+  auto jobs = MakeSweepJobs(Parse(args));
+  MOA_ASSERT_OK(jobs);
+  ASSERT_EQ(jobs->size(), 2u * 2u * 3u);  // trials x methods x draws
+  const LaunchConfig file = *LoadLaunchConfig(Tiny(), {});
+  for (const SweepJob& job : *jobs) {
+    SCOPED_TRACE(job.Describe());
+    std::vector<std::string> job_overrides;
+    for (const std::string& a : job.train_args) {
+      if (a.rfind("--", 0) == 0 && a != "--config") job_overrides.push_back(a);
+    }
+    auto sweep_config = LoadLaunchConfig(Tiny(), job_overrides);
+    MOA_ASSERT_OK(sweep_config);
+    // By hand: the user's keys, the job's method and environments, and the draw's seeds only.
+    std::vector<std::string> by_hand = user;
+    for (const char* key :
+         {"data.dataset", "adapter.method", "data.test_envs", "train.seed", "output.dir"}) {
+      by_hand.push_back(std::string("--") + key + "=" + Arg(job, key));
+    }
+    by_hand.push_back("--train.hparams_seed=" + std::to_string(job.hparams_seed));
+    by_hand.push_back("--train.trial_seed=" + std::to_string(job.trial_seed));
+    std::vector<std::pair<std::string, std::string>> drawn;
+    auto train_config = LoadConfigWithDraw(Tiny(), by_hand, 1, &drawn);
+    MOA_ASSERT_OK(train_config);
+    EXPECT_EQ(ToIni(*train_config), ToIni(*sweep_config));
+    EXPECT_EQ(train_config->run.optim.lr, 0.002);  // given, so not drawn
+    if (job.hparams_seed == 0) {
+      EXPECT_TRUE(drawn.empty());
+      EXPECT_EQ(train_config->run.optim.weight_decay, file.run.optim.weight_decay);
+      EXPECT_EQ(train_config->run.data.batch_size, file.run.data.batch_size);
+    } else {
+      EXPECT_EQ(drawn.size(), job.method == "lora" ? 4u : 6u);  // every registered key but lr
+      EXPECT_NE(train_config->run.optim.weight_decay, file.run.optim.weight_decay);
+    }
+  }
 }
 
 // tiny.ini with adapter.method = moa, written into `dir` (a sweep's --adapter.method lists the
