@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One training step of the demo's LoRA configuration with 1 rank x 2 threads against 2 ranks x
 # 1 thread (mpirun) on this machine, measured in the same run from results.jsonl (mean step time
-# over 60 steps after the first evaluation), with the part of each step spent waiting for the
+# over the 61 steps up to the second evaluation), with the part of each step spent waiting for the
 # gradient all-reduce that did not overlap with backward.
 #
 # usage: bash bench/dp_step_bench.sh [CONFIG]   (run from the repository root after a build)

@@ -4,7 +4,8 @@
 // PyTorch eager as a PEFT user runs it (bench/torch_vit_step.py: timm with SDPA, frozen backbone,
 // the same adapters in PyTorch, autocast, fused Adam) on the same torch, in the same run. Prints
 // step time, images/s, peak memory (allocator peak on GPU, peak RSS on CPU) and model FLOPs
-// utilisation (the step's counted FLOPs over the H200's dense peak for the precision), and moa's
+// utilisation (the step's counted FLOPs over the GPU's dense peak for the precision: the H100 or
+// H200 SXM, H200 NVL or H100 PCIe, told by its name), and moa's
 // evaluation images/s (eval mode, no autograd; the first batch, cold, in brackets) against its
 // training images/s.
 // Every measurement runs in a process of its own, so peaks do not leak from one row to the next.

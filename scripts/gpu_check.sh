@@ -6,8 +6,8 @@
 #   1. the GPU-labelled tests (NCCL conformance at one rank; GPU fp32 == CPU; bf16 follows fp32;
 #      deterministic repeat and resume; CPU <-> GPU checkpoints) and the standalone NCCL test;
 #   2. dp = 2 and ep = 2 on the one GPU through the MPI backend against one process;
-#   3. the ViT-B/16 training-step benchmark against PyTorch eager (bf16, the paper's batch and the
-#      largest that fits), then fp32 at the paper's batch.
+#   3. the ViT-B/16 training-step benchmark against PyTorch eager: bf16 at the paper's batch, fp32
+#      (TF32 off) at the paper's batch, then bf16 at the largest batch that fits.
 # The report grows as it goes (gpu_report.txt in $OUT, else gpu_report/), so a timeout still
 # returns what ran; beside it only gpu_test.json and the full logs (gpu_test.log, runs.log,
 # bench.log): the device tool returns at most 8 files. Generated data and run folders live in a

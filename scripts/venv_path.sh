@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints the path of moa's Python environment: outside the clone, keyed by the Python version and
 # the pinned requirements, so every clone on a machine shares one copy of the 3 GB torch install.
-# MOA_VENV overrides the path; MOA_VENV_ROOT (default ~/.cache/moa) moves the folder that holds it.
+# MOA_VENV overrides the path; MOA_VENV_ROOT (default ${XDG_CACHE_HOME:-~/.cache}/moa) moves the folder that holds it.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -n "${MOA_VENV:-}" ]; then
