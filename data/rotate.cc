@@ -1,12 +1,20 @@
 #include "data/rotate.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 namespace moa::data {
 namespace {
 
-// Python's round(x, 15) as PIL uses it for the rotation matrix entries.
-double Round15(double x) { return std::nearbyint(x * 1e15) / 1e15; }
+// Python's round(x, 15) as PIL uses it for the rotation matrix entries: the decimal rounding of
+// x's exact binary value, read back. (Scaling by 1e15 first rounds the product: sin(45 degrees)
+// then comes out one unit of the 15th digit off, and pixels on a truncation boundary one level.)
+double Round15(double x) {
+  char digits[64];
+  std::snprintf(digits, sizeof(digits), "%.15f", x);
+  return std::strtod(digits, nullptr);
+}
 
 }  // namespace
 
@@ -19,7 +27,7 @@ torch::Tensor RotateLikePil(const torch::Tensor& images, double degrees) {
   if (angle == 0.0) return in.clone();
   const int64_t n = in.size(0), h = in.size(1), w = in.size(2);
   // PIL: inverse matrix of the rotation about (w/2, h/2), mapping output to input coordinates.
-  const double rad = -angle * M_PI / 180.0;
+  const double rad = -(angle * (M_PI / 180.0));  // Python's -math.radians(angle)
   const double a = Round15(std::cos(rad)), b = Round15(std::sin(rad));
   const double d = Round15(-std::sin(rad)), e = Round15(std::cos(rad));
   const double cx = w / 2.0, cy = h / 2.0;
