@@ -23,8 +23,10 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const OptimConfig& config
                                                        const std::vector<torch::Tensor>& params);
 
 /// One update of every parameter that has a gradient. `skip` (a one-element float tensor on the
-/// parameters' device, or undefined) set to 1 leaves everything as it was; the per-tensor path
-/// reads it on the host.
+/// parameters' device, or undefined) set to 1 leaves weights and moments as they were; the
+/// per-tensor path reads it on the host. The fused path does not, so its host step counts still
+/// advance on a skipped step; no checkpoint keeps such a count, because a skipped step stops the
+/// run at the next host read of the flag (trainer/loss_meter.h), which comes before any checkpoint.
 void StepOptimizer(torch::optim::Optimizer& optimizer, bool fused, const torch::Tensor& skip);
 
 }  // namespace moa::trainer

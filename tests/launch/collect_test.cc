@@ -135,6 +135,20 @@ TEST(CollectTest, SweepAccuracyPerMethod) {
   EXPECT_FALSE(SelectSweep(SelectionMethod::kOracle, 0, {}));
 }
 
+// Two draws with the same validation score: the sweep takes the higher draw's run, whatever order
+// the records come in. Test env 0; validation is the mean of out1 and out2 (.6 + .8 and .8 + .6)
+// or, for the oracle, out0 (.5 both); the test accuracies (in0) differ: .3 for draw 0, .6 for 1.
+TEST(CollectTest, TiesGoToTheHigherDraw) {
+  const double x = 0.0;
+  const SweepRecord draw0 = Record("lora", {0}, 2, 0, 0, {.3, x, x}, {.5, .6, .8});
+  const SweepRecord draw1 = Record("lora", {0}, 2, 1, 0, {.6, x, x}, {.5, .8, .6});
+  for (const std::vector<SweepRecord>& group :
+       {std::vector<SweepRecord>{draw0, draw1}, std::vector<SweepRecord>{draw1, draw0}}) {
+    EXPECT_DOUBLE_EQ(*SelectSweep(SelectionMethod::kTrainingDomain, 0, group), 0.6);
+    EXPECT_DOUBLE_EQ(*SelectSweep(SelectionMethod::kOracle, 0, group), 0.6);
+  }
+}
+
 TEST(CollectTest, LeaveOneOutNeedsEveryPairRun) {
   // Without the {0, 2} runs no step of trial 0 has a value.
   std::vector<SweepRecord> group;

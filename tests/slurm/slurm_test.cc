@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
+#include <tuple>
 
 #include "common/files.h"
 #include "tests/support/test_support.h"
@@ -138,8 +139,9 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
   ASSERT_EQ(runs.size(), 4u) << slurm_logs;
   // The oracle's expected cell per test env: the last record of each draw, the draw with the
   // highest test-domain `out` accuracy (the later draw on ties), its test-domain `in` accuracy.
-  std::map<int64_t, std::pair<double, double>> oracle;  // test env -> (validation, test)
-  std::set<std::pair<int64_t, int64_t>> seen;           // (test env, draw)
+  // Runs come in folder-name (hash) order, so ties are broken by the draw, not by that order.
+  std::map<int64_t, std::tuple<double, int64_t, double>> oracle;  // env -> (validation, draw, test)
+  std::set<std::pair<int64_t, int64_t>> seen;                     // (test env, draw)
   for (const std::string& run : runs) {
     EXPECT_TRUE(fs::exists(run + "/done")) << run << "\n" << slurm_logs;
     const std::vector<nlohmann::json> records = Records(run);
@@ -159,7 +161,11 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
     EXPECT_NE(ReadAll(run + "/env.json").find("\"size\": 1"), std::string::npos);
     const std::string e = "env" + std::to_string(env);
     const double validation = records[2][e + "_out_acc"], test = records[2][e + "_in_acc"];
-    if (!oracle.count(env) || validation >= oracle[env].first) oracle[env] = {validation, test};
+    if (!oracle.count(env) ||
+        std::make_pair(validation, draw) >
+            std::make_pair(std::get<0>(oracle[env]), std::get<1>(oracle[env]))) {
+      oracle[env] = {validation, draw, test};
+    }
   }
   EXPECT_EQ(seen, (std::set<std::pair<int64_t, int64_t>>{{0, 0}, {0, 1}, {5, 0}, {5, 1}}));
 
@@ -178,10 +184,10 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
     std::snprintf(text, sizeof(text), "%.1f +/- 0.0", 100 * accuracy);
     return std::string(text) + std::string(20 - std::strlen(text), ' ');
   };
-  EXPECT_EQ(cell(1), expected(oracle[0].second)) << line;
+  EXPECT_EQ(cell(1), expected(std::get<2>(oracle[0]))) << line;
   for (int column = 2; column <= 5; ++column)
     EXPECT_EQ(cell(column), std::string("X") + std::string(19, ' '));
-  EXPECT_EQ(cell(6), expected(oracle[5].second)) << line;
+  EXPECT_EQ(cell(6), expected(std::get<2>(oracle[5]))) << line;
   EXPECT_NE(out.find("-------- Averages, model selection method: leave-one-domain-out"),
             std::string::npos);
 

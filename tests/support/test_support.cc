@@ -78,6 +78,8 @@ std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
 void ExpectLossesNear(const std::string& run, const std::string& reference, double rtol) {
   const auto got = ReadJsonLines(run + "/results.jsonl");
   const auto want = ReadJsonLines(reference + "/results.jsonl");
+  // Two runs that wrote nothing are not two runs that agree.
+  ASSERT_FALSE(want.empty()) << reference << "/results.jsonl has no records";
   ASSERT_EQ(got.size(), want.size()) << run << " against " << reference;
   for (size_t r = 0; r < want.size(); ++r) {
     const double expected = want[r]["loss"].get<double>();
