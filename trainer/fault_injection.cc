@@ -18,8 +18,9 @@ absl::StatusOr<InjectedFault> InjectedFault::FromEnvironment() {
   if (value == nullptr || *value == '\0') return fault;
   const std::vector<std::string> parts = absl::StrSplit(value, ':');
   const auto bad = [&] {
-    return absl::InvalidArgumentError(std::string("MOA_INJECT_FAULT = '") + value +
-                                      "': expected RANK:STEP:KIND with KIND throw, kill or nan");
+    return absl::InvalidArgumentError(
+        std::string("MOA_INJECT_FAULT = '") + value +
+        "': expected RANK:STEP:KIND with KIND throw, kill, nan or stop");
   };
   if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &fault.rank) ||
       !absl::SimpleAtoi(parts[1], &fault.step) || fault.rank < 0 || fault.step < 0) {
@@ -31,6 +32,8 @@ absl::StatusOr<InjectedFault> InjectedFault::FromEnvironment() {
     fault.kind = Kind::kKill;
   } else if (parts[2] == "nan") {
     fault.kind = Kind::kNan;
+  } else if (parts[2] == "stop") {
+    fault.kind = Kind::kStop;
   } else {
     return bad();
   }
@@ -47,6 +50,9 @@ void InjectedFault::Apply(int64_t this_rank, int64_t this_step, torch::Tensor* l
       break;
     case Kind::kNan:
       *loss = *loss * std::numeric_limits<float>::quiet_NaN();
+      break;
+    case Kind::kStop:
+      raise(SIGUSR1);
       break;
     case Kind::kNone:
       break;

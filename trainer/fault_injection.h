@@ -1,6 +1,7 @@
 // Fault injection for testing failure handling with the real program (README, When things go
 // wrong): MOA_INJECT_FAULT=RANK:STEP:KIND makes rank RANK fail during step STEP, after its
-// forward, by an exception (`throw`), by SIGKILL (`kill`) or with a non-finite loss (`nan`).
+// forward, by an exception (`throw`), by SIGKILL (`kill`) or with a non-finite loss (`nan`), or
+// makes it send itself SIGUSR1 (`stop`: a preemption notice landing at a known step).
 // Read once per run from the environment, so a resumed run started without it runs clean.
 //
 //   MOA_INJECT_FAULT=2:12:kill mpirun -np 4 moa train ...
@@ -15,7 +16,7 @@
 namespace moa::trainer {
 
 struct InjectedFault {
-  enum class Kind { kNone, kThrow, kKill, kNan };
+  enum class Kind { kNone, kThrow, kKill, kNan, kStop };
   Kind kind = Kind::kNone;
   int64_t rank = -1;
   int64_t step = -1;
@@ -23,7 +24,7 @@ struct InjectedFault {
   /// MOA_INJECT_FAULT's value (none when unset or empty); a malformed value is an error that
   /// shows the expected form.
   static absl::StatusOr<InjectedFault> FromEnvironment();
-  /// At (rank, step): throws, ends the process with SIGKILL, or makes `loss` NaN.
+  /// At (rank, step): throws, ends the process with SIGKILL, makes `loss` NaN, or raises SIGUSR1.
   void Apply(int64_t this_rank, int64_t this_step, torch::Tensor* loss) const;
 };
 

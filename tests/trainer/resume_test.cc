@@ -137,36 +137,26 @@ TEST(ResumeTest, KilledRunResumedEqualsUninterrupted) {
 
 // SIGUSR1 (what Slurm's --signal and mpirun forward) mid-run: the run finishes its step, saves
 // its full state (between evaluations: with the interval's loss and SWAD's open segment), exits
-// with kPreemptedExitCode, and `--resume` continues it exactly.
+// with kPreemptedExitCode, and `--resume` continues it exactly. The signal comes at step 13,
+// between the evaluations at 10 and 20 (MOA_INJECT_FAULT's `stop` sends it from inside the step,
+// through the same handler).
 TEST(ResumeTest, StoppedRunResumedEqualsUninterrupted) {
   test::TempDir dir;
   std::vector<std::string> whole = Args(dir.File("whole")), stopped = Args(dir.File("stopped"));
-  // Evaluations every 10 steps: a stop most likely lands between two of them.
   whole.push_back("--train.checkpoint_freq=10");
   stopped.push_back("--train.checkpoint_freq=10");
   std::string out;
   ASSERT_EQ(test::RunShell(Moa() + Join(whole), &out), 0) << out;
 
-  const pid_t pid = Spawn(stopped);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline &&
-         Lines(dir.File("stopped/results.jsonl")).size() < 2) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  kill(pid, SIGUSR1);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
-  ASSERT_EQ(WEXITSTATUS(status), kPreemptedExitCode);
+  ASSERT_EQ(test::RunShell("MOA_INJECT_FAULT=0:13:stop " + Moa() + Join(stopped), &out),
+            kPreemptedExitCode)
+      << out;
   ASSERT_FALSE(std::filesystem::exists(dir.File("stopped/done")));
   ASSERT_FALSE(std::filesystem::exists(dir.File("stopped/moa.lock")))
       << "the lock outlived the run";
   MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile state,
                            ReadSafetensors(dir.File("stopped/checkpoints/state.safetensors")));
-  const int64_t step = std::stoll(state.metadata.at("moa_step"));
-  RecordProperty("stopped_after_step", static_cast<int>(step));
-  std::printf("stopped after step %lld (%s)\n", static_cast<long long>(step),
-              step % 10 == 0 ? "an evaluation" : "between evaluations");
+  ASSERT_EQ(std::stoll(state.metadata.at("moa_step")), 13) << out;
 
   ASSERT_EQ(test::RunShell(Moa() + " train --resume " + dir.File("stopped"), &out), 0) << out;
   ExpectSameAsUninterrupted(dir.File("whole"), dir.File("stopped"));
