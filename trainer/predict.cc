@@ -123,13 +123,11 @@ absl::Status PrepareImage(const std::string& path, int64_t channels, int64_t siz
                                       " input channels take no image files");
   }
   const int side = static_cast<int>(size);
-  const data::RgbImage resized =
+  data::RgbImage resized =
       data::ResizeLikePil(image, data::CropBox{0, 0, image.width, image.height}, side, side);
+  data::ToGrayscale(&resized);  // PIL's "L" conversion, in all three channels
   for (int64_t i = 0; i < size * size; ++i) {
-    const uint8_t* rgb = resized.pixels.data() + 3 * i;
-    // PIL's ITU-R 601-2 luma in fixed point: L = R * 299/1000 + G * 587/1000 + B * 114/1000.
-    const uint32_t grey = (rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16;
-    out[i] = static_cast<float>(grey) / 255.0f;
+    out[i] = static_cast<float>(resized.pixels[3 * i]) / 255.0f;
   }
   return absl::OkStatus();
 }

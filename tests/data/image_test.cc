@@ -189,9 +189,9 @@ TEST(ImageDecodeTest, HeaderBehindLargeMetadataIsRead) {
   EXPECT_EQ(image.pixels, plain.pixels);
 }
 
-// Geometry within 2 levels of 255 (the issue's bound); the implementation follows Pillow's
-// fixed-point arithmetic, so in practice the bytes agree.
-constexpr int64_t kGeometryLevels = 2;
+// Geometry: the implementation follows Pillow's fixed-point arithmetic, so the bytes agree (the
+// issue allowed 2 levels of 255; a rounding change in the resampler moves many pixels by one).
+constexpr int64_t kGeometryLevels = 0;
 // Colour: the same float and double expressions as Pillow in the same order, so the bytes agree;
 // the stated tolerance is exact.
 constexpr int64_t kColourLevels = 0;
@@ -337,15 +337,15 @@ TEST(TransformParityTest, WholeTrainingAndEvaluationTransformsMatchTorchvision) 
   jobs.push_back({{"name", "eval"}, {"path", path}, {"op", "eval"}, {"size", 224}});
   const auto reference = Reference(dir, jobs);
   ASSERT_EQ(reference.size(), jobs.size());
-  // One level of 255 after normalisation, plus float rounding.
-  const double one_level = 1.0 / 255.0 / kClipStd[1] + 1e-5;
+  // One level of 255 after normalisation; float rounding of the normalisation on top.
+  const double one_level = 1.0 / 255.0 / kClipStd[1];
   for (size_t i = 0; i < cases.size(); ++i) {
     SCOPED_TRACE("case " + std::to_string(i));
     torch::Tensor out = torch::empty({3, size, size});
     TrainTransform(image, cases[i], size, out.data_ptr<float>());
     const double diff =
         (out - reference.at("train" + std::to_string(i))).abs().max().item<double>();
-    EXPECT_LE(diff, kGeometryLevels * one_level) << diff * 255 * kClipStd[1] << " levels";
+    EXPECT_LE(diff, kGeometryLevels * one_level + 1e-5) << diff * 255 * kClipStd[1] << " levels";
   }
   torch::Tensor eval = torch::empty({3, 224, 224});
   EvalTransform(image, 224, eval.data_ptr<float>());

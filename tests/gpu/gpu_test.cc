@@ -133,6 +133,11 @@ TEST(GpuTrainingTest, Fp32OnTheGpuEqualsTheCpu) {
   EXPECT_FALSE(parsed["devices"][0]["driver"].is_null());
 }
 
+// The same for LoRA-MoA, with a looser loss bound: top-1 routing is discontinuous, so a token
+// whose two best experts' scores lie within float rounding of each other can take another expert
+// on the GPU, and that token's update differs by a whole expert's output (10x the LoRA bound
+// allows a few such tokens in 12 steps; a router or expert left on the CPU, or bf16, is further
+// off). Accuracies to one image in 96, as above.
 TEST(GpuTrainingTest, MoaFp32OnTheGpuEqualsTheCpu) {
   MOA_REQUIRE_GPU();
   test::TempDir dir;
@@ -146,6 +151,13 @@ TEST(GpuTrainingTest, MoaFp32OnTheGpuEqualsTheCpu) {
   MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("cpu"), with("cpu"))));
   MOA_ASSERT_OK(trainer::Train(test::TinyConfig(dir.File("gpu"), with("cuda"))));
   test::ExpectLossesNear(dir.File("gpu"), dir.File("cpu"), 1e-3);
+  const auto cpu = Records(dir.File("cpu")), gpu = Records(dir.File("gpu"));
+  for (size_t r = 0; r < std::min(cpu.size(), gpu.size()); ++r) {
+    for (int e = 0; e < 6; ++e) {
+      const std::string key = "env" + std::to_string(e) + "_in_acc";
+      EXPECT_NEAR(gpu[r][key].get<double>(), cpu[r][key].get<double>(), 1.01 / 96) << key;
+    }
+  }
 }
 
 // 50 steps at a learning rate at which the tiny model learns (1e-2: on the CPU, with
@@ -196,7 +208,24 @@ TEST(GpuTrainingTest, DeterministicRunsRepeatAndResumeExactly) {
   for (size_t r = 0; r < a.size(); ++r) {
     EXPECT_EQ(a[r]["loss"].dump(), b[r]["loss"].dump()) << "record " << r;
     EXPECT_EQ(a[r]["env5_in_acc"].dump(), b[r]["env5_in_acc"].dump()) << "record " << r;
-    EXPECT_EQ(a[r]["env5_in_acc"].dump(), c[r]["env5_in_acc"].dump()) << "resumed, record " << r;
+  }
+  // The resumed run: its training losses as the Kronecker test below allows (summed on the device
+  // in another grouping after the resume), and every split's accuracy and loss, which come from
+  // the weights alone: a resume that lost Adam's moments or the router's noise stream moves the
+  // evaluation losses by far more than 1e-6.
+  test::ExpectLossesNear(dir.File("c"), dir.File("a"), 1e-5);
+  for (size_t r = 0; r < a.size(); ++r) {
+    for (auto it = a[r].begin(); it != a[r].end(); ++it) {
+      const std::string& key = it.key();
+      if (key.rfind("env", 0) != 0) continue;
+      if (key.size() > 4 && key.compare(key.size() - 4, 4, "_acc") == 0) {
+        EXPECT_EQ(it.value().dump(), c[r][key].dump()) << "resumed, record " << r << " " << key;
+      } else if (key.size() > 5 && key.compare(key.size() - 5, 5, "_loss") == 0) {
+        const double want = it.value().get<double>();
+        EXPECT_NEAR(c[r][key].get<double>(), want, 1e-6 * want)
+            << "resumed, record " << r << " " << key;
+      }
+    }
   }
 }
 

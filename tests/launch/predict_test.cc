@@ -12,7 +12,10 @@
 
 #include <absl/strings/str_split.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
+#include "common/files.h"
+#include "common/safetensors.h"
 #include "data/dataset.h"
 #include "data/stream.h"
 #include "launch/options.h"
@@ -222,18 +225,28 @@ TEST(PredictTest, BadFilesAreNamedAndSkippedWithExitCodeOne) {
   EXPECT_FALSE(std::filesystem::exists(dir.File("q.csv")));
 }
 
-// One-channel models (the MNIST family) take the image resized and converted to grey as PIL's
-// "L" mode does: (299 R + 587 G + 114 B) / 1000, rounded, then / 255.
+// One-channel models (the MNIST family) take the image resized to the model's side and converted
+// to grey as PIL does it (torchvision's resize, then Image.convert("L"); tests/python/
+// pil_reference.py), over 255: equal to the byte.
 TEST(PredictTest, OneChannelInputIsPilGreyOver255) {
   test::TempDir dir;
-  data::RawImage image = data::test::Pattern(28, 28, 3, 7);
+  data::RawImage image = data::test::Pattern(40, 33, 3, 7);
   data::test::WriteImage(dir.File("colour.png"), image);
+  const nlohmann::json jobs = nlohmann::json::array(
+      {{{"name", "grey"}, {"path", dir.File("colour.png")}, {"op", "resize_grey"}, {"size", 28}}});
+  MOA_ASSERT_OK(WriteFileAtomically(dir.File("jobs.json"), jobs.dump()));
+  ASSERT_EQ(test::RunPython("pil_reference.py",
+                            dir.File("jobs.json") + " " + dir.File("reference.safetensors")),
+            0);
+  MOA_ASSERT_OK_AND_ASSIGN(SafetensorsFile reference,
+                           ReadSafetensors(dir.File("reference.safetensors")));
+  const torch::Tensor grey = reference.tensors.at("grey").select(2, 0).contiguous();
+  ASSERT_EQ(grey.sizes(), (torch::IntArrayRef{28, 28}));
   std::vector<float> input(28 * 28);
   MOA_ASSERT_OK(trainer::PrepareImage(dir.File("colour.png"), 1, 28, input.data()));
+  const uint8_t* want = grey.data_ptr<uint8_t>();
   for (int i = 0; i < 28 * 28; ++i) {
-    const uint8_t* rgb = image.samples.data() + 3 * i;
-    const double grey = std::round((299.0 * rgb[0] + 587.0 * rgb[1] + 114.0 * rgb[2]) / 1000.0);
-    ASSERT_NEAR(input[i] * 255.0, grey, 1.0 + 1e-4) << "pixel " << i;
+    ASSERT_EQ(input[i], static_cast<float>(want[i]) / 255.0f) << "pixel " << i;
   }
   EXPECT_FALSE(trainer::PrepareImage(dir.File("colour.png"), 2, 28, input.data()).ok());
 }

@@ -544,14 +544,29 @@ TEST(MoaModelTest, GradientsReachRouterAndExpertsNeverW0) {
   }
 }
 
+// Per MoA layer on ViT-B/16's qkv (768 -> 2304), experts of ranks 1, 2, 4, 8: LoRA experts
+// sum r (768 + 2304), Kronecker experts sum 64 r (12 + 36), both 46,080; the router in d + d + d E
+// + 1 with d = 256, E = 4: 197,889. Kronecker layers add their 2,304-entry bias and the model its
+// 16,384 shared rule parameters. The paper's counts: 1,463,814 and 1,494,022 (docs/method.md).
 TEST(MoaModelTest, PaperParameterCounts) {
+  const int64_t lora_experts = (1 + 2 + 4 + 8) * (768 + 2304);
+  const int64_t kronecker_experts = 64 * (1 + 2 + 4 + 8) * (12 + 36);
+  const int64_t router = 768 * 256 + 256 + 256 * 4 + 1;
+  ASSERT_EQ(lora_experts, 46080);
+  ASSERT_EQ(kronecker_experts, 46080);
+  ASSERT_EQ(router, 197889);
   struct Row {
     const char* expert;
     const char* blocks;
     int64_t trainable_without_head;
   };
-  for (const Row& row : {Row{"lora", "every_other", 1463814}, Row{"lora", "last:2", 487938},
-                         Row{"kronecker", "every_other", 1494022}}) {
+  const int64_t lora_layer = lora_experts + router;
+  const int64_t kronecker_layer = kronecker_experts + router + 2304;
+  ASSERT_EQ(6 * lora_layer, 1463814);
+  ASSERT_EQ(6 * kronecker_layer + 16384, 1494022);
+  for (const Row& row :
+       {Row{"lora", "every_other", 6 * lora_layer}, Row{"lora", "last:2", 2 * lora_layer},
+        Row{"kronecker", "every_other", 6 * kronecker_layer + 16384}}) {
     VisionTransformerImpl vit(ViTOptions().norm_pre(true).norm_eps(1e-5).num_classes(7));
     PeftOptions peft;
     peft.method = "moa";
@@ -562,6 +577,12 @@ TEST(MoaModelTest, PaperParameterCounts) {
     MOA_ASSERT_OK(ApplyPeft(vit, peft, moa));
     const ParameterCounts c = CountParameters(vit);
     EXPECT_EQ(c.trainable - c.head, row.trainable_without_head) << row.expert << " " << row.blocks;
+    // timm's CLIP ViT-B/16 without its head: the patch embedding (no bias), class token,
+    // positions, the pre-norm, 12 blocks (two norms, qkv, proj, fc1, fc2), the final norm.
+    EXPECT_EQ(c.backbone, 768 * 3 * 16 * 16 + 768 + 197 * 768 + 2 * 768 +
+                              12 * (2 * 2 * 768 + 768 * 2304 + 2304 + 768 * 768 + 768 + 768 * 3072 +
+                                    3072 + 3072 * 768 + 768) +
+                              2 * 768);
     EXPECT_EQ(c.backbone, 85799424);
   }
 }

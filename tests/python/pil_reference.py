@@ -9,6 +9,7 @@ to a safetensors file. Each job names an input image file and what to do with it
   {"name": N, "path": P, "op": "hflip"}
   {"name": N, "path": P, "op": "brightness" | "contrast" | "saturation" | "hue", "factor"}
   {"name": N, "path": P, "op": "grayscale"}                    F.rgb_to_grayscale(img, 3)
+  {"name": N, "path": P, "op": "resize_grey", "size"}          F.resize(img, [size, size]), as "L"
   {"name": N, "path": P, "op": "train", "top", "left", "height", "width", "size", "flip",
    "order", "brightness", "contrast", "saturation", "hue", "grayscale"}
       the reference's training transform with these parameters fixed, through ToTensor and
@@ -76,6 +77,9 @@ def run(job):
         return as_uint8(F.adjust_hue(img, job["factor"]))
     if op == "grayscale":
         return as_uint8(F.rgb_to_grayscale(img, num_output_channels=3))
+    if op == "resize_grey":
+        size = [job["size"], job["size"]]
+        return as_uint8(F.resize(img, size, InterpolationMode.BILINEAR).convert("L"))
     if op == "train":
         img = F.resized_crop(img, job["top"], job["left"], job["height"], job["width"],
                              [job["size"], job["size"]], InterpolationMode.BILINEAR)

@@ -57,16 +57,26 @@ TEST(DeviceTest, AutoFallsBackToTheCpuAndEnvJsonSaysSo) {
   EXPECT_EQ(env["devices"][0]["type"], "cpu");
   EXPECT_EQ(env["devices"][0]["host"], parallel::Hostname());
   EXPECT_GT(env["devices"][0]["memory_gb"].get<double>(), 0.5);
-  EXPECT_EQ(env["libtorch"].get<std::string>().rfind("2.11.0", 0), 0u) << env["libtorch"];
+  // The LibTorch moa links is the torch that scripts/requirements.txt pins (not Debian's 1.13).
+  MOA_ASSERT_OK_AND_ASSIGN(std::string pins,
+                           ReadFile(test::SourceDir() + "/scripts/requirements.txt"));
+  const size_t at = pins.find("\ntorch==");
+  ASSERT_NE(at, std::string::npos) << "no torch pin in scripts/requirements.txt";
+  const size_t from = at + std::string("\ntorch==").size();
+  const std::string pinned = pins.substr(from, pins.find('\n', from) - from);
+  EXPECT_EQ(env["libtorch"].get<std::string>().rfind(pinned, 0), 0u)
+      << env["libtorch"] << " against the pinned " << pinned;
 }
 
-// 50 steps of the tiny configuration in bf16 autocast against fp32. bfloat16 keeps 8 bits of
-// mantissa (relative rounding 2^-9 per product), so per-interval losses drift apart but stay
-// within 5 % of each other; the runs must differ (bf16 actually used), and the final accuracy
-// must stay close. A bf16 path that lost the head's precision or never autocast fails one side.
+// 50 steps of the tiny configuration in bf16 autocast against fp32, at a learning rate at which
+// it learns (1e-2: the loss falls from 2.32 to 1.84, the test domain's accuracy from 6 % to 21 %).
+// bfloat16 keeps 8 bits of mantissa, so the interval losses drift apart as training moves: 0.1 %
+// at step 49 on this project's machine, and the bound is ten times that; accuracies may differ
+// by 3 images in 96. The runs must differ (bf16 actually used) and both must learn.
 TEST(PrecisionTest, Bf16TrainingFollowsFp32) {
   test::TempDir dir;
-  const std::vector<std::string> common = {"train.steps=50", "train.checkpoint_freq=10"};
+  const std::vector<std::string> common = {"train.steps=50", "train.checkpoint_freq=10",
+                                           "optim.lr=1e-2"};
   std::vector<std::string> bf16 = common;
   bf16.push_back("train.precision=bf16");
   MOA_ASSERT_OK(Train(test::TinyConfig(dir.File("fp32"), common)));
@@ -78,15 +88,15 @@ TEST(PrecisionTest, Bf16TrainingFollowsFp32) {
   bool differs = false;
   for (size_t r = 0; r < a.size(); ++r) {
     const double fp32 = a[r]["loss"].get<double>(), low = b[r]["loss"].get<double>();
-    EXPECT_NEAR(low, fp32, 0.05 * fp32) << "record " << r;
+    EXPECT_NEAR(low, fp32, 0.01 * fp32) << "record " << r;
     differs = differs || low != fp32;
-    EXPECT_NEAR(b[r]["env5_in_acc"].get<double>(), a[r]["env5_in_acc"].get<double>(), 0.1)
+    EXPECT_NEAR(b[r]["env5_in_acc"].get<double>(), a[r]["env5_in_acc"].get<double>(), 3.01 / 96)
         << "record " << r;
   }
   EXPECT_TRUE(differs) << "bf16 gave fp32's losses bit for bit: autocast did not run";
-  // The loss went down in both (training happened), and fell by similar amounts.
-  EXPECT_LT(a.back()["loss"].get<double>(), a.front()["loss"].get<double>());
-  EXPECT_LT(b.back()["loss"].get<double>(), b.front()["loss"].get<double>());
+  // Both learned: the loss fell by more than a tenth.
+  EXPECT_LT(a.back()["loss"].get<double>(), 0.9 * a.front()["loss"].get<double>());
+  EXPECT_LT(b.back()["loss"].get<double>(), 0.9 * b.front()["loss"].get<double>());
 }
 
 // The kernel's own view of the CPU (/proc/cpuinfo's flags), read independently of LibTorch's
