@@ -98,6 +98,10 @@ absl::Status AppendLineAtomically(const std::string& path, const std::string& li
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  // An ifstream opens a folder and reads it as an empty file.
+  if (std::filesystem::is_directory(path)) {
+    return absl::InvalidArgumentError(path + " is a folder, not a file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError("cannot open " + path + ": " + std::strerror(errno));
   std::ostringstream buffer;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "common/error.h"
 #include "data/image_folder.h"
 #include "data/transforms.h"
 
@@ -199,7 +200,7 @@ void DomainStream::Decode() {
                   static_cast<uint64_t>(pending->positions[row])},
                  size, pending->batch.images.data_ptr<float>() + row * 3 * size * size);
     } catch (const std::exception& e) {
-      error = e.what();
+      error = ExceptionMessage(e);
     }
     bool done;
     {

@@ -1,5 +1,6 @@
 #include "launch/commands.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -316,6 +317,21 @@ int RunCommand(const std::vector<std::string>& args) {
   // --resume DIR: the run's own configuration, continued in place.
   std::string config_path = parsed.config;
   std::vector<std::string> overrides = parsed.overrides;
+  // Keys the command sets itself: a user's value for one would be silently replaced.
+  std::vector<std::string> fixed;
+  if (!parsed.resume.empty()) fixed = {"train.resume", "output.dir"};
+  if (command == "pretrain") fixed = {"adapter.method", "model.backbone"};
+  for (const std::string& o : overrides) {
+    const std::string body = o.rfind("--", 0) == 0 ? o.substr(2) : o;
+    const std::string key = body.substr(0, body.find('='));
+    if (std::find(fixed.begin(), fixed.end(), key) == fixed.end()) continue;
+    std::cerr << "moa " << command << ": --" << key << " cannot be given "
+              << (command == "pretrain" ? "to pretrain, which trains the whole model from a "
+                                          "random initialisation"
+                                        : "with --resume, which continues the run in its folder")
+              << "\n";
+    return 2;
+  }
   if (!parsed.resume.empty()) {
     if (config_path.empty()) config_path = parsed.resume + "/config.ini";
     overrides.push_back("train.resume=" + parsed.resume);

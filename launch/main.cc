@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "common/threads.h"
 #include "launch/commands.h"
 #include "parallel/mpi_communicator.h"
@@ -19,6 +20,6 @@ int main(int argc, char** argv) {
   try {
     return moa::launch::RunCommand(args);
   } catch (const std::exception& e) {
-    moa::parallel::AbortJob(e.what());
+    moa::parallel::AbortJob(moa::ExceptionMessage(e));
   }
 }

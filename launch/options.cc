@@ -140,6 +140,11 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
   }
   po::variables_map from_file;
   if (!config_path.empty()) {
+    if (std::filesystem::is_directory(config_path)) {
+      return absl::InvalidArgumentError(
+          "configuration file " + config_path + " is a folder (a run's configuration is " +
+          config_path + "/config.ini; moa train --resume " + config_path + " continues the run)");
+    }
     std::ifstream file(config_path);
     if (!file)
       return absl::NotFoundError("configuration file " + config_path + " cannot be opened");

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include "common/error.h"
+
 namespace moa {
 
 absl::StatusOr<std::vector<int64_t>> SelectBlocks(const std::string& rule, int64_t depth) {
@@ -124,7 +126,7 @@ absl::Status ApplyPeft(ClassifierImpl& model, const PeftOptions& options, const 
         }
       }
     } catch (const std::exception& e) {
-      return absl::InvalidArgumentError(std::string("adapter injection: ") + e.what());
+      return absl::InvalidArgumentError("adapter injection: " + ExceptionMessage(e));
     }
   }
   return absl::OkStatus();

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <vector>
 
+#include "common/error.h"
 #include "common/files.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
@@ -114,7 +115,7 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> ReadCheckpointTensors(
     } catch (const std::exception& e) {
       return absl::InvalidArgumentError(
           "checkpoint " + path + " is a PyTorch pickle LibTorch cannot read (" +
-          std::string(e.what()).substr(0, 200) +
+          ExceptionMessage(e).substr(0, 200) +
           "); convert it with bash scripts/python.sh scripts/convert_to_safetensors.py");
     }
   }

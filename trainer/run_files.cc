@@ -125,6 +125,13 @@ nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::MeshLayo
 absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& path, int64_t step,
                                                             const std::string& rewrite) {
   std::ifstream in(path);
+  // The state is saved after its step's record, so a run with a state has a record up to it.
+  const auto lost = [&](const std::string& what) {
+    return absl::DataLossError(path + " " + what + ": the run's checkpoint is at step " +
+                               std::to_string(step) +
+                               ", and resuming needs its records up to there");
+  };
+  if (!in || std::filesystem::is_directory(path)) return lost("cannot be read");
   std::string line, kept;
   std::vector<nlohmann::json> records;
   while (std::getline(in, line)) {
@@ -135,11 +142,16 @@ absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& p
     } catch (const nlohmann::json::exception&) {
       return absl::DataLossError(path + " has a malformed line: " + line.substr(0, 80));
     }
+    if (!record.is_object() || !record.contains("step") || !record["step"].is_number_integer()) {
+      return absl::DataLossError(
+          path + " has a line that is not a record with a step: " + line.substr(0, 80));
+    }
     if (record.value("swad", false)) continue;  // a finished run's SWAD record is made anew
-    if (record.value("step", int64_t{-1}) > step) break;
+    if (record["step"].get<int64_t>() > step) break;
     records.push_back(record);
     kept += line + "\n";
   }
+  if (records.empty()) return lost("holds no record");
   if (!rewrite.empty()) MOA_RETURN_IF_ERROR(WriteFileAtomically(rewrite, kept));
   return records;
 }

@@ -138,12 +138,10 @@ class Runner {
     run_dir_ = config_.output.dir;
     MOA_ASSIGN_OR_RETURN(nlohmann::ordered_json devices, GatherDeviceReports(device_, *world_));
     if (lead_) {  // the coordinator alone writes run files
-      MOA_RETURN_IF_ERROR(PrepareRunDir(
-          run_dir_, config_,
-          EnvJson(config_, layout, world_->backend_name(), threads_, device_, devices)));
-      if (config_.output.tensorboard) {
-        MOA_ASSIGN_OR_RETURN(events_, report::EventWriter::Open(run_dir_ + "/tb"));
-      }
+      run_env_ = EnvJson(config_, layout, world_->backend_name(), threads_, device_, devices);
+      // A resumed run's folder is rewritten only once its state has loaded (PrepareTraining), so
+      // a resume refused for its checkpoint leaves the run as it was.
+      if (config_.train.resume.empty()) MOA_RETURN_IF_ERROR(OpenRunDir());
     }
     const ParameterCounts counts = CountParameters(*model_);
     Log(LogLevel::kInfo) << "model " << config_.model.arch << " / " << config_.adapter.method
@@ -159,6 +157,15 @@ class Runner {
                                                : std::string("CPU"))
                          << ", " << config_.train.precision << "; memory allocator "
                          << ActiveAllocator();
+    return absl::OkStatus();
+  }
+
+  // The run folder's config.ini and env.json, the stale files gone, and the TensorBoard writer.
+  absl::Status OpenRunDir() {
+    MOA_RETURN_IF_ERROR(PrepareRunDir(run_dir_, config_, run_env_));
+    if (config_.output.tensorboard) {
+      MOA_ASSIGN_OR_RETURN(events_, report::EventWriter::Open(run_dir_ + "/tb"));
+    }
     return absl::OkStatus();
   }
 
@@ -184,9 +191,13 @@ class Runner {
       best_validation_ = state.best_validation;
       resumed_metadata_ = state.extra_metadata;
       // A killed run may have written records after its last state: they are dropped.
-      MOA_ASSIGN_OR_RETURN(records_,
-                           ReadRecordsUpTo(config_.train.resume + "/results.jsonl", state.step,
-                                           lead_ ? run_dir_ + "/results.jsonl" : std::string()));
+      const std::string results = config_.train.resume + "/results.jsonl";
+      MOA_ASSIGN_OR_RETURN(records_, ReadRecordsUpTo(results, state.step, ""));
+      if (lead_) {
+        MOA_RETURN_IF_ERROR(OpenRunDir());
+        MOA_RETURN_IF_ERROR(
+            ReadRecordsUpTo(results, state.step, run_dir_ + "/results.jsonl").status());
+      }
       Log(LogLevel::kInfo) << "resumed " << config_.train.resume << " after step " << state.step;
     }
     const parallel::MeshLayout& layout = mesh_->layout();
@@ -456,9 +467,10 @@ class Runner {
   bool pretrain_;
   parallel::Communicator& launcher_world_;  // MPI (or one process): the launcher's ranks
   InjectedFault fault_;
+  nlohmann::ordered_json run_env_;  // env.json, written when the run folder is opened
   std::unique_ptr<RunLock> lock_;
-  std::unique_ptr<report::EventWriter>
-      events_;  // the coordinator's, with output.tensorboard  // the coordinator's, on output.dir
+  // The coordinator's TensorBoard writer, on output.dir, with output.tensorboard.
+  std::unique_ptr<report::EventWriter> events_;
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::Communicator* world_ = nullptr;  // the mesh's world: every collective of the run
   torch::Device device_{torch::kCPU};

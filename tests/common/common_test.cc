@@ -76,6 +76,9 @@ TEST(FilesTest, AtomicWriteAppendAndRead) {
   auto missing = ReadFile(dir.File("missing"));
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("missing"), std::string::npos);
+  auto folder = ReadFile(dir.path());
+  ASSERT_FALSE(folder.ok()) << "a folder read as an empty file";
+  EXPECT_NE(folder.status().message().find(dir.path() + " is a folder"), std::string::npos);
 }
 
 TEST(FilesTest, AbsolutePathStartsAtTheCurrentFolderAndIsNormalised) {

@@ -140,6 +140,21 @@ TEST(CommandsTest, TrainWithAHparamsSeedTrainsThatDraw) {
                 run + "/config.ini", {"--train.resume=" + run, "--output.dir=" + run})));
 }
 
+// Keys a command sets itself are refused from the user rather than silently replaced: --resume
+// continues the run in its own folder, and pretrain trains the whole model from scratch.
+TEST(CommandsTest, KeysTheCommandSetsItselfAreRefused) {
+  const std::string tiny = test::SourceDir() + "/configs/tiny.ini";
+  std::string out;
+  EXPECT_EQ(test::RunShell(Moa() + " train --resume /nowhere --output.dir=/tmp/elsewhere", &out),
+            2);
+  EXPECT_NE(out.find("--output.dir cannot be given with --resume"), std::string::npos) << out;
+  EXPECT_EQ(test::RunShell(Moa() + " pretrain --config " + tiny + " --adapter.method=lora", &out),
+            2);
+  EXPECT_NE(out.find("--adapter.method cannot be given to pretrain"), std::string::npos) << out;
+  EXPECT_EQ(test::RunShell(Moa() + " pretrain --config " + tiny + " --model.backbone x", &out), 2);
+  EXPECT_NE(out.find("--model.backbone cannot be given to pretrain"), std::string::npos) << out;
+}
+
 TEST(CommandsTest, BadConfigurationExitsWithTwoAndNamesTheKey) {
   std::string out;
   EXPECT_EQ(test::RunShell(Moa() + " train --config " + test::SourceDir() +

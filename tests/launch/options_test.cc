@@ -67,6 +67,16 @@ TEST_F(OptionsTest, UnknownKeyNamesKeyAndFile) {
   EXPECT_NE(Error("", {"--optim.lr_typo=1"}).find("optim.lr_typo"), std::string::npos);
 }
 
+// A folder given as the configuration (an ifstream opens it and reads nothing) is refused with a
+// hint at the run's config.ini, not trained with the defaults.
+TEST_F(OptionsTest, AFolderIsNotAConfigurationFile) {
+  auto result = LoadConfig(dir_.path(), {});
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find(dir_.path() + " is a folder"), std::string::npos)
+      << result.status();
+  EXPECT_NE(result.status().message().find(dir_.path() + "/config.ini"), std::string::npos);
+}
+
 TEST_F(OptionsTest, WrongTypesAndRangesNameTheKey) {
   std::string m = Error("[train]\nsteps = many\n");
   EXPECT_NE(m.find("train.steps"), std::string::npos) << m;

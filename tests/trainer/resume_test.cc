@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/files.h"
 #include "common/safetensors.h"
 #include "common/stop_signals.h"
 #include "launch/options.h"
@@ -160,6 +161,61 @@ TEST(ResumeTest, StoppedRunResumedEqualsUninterrupted) {
 
   ASSERT_EQ(test::RunShell(Moa() + " train --resume " + dir.File("stopped"), &out), 0) << out;
   ExpectSameAsUninterrupted(dir.File("whole"), dir.File("stopped"));
+}
+
+// A resume refused for its checkpoint (here: another adapter rank than the run's) writes nothing
+// in the run folder: its config.ini, env.json and `done` stay, so the run still evaluates and
+// resumes as it was.
+TEST(ResumeTest, RefusedResumeLeavesTheRunAsItWas) {
+  test::TempDir dir;
+  const std::string run = dir.File("run");
+  std::string out;
+  ASSERT_EQ(test::RunShell(Moa() + " train --config " + test::SourceDir() +
+                               "/configs/tiny.ini --train.steps=6 --output.dir=" + run,
+                           &out),
+            0)
+      << out;
+  MOA_ASSERT_OK_AND_ASSIGN(const std::string config, ReadFile(run + "/config.ini"));
+  MOA_ASSERT_OK_AND_ASSIGN(const std::string env, ReadFile(run + "/env.json"));
+  EXPECT_NE(test::RunShell(Moa() + " train --resume " + run + " --adapter.rank=4", &out), 0);
+  EXPECT_NE(out.find("state.safetensors"), std::string::npos) << out;
+  EXPECT_EQ(*ReadFile(run + "/config.ini"), config);
+  EXPECT_EQ(*ReadFile(run + "/env.json"), env);
+  EXPECT_TRUE(std::filesystem::exists(run + "/done"));
+  EXPECT_EQ(test::RunShell(Moa() + " eval --config " + run + "/config.ini --adapters " + run +
+                               "/checkpoints/selected.safetensors",
+                           &out),
+            0)
+      << out;
+}
+
+// Resuming needs the records up to the checkpoint: without results.jsonl (or with none of them
+// left in it) the resume is an error naming the file, and the folder is left as it was.
+TEST(ResumeTest, MissingRecordsAreAnErrorNamingTheFile) {
+  test::TempDir dir;
+  const std::string run = dir.File("run");
+  const std::string args = " train --config " + test::SourceDir() +
+                           "/configs/tiny.ini --train.checkpoint_freq=5 --output.dir=" + run;
+  std::string out;
+  ASSERT_EQ(test::RunShell("MOA_INJECT_FAULT=0:7:stop " + Moa() + args, &out), kPreemptedExitCode)
+      << out;
+  MOA_ASSERT_OK_AND_ASSIGN(const std::string config, ReadFile(run + "/config.ini"));
+  std::filesystem::rename(run + "/results.jsonl", dir.File("results.jsonl"));
+  EXPECT_EQ(test::RunShell(Moa() + " train --resume " + run, &out), 1);
+  EXPECT_NE(out.find(run + "/results.jsonl cannot be read: the run's checkpoint is at step 7"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(*ReadFile(run + "/config.ini"), config);
+  MOA_ASSERT_OK(WriteFileAtomically(run + "/results.jsonl", ""));
+  EXPECT_EQ(test::RunShell(Moa() + " train --resume " + run, &out), 1);
+  EXPECT_NE(out.find("results.jsonl holds no record"), std::string::npos) << out;
+  MOA_ASSERT_OK(WriteFileAtomically(run + "/results.jsonl", "[1, 2]\n"));
+  EXPECT_EQ(test::RunShell(Moa() + " train --resume " + run, &out), 1);
+  EXPECT_NE(out.find("is not a record with a step"), std::string::npos) << out;
+  // With the records back, the same resume finishes the run.
+  std::filesystem::rename(dir.File("results.jsonl"), run + "/results.jsonl");
+  EXPECT_EQ(test::RunShell(Moa() + " train --resume " + run, &out), 0) << out;
+  EXPECT_TRUE(std::filesystem::exists(run + "/done"));
 }
 
 std::string Torch113Fixture() { return test::SourceDir() + "/tests/trainer/torch113_run"; }
