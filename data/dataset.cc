@@ -78,6 +78,19 @@ absl::StatusOr<IdxPair> ReadIdxPair(const std::string& dir, const std::string& p
                                " labels for " + std::to_string(images.size(0)) + " images in " +
                                images_path);
   }
+  // The MNIST family: 28 x 28 images of 10 classes (DomainBed's models and rotations assume it).
+  if (images.size(1) != 28 || images.size(2) != 28) {
+    return absl::DataLossError("IDX file " + images_path + ": images are " +
+                               std::to_string(images.size(1)) + " x " +
+                               std::to_string(images.size(2)) + "; the MNIST family's are 28 x 28");
+  }
+  if (labels.numel() > 0) {
+    const int64_t largest = labels.max().item<int64_t>();
+    if (largest > 9) {
+      return absl::DataLossError("IDX file " + labels_path + ": label " + std::to_string(largest) +
+                                 " found; the MNIST family's labels lie in 0..9");
+    }
+  }
   return IdxPair{images, labels.to(torch::kInt64)};
 }
 

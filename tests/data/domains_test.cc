@@ -5,6 +5,7 @@
 
 #include "common/safetensors.h"
 #include "data/dataset.h"
+#include "data/idx.h"
 #include "data/rotate.h"
 #include "data/splits.h"
 #include "tests/support/test_support.h"
@@ -106,6 +107,32 @@ TEST(DatasetTest, UnknownDatasetAndMissingFolderAreClearErrors) {
   result = LoadDataset(options);
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("/nonexistent/mnist"), std::string::npos);
+}
+
+// IDX files that are well formed but not the MNIST family's (labels past 9, images not 28 x 28)
+// are refused at load time, naming the file, instead of failing in the loss or being cropped by
+// the patch embedding.
+TEST(DatasetTest, IdxFilesOutsideTheMnistFamilyAreRefused) {
+  test::TempDir dir;
+  LoadOptions options;
+  options.dataset = "RotatedMNIST";
+  options.source = IdxSource::kTest;
+  options.data_dir = dir.path();
+  const std::string images = dir.File("t10k-images-idx3-ubyte");
+  const std::string labels = dir.File("t10k-labels-idx1-ubyte");
+  MOA_ASSERT_OK(WriteIdx(images, torch::zeros({4, 28, 28}, torch::kUInt8)));
+  MOA_ASSERT_OK(WriteIdx(labels, torch::tensor({0, 1, 200, 3}, torch::kUInt8)));
+  auto result = LoadDataset(options);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find(labels + ": label 200"), std::string::npos)
+      << result.status();
+  MOA_ASSERT_OK(WriteIdx(labels, torch::tensor({0, 1, 9, 3}, torch::kUInt8)));
+  MOA_ASSERT_OK(LoadDataset(options).status());
+  MOA_ASSERT_OK(WriteIdx(images, torch::zeros({4, 32, 32}, torch::kUInt8)));
+  result = LoadDataset(options);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find(images + ": images are 32 x 32"), std::string::npos)
+      << result.status();
 }
 
 TEST(DatasetTest, MaxPerDomainCapsEachDomain) {
