@@ -314,6 +314,16 @@ int RunCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit_code = cli.ParseOrExitCode({args.begin() + 1, args.end()})) {
     return *exit_code;
   }
+  // Arguments a command cannot do without: usage errors (exit 2), before any work.
+  std::string missing;
+  if ((command == "eval" || command == "predict") && parsed.adapters.empty())
+    missing = "--adapters";
+  if (command == "predict" && parsed.images.empty()) missing = "--images";
+  if (command == "predict" && parsed.output.empty()) missing = "--output";
+  if (!missing.empty()) {
+    std::cerr << "moa " << command << ": " << missing << " is required\n";
+    return 2;
+  }
   // --resume DIR: the run's own configuration, continued in place.
   std::string config_path = parsed.config;
   std::vector<std::string> overrides = parsed.overrides;

@@ -289,6 +289,12 @@ absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args
     return absl::InvalidArgumentError("--launcher must be local, mpirun or slurm, got '" +
                                       options.launcher + "'");
   }
+  if (options.dry_run && options.launcher != "slurm") {
+    // Ignoring it would start the jobs the user asked not to start.
+    return absl::InvalidArgumentError(
+        "--dry_run is for --launcher slurm (it writes the sbatch script without submitting it); "
+        "moa sweep list shows the jobs a local or mpirun sweep would run");
+  }
   if (options.gpus != "auto" && options.gpus != "none") {
     if (options.launcher == "slurm") {
       return absl::InvalidArgumentError(

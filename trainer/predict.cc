@@ -135,9 +135,9 @@ absl::Status PrepareImage(const std::string& path, int64_t channels, int64_t siz
 absl::StatusOr<PredictSummary> Predict(const RunConfig& config, const PredictOptions& options,
                                        parallel::Communicator& world) {
   if (options.adapters.empty()) {
-    return absl::InvalidArgumentError("moa predict needs --adapters FILE [FILE ...]");
+    return absl::InvalidArgumentError("predicting needs adapters (--adapters FILE [FILE ...])");
   }
-  if (options.output.empty()) return absl::InvalidArgumentError("moa predict needs --output FILE");
+  if (options.output.empty()) return absl::InvalidArgumentError("predicting needs --output FILE");
   MOA_ASSIGN_OR_RETURN(const std::vector<std::string> files, ListImages(options.images));
   MOA_ASSIGN_OR_RETURN(const data::DatasetInfo info, ModelDatasetInfo(config));
   MOA_ASSIGN_OR_RETURN(const std::vector<std::string> classes,

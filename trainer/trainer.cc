@@ -1,8 +1,10 @@
 // The Runner: set-up, preparation, the step loop, evaluation with checkpoints, SWAD's final
-// evaluation and the stop on a signal. About 450 lines: these methods share the run's state
+// evaluation and the stop on a signal. About 530 lines: these methods share the run's state
 // (model, optimizer, mesh, records), and what does not is in build, coordinator, run_files,
 // run_lock, loss_meter, gradient_sync and progress.
 #include "trainer/trainer.h"
+
+#include <absl/strings/str_cat.h>
 
 #include <algorithm>
 
@@ -124,6 +126,17 @@ class Runner {
     torch::manual_seed(static_cast<uint64_t>(config_.train.seed));
     MOA_ASSIGN_OR_RETURN(dataset_, data::LoadDataset(load));
     MOA_RETURN_IF_ERROR(data::CompleteInfo(dataset_, config_.data.test_envs, &info));
+    // Model selection reads every environment's `out` split (training-domain validation, the
+    // test-domain oracle), so an empty one is refused before anything trains.
+    for (const data::Domain& domain : dataset_.domains) {
+      if (domain.out.empty() || domain.in.empty()) {
+        return absl::InvalidArgumentError(
+            "environment " + domain.name + " has " + std::to_string(domain.size()) +
+            " images, too few for both an in and an out split at data.holdout_fraction = " +
+            absl::StrCat(config_.data.holdout_fraction) +
+            "; model selection needs both (add images or change data.holdout_fraction)");
+      }
+    }
     for (int64_t e = 0; e < static_cast<int64_t>(dataset_.domains.size()); ++e) {
       const bool is_test = std::find(config_.data.test_envs.begin(), config_.data.test_envs.end(),
                                      e) != config_.data.test_envs.end();

@@ -91,6 +91,23 @@ TEST(ImageTrainingTest, TrainsOnAnImageFolderAndRecordsEveryEnvironment) {
   EXPECT_EQ(record["args"]["dataset"], "ImageFolder");
 }
 
+// Two images per environment leave no `out` split at holdout 0.2 (floor(0.4) = 0), which model
+// selection needs: refused before training, naming the environment, rather than failing at the
+// first evaluation.
+TEST(ImageTrainingTest, AnEnvironmentTooSmallForAnOutSplitIsRefused) {
+  moa::test::TempDir dir;
+  data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y"}, 1);
+  std::string out;
+  const std::string command = Moa() + " train --config " + moa::test::SourceDir() +
+                              "/configs/tiny_images.ini --data.data_dir=" + dir.File("data") +
+                              " --output.dir=" + dir.File("run");
+  EXPECT_EQ(moa::test::RunShell(command, &out), 1) << out;
+  EXPECT_NE(out.find("environment a has 2 images, too few for both an in and an out split"),
+            std::string::npos)
+      << out;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("run/results.jsonl")));
+}
+
 // ImageFolder's classes are known only from its folders: `moa info` and `moa export` scan
 // data.data_dir as training does (3 classes here, where the registry says 0), so export loads the
 // trained 3-class head; model.num_classes overrides the scan; without data.data_dir both say so.

@@ -155,6 +155,24 @@ TEST(CommandsTest, KeysTheCommandSetsItselfAreRefused) {
   EXPECT_NE(out.find("--model.backbone cannot be given to pretrain"), std::string::npos) << out;
 }
 
+// A command without an argument it cannot do without is a usage error (exit 2) naming it.
+TEST(CommandsTest, MissingRequiredArgumentsAreUsageErrors) {
+  const std::string tiny = " --config " + test::SourceDir() + "/configs/tiny.ini";
+  const std::pair<std::string, std::string> cases[] = {
+      {" eval" + tiny, "moa eval: --adapters is required"},
+      {" predict" + tiny + " --images x --output y.csv", "moa predict: --adapters is required"},
+      {" predict" + tiny + " --adapters a.safetensors --output y.csv",
+       "moa predict: --images is required"},
+      {" predict" + tiny + " --adapters a.safetensors --images x",
+       "moa predict: --output is required"},
+  };
+  for (const auto& [args, message] : cases) {
+    std::string out;
+    EXPECT_EQ(test::RunShell(Moa() + args, &out), 2) << args;
+    EXPECT_NE(out.find(message), std::string::npos) << out;
+  }
+}
+
 TEST(CommandsTest, BadConfigurationExitsWithTwoAndNamesTheKey) {
   std::string out;
   EXPECT_EQ(test::RunShell(Moa() + " train --config " + test::SourceDir() +
@@ -251,10 +269,13 @@ TEST(CommandsTest, FrozenViTBackboneMustBeSaid) {
 // the key named) shows that --config and the key were both read.
 TEST(CommandsTest, EveryCommandTakesBothValueForms) {
   for (const char* command : {"train", "pretrain", "info", "eval", "export"}) {
+    // eval cannot start without adapters (a usage error of its own, checked first).
+    const std::string adapters = std::string(command) == "eval" ? " --adapters a.safetensors" : "";
     for (const std::string& args :
          {" --config=" + Tiny() + " --train.steps 0", " --config " + Tiny() + " --train.steps=0"}) {
       std::string out;
-      EXPECT_EQ(test::RunShell(Moa() + " " + command + args, &out), 2) << command << args;
+      EXPECT_EQ(test::RunShell(Moa() + " " + command + args + adapters, &out), 2)
+          << command << args;
       EXPECT_NE(out.find("moa " + std::string(command) + ": train.steps: must be -1"),
                 std::string::npos)
           << command << args << "\n"

@@ -427,6 +427,9 @@ TEST(SweepTest, BadArgumentsNameTheProblem) {
       {{"launch", "--output.dir", "/tmp/x", "--gpus", "0;rm"}, "--gpus 0;rm: expected auto"},
       {{"launch", "--output.dir", "/tmp/x", "--launcher", "slurm", "--gpus", "0,1"},
        "on Slurm ask for GPUs with --slurm.gpus_per_task"},
+      {{"launch", "--output.dir", "/tmp/x", "--dry_run"}, "--dry_run is for --launcher slurm"},
+      {{"launch", "--output.dir", "/tmp/x", "--launcher", "mpirun", "--dry_run"},
+       "--dry_run is for --launcher slurm"},
   };
   for (const auto& [args, message] : cases) {
     auto options = ParseSweepArgs(args);
