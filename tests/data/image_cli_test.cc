@@ -65,14 +65,20 @@ TEST(DataCheckCommandTest, OldSpellingsStillWorkWithADeprecationNote) {
   }
 }
 
+// Trains configs/tiny_images.ini on a folder of environments a, b, c and classes x, y with
+// `per_class` images each, written into `dir`; returns the exit code, the output in `out`.
+int TrainOnImageFolder(const moa::test::TempDir& dir, int per_class, std::string* out) {
+  data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y"}, per_class);
+  return moa::test::RunShell(Moa() + " train --config " + moa::test::SourceDir() +
+                                 "/configs/tiny_images.ini --data.data_dir=" + dir.File("data") +
+                                 " --output.dir=" + dir.File("run"),
+                             out);
+}
+
 TEST(ImageTrainingTest, TrainsOnAnImageFolderAndRecordsEveryEnvironment) {
   moa::test::TempDir dir;
-  data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y"}, 5);
   std::string out;
-  const std::string command = Moa() + " train --config " + moa::test::SourceDir() +
-                              "/configs/tiny_images.ini --data.data_dir=" + dir.File("data") +
-                              " --output.dir=" + dir.File("run");
-  ASSERT_EQ(moa::test::RunShell(command, &out), 0) << out;
+  ASSERT_EQ(TrainOnImageFolder(dir, 5, &out), 0) << out;
   EXPECT_TRUE(std::filesystem::exists(dir.File("run/done"))) << out;
   std::ifstream results(dir.File("run/results.jsonl"));
   std::string line, last;
@@ -96,12 +102,8 @@ TEST(ImageTrainingTest, TrainsOnAnImageFolderAndRecordsEveryEnvironment) {
 // first evaluation.
 TEST(ImageTrainingTest, AnEnvironmentTooSmallForAnOutSplitIsRefused) {
   moa::test::TempDir dir;
-  data::test::WriteImageFolder(dir.File("data"), {"a", "b", "c"}, {"x", "y"}, 1);
   std::string out;
-  const std::string command = Moa() + " train --config " + moa::test::SourceDir() +
-                              "/configs/tiny_images.ini --data.data_dir=" + dir.File("data") +
-                              " --output.dir=" + dir.File("run");
-  EXPECT_EQ(moa::test::RunShell(command, &out), 1) << out;
+  EXPECT_EQ(TrainOnImageFolder(dir, 1, &out), 1) << out;
   EXPECT_NE(out.find("environment a has 2 images, too few for both an in and an out split"),
             std::string::npos)
       << out;
