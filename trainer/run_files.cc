@@ -125,13 +125,6 @@ nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::MeshLayo
 absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& path, int64_t step,
                                                             const std::string& rewrite) {
   std::ifstream in(path);
-  // The state is saved after its step's record, so a run with a state has a record up to it.
-  const auto lost = [&](const std::string& what) {
-    return absl::DataLossError(path + " " + what + ": the run's checkpoint is at step " +
-                               std::to_string(step) +
-                               ", and resuming needs its records up to there");
-  };
-  if (!in || std::filesystem::is_directory(path)) return lost("cannot be read");
   std::string line, kept;
   std::vector<nlohmann::json> records;
   while (std::getline(in, line)) {
@@ -151,8 +144,22 @@ absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& p
     records.push_back(record);
     kept += line + "\n";
   }
-  if (records.empty()) return lost("holds no record");
   if (!rewrite.empty()) MOA_RETURN_IF_ERROR(WriteFileAtomically(rewrite, kept));
+  return records;
+}
+
+absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsToResume(const std::string& path,
+                                                                int64_t step,
+                                                                const std::string& rewrite) {
+  // The state is saved after its step's record, so a run with a state has a record up to it.
+  const auto lost = [&](const std::string& what) {
+    return absl::DataLossError(path + " " + what + ": the run's checkpoint is at step " +
+                               std::to_string(step) +
+                               ", and resuming needs its records up to there");
+  };
+  if (!std::filesystem::is_regular_file(path)) return lost("cannot be read");
+  MOA_ASSIGN_OR_RETURN(std::vector<nlohmann::json> records, ReadRecordsUpTo(path, step, rewrite));
+  if (records.empty()) return lost("holds no record");
   return records;
 }
 

@@ -51,9 +51,16 @@ absl::Status SaveCheckpoint(const torch::nn::Module& model, const std::string& d
 
 /// The records of `path` (results.jsonl) up to and including `step`, without SWAD's record; when
 /// `rewrite` names a file, those lines are written there atomically (a killed run may have
-/// written later ones). A malformed line, a missing file and one without a record up to `step`
-/// (the state is saved after its step's record) are errors naming the file.
+/// written later ones). A missing file gives no records; a malformed line, or one that is not a
+/// record with a step, is an error naming the file.
 absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& path, int64_t step,
                                                             const std::string& rewrite);
+
+/// ReadRecordsUpTo for a resume, where the records up to the checkpoint's `step` must be there
+/// (the state is saved after its step's record): a missing file, or one without such a record, is
+/// an error naming the file.
+absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsToResume(const std::string& path,
+                                                                int64_t step,
+                                                                const std::string& rewrite);
 
 }  // namespace moa::trainer
