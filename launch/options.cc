@@ -14,6 +14,7 @@
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "launch/option_table.h"
+#include "moa/peft.h"
 #include "parallel/mesh_layout.h"
 #include "trainer/build.h"
 
@@ -77,6 +78,23 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
     }
   } else if (c.adapter.method != "full") {
     return bad("adapter.method", "= " + c.adapter.method + " needs model.arch = vit");
+  }
+  // Kronecker adapters split each adapted Linear's in and out features into moa.phm_dim blocks.
+  const bool kronecker = c.adapter.method == "kadaptation" ||
+                         (c.adapter.method == "moa" && c.moa.expert == "kronecker");
+  if (kronecker && c.model.arch == "vit") {
+    MOA_ASSIGN_OR_RETURN(const std::vector<std::string> targets, SelectTargets(c.adapter.targets));
+    const int64_t dim = c.model.dim, hidden = static_cast<int64_t>(dim * c.model.mlp_ratio);
+    for (const std::string& target : targets) {
+      const int64_t in = target == "fc2" ? hidden : dim;
+      const int64_t out = target == "qkv" ? 3 * dim : (target == "fc1" ? hidden : dim);
+      if (in % c.moa.phm_dim != 0 || out % c.moa.phm_dim != 0) {
+        return bad("moa.phm_dim",
+                   "= " + std::to_string(c.moa.phm_dim) + " must divide the in and out features " +
+                       "of every adapted Linear, but " + target + " is " + std::to_string(in) +
+                       " -> " + std::to_string(out) + " (model.dim = " + std::to_string(dim) + ")");
+      }
+    }
   }
   if (c.moa.ranks.empty()) return bad("moa.ranks", "is empty");
   for (int64_t r : c.moa.ranks) {

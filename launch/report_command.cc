@@ -7,7 +7,6 @@
 #include <iostream>
 #include <limits>
 #include <optional>
-#include <sstream>
 
 #include "common/files.h"
 #include "common/status_macros.h"
@@ -98,8 +97,8 @@ int RunReportCommand(const std::vector<std::string>& args) {
       input.runs.push_back(std::move(*run));
       continue;
     }
-    std::ostringstream warnings;
-    auto records = fs::is_directory(folder) ? LoadSweepRecords(folder, &warnings)
+    // A run left out (a malformed results.jsonl) is named on stderr, as moa collect does.
+    auto records = fs::is_directory(folder) ? LoadSweepRecords(folder, &std::cerr)
                                             : absl::StatusOr<std::vector<SweepRecord>>(
                                                   absl::NotFoundError(folder + ": no such folder"));
     if (!records.ok() || records->empty()) {

@@ -104,7 +104,24 @@ TEST_F(OptionsTest, WrongTypesAndRangesNameTheKey) {
 }
 
 TEST_F(OptionsTest, CrossKeyRules) {
-  std::string m = Error("[data]\ndataset = PACS\ntest_envs = 4\n");
+  // Kronecker blocks: phm_dim 64 cannot split a width-32 qkv (32 -> 96) or fc2 (128 -> 32); 8
+  // splits both, for MoA's Kronecker experts too.
+  std::string m = Error("[model]\ndim = 32\nheads = 2\n[adapter]\nmethod = kadaptation\n");
+  EXPECT_NE(m.find("moa.phm_dim = 64 must divide the in and out features of every adapted "
+                   "Linear, but qkv is 32 -> 96"),
+            std::string::npos)
+      << m;
+  m = Error(
+      "[model]\ndim = 32\nheads = 2\nbackbone = random\n[adapter]\nmethod = moa\ntargets = fc2\n"
+      "[moa]\n"
+      "expert = kronecker\nphm_dim = 64\ndispatch = routed\n");
+  EXPECT_NE(m.find("fc2 is 128 -> 32"), std::string::npos) << m;
+  MOA_ASSERT_OK(
+      LoadConfig(Ini("[model]\ndim = 32\nheads = 2\nbackbone = random\n[adapter]\nmethod = moa\n"
+                     "[moa]\nexpert = kronecker\nphm_dim = 8\ndispatch = routed\n"),
+                 {})
+          .status());
+  m = Error("[data]\ndataset = PACS\ntest_envs = 4\n");
   EXPECT_NE(m.find("data.test_envs"), std::string::npos) << m;
   EXPECT_NE(m.find("PACS"), std::string::npos) << m;
   m = Error("[data]\nbatch_size = 30\n[parallel]\ndp = 4\n");

@@ -170,6 +170,29 @@ int64_t SelectedStep(const std::vector<nlohmann::json>& records, int test_env) {
   return step;
 }
 
+// A sweep's run whose results.jsonl is malformed is left out of the page with a warning naming
+// the file, as moa collect leaves it out of its tables.
+TEST(HtmlReportTest, ASweepRunLeftOutIsNamed) {
+  test::TempDir dir;
+  std::string out;
+  ASSERT_EQ(
+      test::RunShell(test::BinaryDir() + "/moa train --config " + test::SourceDir() +
+                         "/configs/tiny.ini --train.steps=2 --output.dir=" + dir.File("sweep/good"),
+                     &out),
+      0)
+      << out;
+  std::filesystem::create_directories(dir.File("sweep/broken"));
+  std::ofstream(dir.File("sweep/broken/results.jsonl")) << "{\"step\": 0, \"env0_in_acc\n";
+  ASSERT_EQ(test::RunShell(test::BinaryDir() + "/moa report " + dir.File("sweep") + " --output " +
+                               dir.File("report.html"),
+                           &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("warning: " + dir.File("sweep/broken/results.jsonl")), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("(0 runs, 1 sweeps)"), std::string::npos) << out;
+}
+
 TEST(HtmlReportTest, ChromiumRendersEveryCurvePointSelectedStepAndHeatMapCell) {
   test::TempDir dir;
   std::string out;
