@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "bench/bench_paths.h"
+#include "common/error.h"
 #include "common/threads.h"
 #include "common/timer.h"
 #include "data/dataset.h"
@@ -267,12 +268,10 @@ int Child(const Args& a) {
     std::printf("%s\n", out.dump().c_str());
   } catch (const c10::OutOfMemoryError&) {
     std::printf("{\"oom\": true}\n");
-  } catch (const c10::Error& e) {
-    // Any other failure ends this row with the reason (the row shows -1).
-    std::fprintf(stderr, "vit_step_bench %s: %s\n", a.child.c_str(), e.what_without_backtrace());
-    return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vit_step_bench %s: %s\n", a.child.c_str(), e.what());
+    // Any other failure ends this row with the reason (the row shows -1).
+    std::fprintf(stderr, "vit_step_bench %s: %s\n", a.child.c_str(),
+                 moa::ExceptionMessage(e).c_str());
     return 1;
   }
   return 0;

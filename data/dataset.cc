@@ -65,7 +65,8 @@ struct IdxPair {
   torch::Tensor labels;
 };
 
-absl::StatusOr<IdxPair> ReadIdxPair(const std::string& dir, const std::string& prefix) {
+absl::StatusOr<IdxPair> ReadIdxPair(const std::string& dir, const std::string& prefix,
+                                    const DatasetInfo& info) {
   MOA_ASSIGN_OR_RETURN(std::string images_path, FindIdx(dir, prefix + "-images-idx3-ubyte"));
   MOA_ASSIGN_OR_RETURN(std::string labels_path, FindIdx(dir, prefix + "-labels-idx1-ubyte"));
   MOA_ASSIGN_OR_RETURN(torch::Tensor images, ReadIdx(images_path));
@@ -78,17 +79,19 @@ absl::StatusOr<IdxPair> ReadIdxPair(const std::string& dir, const std::string& p
                                " labels for " + std::to_string(images.size(0)) + " images in " +
                                images_path);
   }
-  // The MNIST family: 28 x 28 images of 10 classes (DomainBed's models and rotations assume it).
-  if (images.size(1) != 28 || images.size(2) != 28) {
-    return absl::DataLossError("IDX file " + images_path + ": images are " +
-                               std::to_string(images.size(1)) + " x " +
-                               std::to_string(images.size(2)) + "; the MNIST family's are 28 x 28");
+  // The registry's image size and classes (DomainBed's models and rotations assume them).
+  const std::string side = std::to_string(info.image_size);
+  if (images.size(1) != info.image_size || images.size(2) != info.image_size) {
+    return absl::DataLossError(
+        "IDX file " + images_path + ": images are " + std::to_string(images.size(1)) + " x " +
+        std::to_string(images.size(2)) + "; " + info.name + "'s are " + side + " x " + side);
   }
   if (labels.numel() > 0) {
     const int64_t largest = labels.max().item<int64_t>();
-    if (largest > 9) {
+    if (largest >= info.num_classes) {
       return absl::DataLossError("IDX file " + labels_path + ": label " + std::to_string(largest) +
-                                 " found; the MNIST family's labels lie in 0..9");
+                                 " found; " + info.name + "'s labels lie in 0.." +
+                                 std::to_string(info.num_classes - 1));
     }
   }
   return IdxPair{images, labels.to(torch::kInt64)};
@@ -295,12 +298,12 @@ absl::StatusOr<DomainDataset> LoadDataset(const LoadOptions& options) {
   }
   torch::Tensor images, labels;
   if (options.source != IdxSource::kTest) {
-    MOA_ASSIGN_OR_RETURN(IdxPair train, ReadIdxPair(dir, "train"));
+    MOA_ASSIGN_OR_RETURN(IdxPair train, ReadIdxPair(dir, "train", info));
     images = train.images;
     labels = train.labels;
   }
   if (options.source != IdxSource::kTrain) {
-    MOA_ASSIGN_OR_RETURN(IdxPair test, ReadIdxPair(dir, "t10k"));
+    MOA_ASSIGN_OR_RETURN(IdxPair test, ReadIdxPair(dir, "t10k", info));
     images = images.defined() ? torch::cat({images, test.images}) : test.images;
     labels = labels.defined() ? torch::cat({labels, test.labels}) : test.labels;
   }

@@ -332,8 +332,7 @@ int RunCommand(const std::vector<std::string>& args) {
   if (!parsed.resume.empty()) fixed = {"train.resume", "output.dir"};
   if (command == "pretrain") fixed = {"adapter.method", "model.backbone"};
   for (const std::string& o : overrides) {
-    const std::string body = o.rfind("--", 0) == 0 ? o.substr(2) : o;
-    const std::string key = body.substr(0, body.find('='));
+    const std::string key = SplitOverride(o).first;
     if (std::find(fixed.begin(), fixed.end(), key) == fixed.end()) continue;
     std::cerr << "moa " << command << ": --" << key << " cannot be given "
               << (command == "pretrain" ? "to pretrain, which trains the whole model from a "

@@ -1,6 +1,5 @@
 #include "launch/hparams.h"
 
-#include <absl/strings/match.h>
 #include <absl/strings/str_join.h>
 
 #include <algorithm>
@@ -114,10 +113,7 @@ absl::StatusOr<LaunchConfig> LoadConfigWithDraw(
   const trainer::TrainConfig& train = config->run.train;
   if (train.hparams_seed <= 0 || !train.resume.empty()) return config;
   std::set<std::string> pinned;
-  for (const std::string& o : overrides) {
-    const std::string body = absl::StartsWith(o, "--") ? o.substr(2) : o;
-    pinned.insert(body.substr(0, body.find('=')));
-  }
+  for (const std::string& o : overrides) pinned.insert(SplitOverride(o).first);
   const auto draw =
       DrawHparams(config->run, world_size, train.hparams_seed, train.trial_seed, pinned);
   if (drawn != nullptr) *drawn = draw;

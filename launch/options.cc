@@ -150,6 +150,13 @@ LaunchConfig DefaultConfig() {
   return config;
 }
 
+std::pair<std::string, std::string> SplitOverride(const std::string& text) {
+  std::string body = absl::StartsWith(text, "--") ? text.substr(2) : text;
+  const size_t eq = body.find('=');
+  if (eq == std::string::npos) return {body, ""};
+  return {body.substr(0, eq), body.substr(eq + 1)};
+}
+
 absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
                                               const std::vector<std::string>& overrides) {
   po::options_description description;

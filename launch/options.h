@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <absl/status/statusor.h>
@@ -49,6 +50,9 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
 /// LoadLaunchConfig's run sections, for what trains or evaluates.
 absl::StatusOr<trainer::RunConfig> LoadConfig(const std::string& config_path,
                                               const std::vector<std::string>& overrides);
+
+/// "--section.key=value" or "section.key=value" -> (key, value); no '=': (key, "").
+std::pair<std::string, std::string> SplitOverride(const std::string& text);
 
 /// Help text: every option with its default and help line, grouped by section.
 std::string OptionsHelp();

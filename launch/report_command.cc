@@ -43,8 +43,9 @@ absl::StatusOr<report::RunReport> ReadRun(const std::string& dir) {
   report::RunReport run;
   run.name = dir;
   MOA_ASSIGN_OR_RETURN(
-      run.records,
-      trainer::ReadRecordsUpTo(dir + "/results.jsonl", std::numeric_limits<int64_t>::max(), ""));
+      trainer::RecordsUpTo read,
+      trainer::ReadRecordsUpTo(dir + "/results.jsonl", std::numeric_limits<int64_t>::max()));
+  run.records = std::move(read.records);
   MOA_ASSIGN_OR_RETURN(run.config, ReadConfig(dir + "/config.ini"));
   if (auto table = ReadFile(dir + "/selection.txt"); table.ok()) run.selection_table = *table;
   if (run.records.empty()) return run;

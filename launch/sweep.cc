@@ -313,7 +313,7 @@ absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args
     }
   }
   for (const std::string& override_text : options.overrides) {
-    const std::string key = override_text.substr(0, override_text.find('='));
+    const std::string key = SplitOverride(override_text).first;
     if (SweepOwnedKeys().count(key)) {
       return absl::InvalidArgumentError("--" + key +
                                         " is set by moa sweep for each job (use --data.test_envs, "

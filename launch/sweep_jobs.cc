@@ -31,14 +31,6 @@ int64_t RunSeed(const SweepJob& job) {
   return static_cast<int64_t>(Md5Mod2To31(repr));
 }
 
-// "--section.key=value" or "section.key=value" -> (key, value).
-std::pair<std::string, std::string> SplitOverride(const std::string& text) {
-  std::string body = absl::StartsWith(text, "--") ? text.substr(2) : text;
-  const size_t eq = body.find('=');
-  if (eq == std::string::npos) return {body, ""};
-  return {body.substr(0, eq), body.substr(eq + 1)};
-}
-
 // "the 2 ranks of each job (--launcher mpirun --np 2)", for messages.
 std::string JobWorldText(const SweepOptions& options, const SlurmConfig& slurm) {
   const int64_t world = JobWorldSize(options, slurm);

@@ -122,11 +122,10 @@ nlohmann::ordered_json EnvJson(const RunConfig& config, const parallel::MeshLayo
   return env;
 }
 
-absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& path, int64_t step,
-                                                            const std::string& rewrite) {
+absl::StatusOr<RecordsUpTo> ReadRecordsUpTo(const std::string& path, int64_t step) {
   std::ifstream in(path);
-  std::string line, kept;
-  std::vector<nlohmann::json> records;
+  RecordsUpTo read;
+  std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     nlohmann::json record;
@@ -141,16 +140,13 @@ absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& p
     }
     if (record.value("swad", false)) continue;  // a finished run's SWAD record is made anew
     if (record["step"].get<int64_t>() > step) break;
-    records.push_back(record);
-    kept += line + "\n";
+    read.records.push_back(record);
+    read.lines += line + "\n";
   }
-  if (!rewrite.empty()) MOA_RETURN_IF_ERROR(WriteFileAtomically(rewrite, kept));
-  return records;
+  return read;
 }
 
-absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsToResume(const std::string& path,
-                                                                int64_t step,
-                                                                const std::string& rewrite) {
+absl::StatusOr<RecordsUpTo> ReadRecordsToResume(const std::string& path, int64_t step) {
   // The state is saved after its step's record, so a run with a state has a record up to it.
   const auto lost = [&](const std::string& what) {
     return absl::DataLossError(path + " " + what + ": the run's checkpoint is at step " +
@@ -158,9 +154,9 @@ absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsToResume(const std::strin
                                ", and resuming needs its records up to there");
   };
   if (!std::filesystem::is_regular_file(path)) return lost("cannot be read");
-  MOA_ASSIGN_OR_RETURN(std::vector<nlohmann::json> records, ReadRecordsUpTo(path, step, rewrite));
-  if (records.empty()) return lost("holds no record");
-  return records;
+  MOA_ASSIGN_OR_RETURN(RecordsUpTo read, ReadRecordsUpTo(path, step));
+  if (read.records.empty()) return lost("holds no record");
+  return read;
 }
 
 absl::Status PrepareRunDir(const std::string& dir, const RunConfig& config,

@@ -49,18 +49,19 @@ absl::Status SaveCheckpoint(const torch::nn::Module& model, const std::string& d
                             const std::string& name, int64_t step, double validation,
                             const RunConfig& config);
 
-/// The records of `path` (results.jsonl) up to and including `step`, without SWAD's record; when
-/// `rewrite` names a file, those lines are written there atomically (a killed run may have
-/// written later ones). A missing file gives no records; a malformed line, or one that is not a
-/// record with a step, is an error naming the file.
-absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsUpTo(const std::string& path, int64_t step,
-                                                            const std::string& rewrite);
+/// The records of `path` (results.jsonl) up to and including `step`, without SWAD's record, and
+/// their lines as read (a resumed run rewrites its file with them: a killed run may have written
+/// later ones). A missing file gives no records; a malformed line, or one that is not a record
+/// with a step, is an error naming the file.
+struct RecordsUpTo {
+  std::vector<nlohmann::json> records;
+  std::string lines;
+};
+absl::StatusOr<RecordsUpTo> ReadRecordsUpTo(const std::string& path, int64_t step);
 
 /// ReadRecordsUpTo for a resume, where the records up to the checkpoint's `step` must be there
 /// (the state is saved after its step's record): a missing file, or one without such a record, is
 /// an error naming the file.
-absl::StatusOr<std::vector<nlohmann::json>> ReadRecordsToResume(const std::string& path,
-                                                                int64_t step,
-                                                                const std::string& rewrite);
+absl::StatusOr<RecordsUpTo> ReadRecordsToResume(const std::string& path, int64_t step);
 
 }  // namespace moa::trainer

@@ -205,11 +205,11 @@ class Runner {
       resumed_metadata_ = state.extra_metadata;
       // A killed run may have written records after its last state: they are dropped.
       const std::string results = config_.train.resume + "/results.jsonl";
-      MOA_ASSIGN_OR_RETURN(records_, ReadRecordsToResume(results, state.step, ""));
+      MOA_ASSIGN_OR_RETURN(RecordsUpTo resumed, ReadRecordsToResume(results, state.step));
+      records_ = std::move(resumed.records);
       if (lead_) {
         MOA_RETURN_IF_ERROR(OpenRunDir());
-        MOA_RETURN_IF_ERROR(
-            ReadRecordsToResume(results, state.step, run_dir_ + "/results.jsonl").status());
+        MOA_RETURN_IF_ERROR(WriteFileAtomically(run_dir_ + "/results.jsonl", resumed.lines));
       }
       Log(LogLevel::kInfo) << "resumed " << config_.train.resume << " after step " << state.step;
     }
