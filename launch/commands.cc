@@ -328,18 +328,24 @@ int RunCommand(const std::vector<std::string>& args) {
   std::string config_path = parsed.config;
   std::vector<std::string> overrides = parsed.overrides;
   // Keys the command sets itself: a user's value for one would be silently replaced.
-  std::vector<std::string> fixed;
-  if (!parsed.resume.empty()) fixed = {"train.resume", "output.dir"};
-  if (command == "pretrain") fixed = {"adapter.method", "model.backbone"};
+  std::vector<std::pair<std::string, std::string>> fixed;  // key, why
+  if (!parsed.resume.empty()) {
+    for (const char* key : {"train.resume", "output.dir"})
+      fixed.emplace_back(key, "with --resume, which continues the run in its folder");
+  }
+  if (command == "pretrain") {
+    for (const char* key : {"adapter.method", "model.backbone"}) {
+      fixed.emplace_back(key,
+                         "to pretrain, which trains the whole model from a random initialisation");
+    }
+  }
   for (const std::string& o : overrides) {
     const std::string key = SplitOverride(o).first;
-    if (std::find(fixed.begin(), fixed.end(), key) == fixed.end()) continue;
-    std::cerr << "moa " << command << ": --" << key << " cannot be given "
-              << (command == "pretrain" ? "to pretrain, which trains the whole model from a "
-                                          "random initialisation"
-                                        : "with --resume, which continues the run in its folder")
-              << "\n";
-    return 2;
+    for (const auto& [fixed_key, why] : fixed) {
+      if (key != fixed_key) continue;
+      std::cerr << "moa " << command << ": --" << key << " cannot be given " << why << "\n";
+      return 2;
+    }
   }
   if (!parsed.resume.empty()) {
     if (config_path.empty()) config_path = parsed.resume + "/config.ini";

@@ -153,6 +153,9 @@ TEST(CommandsTest, KeysTheCommandSetsItselfAreRefused) {
   EXPECT_NE(out.find("--adapter.method cannot be given to pretrain"), std::string::npos) << out;
   EXPECT_EQ(test::RunShell(Moa() + " pretrain --config " + tiny + " --model.backbone x", &out), 2);
   EXPECT_NE(out.find("--model.backbone cannot be given to pretrain"), std::string::npos) << out;
+  EXPECT_EQ(test::RunShell(Moa() + " pretrain --resume /nowhere --output.dir=/tmp/elsewhere", &out),
+            2);
+  EXPECT_NE(out.find("--output.dir cannot be given with --resume"), std::string::npos) << out;
 }
 
 // A command without an argument it cannot do without is a usage error (exit 2) naming it.
