@@ -333,6 +333,9 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
   s += "  train=(train \"${args[@]}\" --output.dir=\"$run_dir\")\n";
   s += "fi\n";
   s += "status=0\n";
+  // No --kill-on-bad-exit: a rank that dies already ends the step (Open MPI aborts the job, and
+  // with pmix Slurm cancels the step), and with it srun would report the preempted ranks' exit
+  // 75 as the 143 of the ranks it terminates, so the task would not be requeued.
   s += "srun --mpi=\"$mpi\" \"$moa\" \"${train[@]}\" || status=$?\n";
   s += "if [ \"$status\" -eq " + std::to_string(kPreemptedExitCode) + " ]; then\n";
   s += "  task=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n";

@@ -20,6 +20,7 @@
 #include "launch/hparams.h"
 #include "launch/launchers.h"
 #include "launch/options.h"
+#include "trainer/run_lock.h"
 
 namespace moa::launch {
 namespace {
@@ -106,6 +107,13 @@ std::vector<std::string> SplitCommas(const std::vector<std::string>& words) {
   }
   return items;
 }
+// Whether the words give --name (as `--name V` or `--name=V`).
+bool GivesFlag(const std::vector<std::string>& args, const std::string& name) {
+  return std::any_of(args.begin(), args.end(), [&](const std::string& a) {
+    return a == "--" + name || absl::StartsWith(a, "--" + name + "=");
+  });
+}
+
 std::string ThisExecutable() {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
@@ -186,6 +194,7 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
   ReportForeign(options.output_dir, jobs);
   std::vector<SweepJob> pending;
   int incomplete = 0, queued = 0;
+  std::vector<std::string> fresh;  // run directories this launch creates
   for (const SweepJob& job : jobs) {
     const JobState state = StateOf(job);
     if (state == JobState::kDone) continue;
@@ -199,6 +208,7 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
       }
       ++incomplete;
     }
+    if (state == JobState::kNotLaunched) fresh.push_back(job.dir);
     pending.push_back(job);
   }
   if (pending.empty()) {
@@ -227,6 +237,11 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
     }
     auto script = LaunchOnSlurm(pending, options, base->slurm);
     if (!script.ok()) {
+      // Nothing was submitted: the jobs stay "not launched" rather than look started.
+      for (const std::string& dir : fresh) {
+        std::error_code ignored;
+        fs::remove_all(dir, ignored);
+      }
       std::cerr << "moa sweep: " << script.status().message() << "\n";
       return 1;
     }
@@ -248,12 +263,26 @@ int List(const std::vector<SweepJob>& jobs) {
 }
 
 int DeleteIncomplete(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
-  int deleted = 0;
+  int deleted = 0, in_use = 0;
   for (const SweepJob& job : jobs) {
     if (StateOf(job) != JobState::kIncomplete) continue;
     if (!fs::exists(job.dir + "/job.json")) {
       std::cerr << "moa sweep: " << job.dir
                 << " has no job.json (moa sweep did not create it); left alone\n";
+      continue;
+    }
+    const std::string owner = trainer::LiveLockOwner(job.dir);
+    if (!owner.empty()) {
+      std::cerr << "moa sweep: " << job.dir << " is in use by a running job (" << owner
+                << "); left alone\n";
+      ++in_use;
+      continue;
+    }
+    const std::string task = QueuedSlurmTask(job.dir);
+    if (!task.empty()) {
+      std::cerr << "moa sweep: " << job.dir << " is queued or running as Slurm job " << task
+                << " (scancel it first); left alone\n";
+      ++in_use;
       continue;
     }
     std::error_code ec;
@@ -267,7 +296,7 @@ int DeleteIncomplete(const SweepOptions& options, const std::vector<SweepJob>& j
   }
   std::printf("moa sweep: deleted %d incomplete job%s\n", deleted, deleted == 1 ? "" : "s");
   ReportForeign(options.output_dir, jobs);
-  return 0;
+  return in_use == 0 ? 0 : 1;
 }
 
 }  // namespace
@@ -288,6 +317,24 @@ absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args
   if (options.launcher != "local" && options.launcher != "mpirun" && options.launcher != "slurm") {
     return absl::InvalidArgumentError("--launcher must be local, mpirun or slurm, got '" +
                                       options.launcher + "'");
+  }
+  // A flag of another launcher would be ignored: the user meant a launch other than this one.
+  const std::vector<std::pair<std::string, std::set<std::string>>> launcher_flags = {
+      {"max_parallel", {"local", "mpirun"}}, {"np", {"mpirun"}}, {"mpirun", {"mpirun"}}};
+  for (const auto& [flag, launchers] : launcher_flags) {
+    if (launchers.count(options.launcher) || !GivesFlag(args, flag)) continue;
+    return absl::InvalidArgumentError("--" + flag + " is for --launcher " +
+                                      absl::StrJoin(launchers, " and ") + ", not " +
+                                      options.launcher);
+  }
+  if (options.launcher != "slurm") {
+    for (const std::string& override_text : options.overrides) {
+      const std::string key = SplitOverride(override_text).first;
+      if (absl::StartsWith(key, "slurm.")) {
+        return absl::InvalidArgumentError("--" + key + " is for --launcher slurm, not " +
+                                          options.launcher);
+      }
+    }
   }
   if (options.dry_run && options.launcher != "slurm") {
     // Ignoring it would start the jobs the user asked not to start.

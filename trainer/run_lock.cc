@@ -4,12 +4,15 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -62,6 +65,84 @@ std::string StaleReason(const nlohmann::json& owner) {
   return "";
 }
 
+// The lock file's owner record, or a null json when `path` is missing or does not hold a complete
+// record. A lock is linked into place whole (below), so an incomplete one is not being written:
+// it was left by a crash of an older moa, or by hand.
+nlohmann::json ReadOwner(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return nullptr;
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  nlohmann::json owner = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return owner.is_object() ? owner : nlohmann::json(nullptr);
+}
+
+std::string DescribeOwner(const nlohmann::json& owner) {
+  const std::string slurm = owner.value("slurm", "");
+  return "host " + owner.value("host", "?") + ", pid " + std::to_string(owner.value("pid", 0)) +
+         (slurm.empty() ? "" : ", Slurm job " + slurm);
+}
+
+// A name no other call uses: this host, pid and call.
+std::string PrivateName(const std::string& path, const std::string& what) {
+  static std::atomic<uint64_t> calls{0};
+  return path + "." + what + "." + parallel::Hostname() + "." + std::to_string(getpid()) + "." +
+         std::to_string(calls.fetch_add(1));
+}
+
+// Puts the complete record `text` at `path` unless a file is there: written to a private file,
+// then hard-linked into place (atomic, and fails with EEXIST), so no reader ever sees half of
+// it. Filesystems without hard links get an exclusive create and a write. Returns false when
+// `path` exists.
+absl::StatusOr<bool> CreateWhole(const std::string& path, const std::string& text) {
+  const std::string own = PrivateName(path, "new");
+  MOA_RETURN_IF_ERROR(WriteFileAtomically(own, text));
+  const int linked = link(own.c_str(), path.c_str());
+  const int link_errno = errno;
+  unlink(own.c_str());
+  if (linked == 0) return true;
+  if (link_errno == EEXIST) return false;
+  if (link_errno != EPERM && link_errno != EOPNOTSUPP && link_errno != ENOSYS) {
+    return absl::UnavailableError("cannot create " + path + ": " + std::strerror(link_errno));
+  }
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd < 0) {
+    if (errno == EEXIST) return false;
+    return absl::UnavailableError("cannot create " + path + ": " + std::strerror(errno));
+  }
+  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  const int write_errno = errno;
+  close(fd);
+  if (!written) {
+    unlink(path.c_str());
+    return absl::UnavailableError("cannot write " + path + ": " + std::strerror(write_errno));
+  }
+  return true;
+}
+
+// Removes the stale lock at `path` whose record was `judged`, unless another process replaced it
+// since it was read. Removals are serialised by a second lock, `path`.break, under which the
+// record is read again, so a lock taken since it was judged stale is never removed. A .break
+// older than a minute was left by a process that died within these few lines, and goes.
+enum class Removal { kRemoved, kReplaced, kBusy };  // kBusy: another process is removing it
+absl::StatusOr<Removal> RemoveIfStill(const std::string& path, const nlohmann::json& judged,
+                                      const std::string& owner) {
+  const std::string breaker = path + ".break";
+  MOA_ASSIGN_OR_RETURN(const bool holds, CreateWhole(breaker, owner));
+  if (!holds) {
+    std::error_code ec;
+    const auto written = fs::last_write_time(breaker, ec);
+    if (!ec && fs::file_time_type::clock::now() - written > std::chrono::minutes(1)) {
+      Log(LogLevel::kWarning) << "removing " << breaker << ", left by a run that ended";
+      unlink(breaker.c_str());
+    }
+    return Removal::kBusy;
+  }
+  const bool still = ReadOwner(path) == judged;
+  if (still) unlink(path.c_str());
+  unlink(breaker.c_str());
+  return still ? Removal::kRemoved : Removal::kReplaced;
+}
+
 }  // namespace
 
 bool HoldsRun(const std::string& dir) {
@@ -96,40 +177,33 @@ absl::StatusOr<std::unique_ptr<RunLock>> RunLock::Acquire(const std::string& dir
   MOA_RETURN_IF_ERROR(MakeDirs(dir));
   const std::string path = dir + "/moa.lock";
   const std::string owner = ThisOwner().dump() + "\n";
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-    if (fd >= 0) {
-      const bool written =
-          write(fd, owner.data(), owner.size()) == static_cast<ssize_t>(owner.size());
-      close(fd);
-      if (!written) {
-        unlink(path.c_str());
-        return absl::UnavailableError("cannot write " + path + ": " + std::strerror(errno));
-      }
-      return std::unique_ptr<RunLock>(new RunLock(path));
-    }
-    if (errno != EEXIST) {
-      return absl::UnavailableError("cannot create " + path + ": " + std::strerror(errno));
-    }
-    std::ifstream in(path);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const nlohmann::json recorded =
-        nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    const std::string stale =
-        recorded.is_object() ? StaleReason(recorded) : std::string("it is unreadable");
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    MOA_ASSIGN_OR_RETURN(const bool created, CreateWhole(path, owner));
+    if (created) return std::unique_ptr<RunLock>(new RunLock(path));
+    const nlohmann::json recorded = ReadOwner(path);
+    if (recorded.is_null() && !std::filesystem::exists(path)) continue;  // its owner just left
+    const std::string stale = recorded.is_null() ? std::string("it holds no complete owner record")
+                                                 : StaleReason(recorded);
     if (stale.empty()) {
-      return absl::AlreadyExistsError(
-          "output.dir " + dir + " is in use by another run (" + path + ": host " +
-          recorded.value("host", "?") + ", pid " + std::to_string(recorded.value("pid", 0)) +
-          (recorded.value("slurm", "").empty() ? ""
-                                               : ", Slurm job " + recorded.value("slurm", "")) +
-          "); if that run is gone, remove " + path);
+      return absl::AlreadyExistsError("output.dir " + dir + " is in use by another run (" + path +
+                                      ": " + DescribeOwner(recorded) +
+                                      "); if that run is gone, remove " + path);
     }
-    Log(LogLevel::kWarning) << "taking over the stale lock " << path << " (" << stale << ")";
-    unlink(path.c_str());
+    MOA_ASSIGN_OR_RETURN(const Removal removal, RemoveIfStill(path, recorded, owner));
+    if (removal == Removal::kRemoved) {
+      Log(LogLevel::kWarning) << "taking over the stale lock " << path << " (" << stale << ")";
+    } else if (removal == Removal::kBusy) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
-  return absl::AlreadyExistsError("output.dir " + dir + ": another run took " + path +
-                                  " while this one replaced its stale copy");
+  return absl::AlreadyExistsError("output.dir " + dir + ": could not take " + path +
+                                  " (other runs kept taking over its stale copy); try again");
+}
+
+std::string LiveLockOwner(const std::string& dir) {
+  const nlohmann::json recorded = ReadOwner(dir + "/moa.lock");
+  if (recorded.is_null() || !StaleReason(recorded).empty()) return "";
+  return DescribeOwner(recorded);
 }
 
 RunLock::~RunLock() { unlink(path_.c_str()); }

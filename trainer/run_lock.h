@@ -1,9 +1,10 @@
 // Output safety for a run directory (docs/architecture.md, Run files): a folder that holds a run
 // (`done`, or a full-state checkpoint) is refused unless the run resumes it or
 // output.overwrite = true, and a lock file (`moa.lock`: host, pid and Slurm job of its owner)
-// keeps two live runs out of one folder. A lock whose owner is gone is stale and taken over: on
-// this host a pid that no longer runs, anywhere the same Slurm job and array task (a requeued
-// task, perhaps on another node).
+// keeps two live runs out of one folder. The lock is linked into place whole, so no process sees
+// it half-written. A lock whose owner is gone is stale and taken over: on this host a pid that no
+// longer runs, anywhere the same Slurm job and array task (a requeued task, perhaps on another
+// node).
 //
 //   MOA_ASSIGN_OR_RETURN(std::unique_ptr<RunLock> lock, RunLock::Acquire(dir));
 //   MOA_RETURN_IF_ERROR(CheckRunDirFree(dir, config));
@@ -25,6 +26,10 @@ bool HoldsRun(const std::string& dir);
 /// (train.resume names it), or output.overwrite is set (then the old run's results, `done` and
 /// checkpoints are removed). The refusal names the folder and both ways out.
 absl::Status ClaimRunDir(const RunConfig& config);
+
+/// The live owner of `dir`/moa.lock ("host H, pid P[, Slurm job J]"), or "" when there is no lock
+/// or its owner is gone. An owner on another host outside Slurm counts as live.
+std::string LiveLockOwner(const std::string& dir);
 
 class RunLock {
  public:

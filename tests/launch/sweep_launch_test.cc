@@ -1,9 +1,10 @@
 // `moa sweep`'s launchers end to end on the tiny configuration: the Slurm script (its quoting
 // checked by running it with a stand-in srun that prints its arguments), and the local and
 // mpirun launchers: relaunching a finished sweep runs nothing, delete_incomplete removes only
-// unfinished runs of the sweep, a relaunched incomplete run resumes from its checkpoint, and jobs
-// running at once get GPUs of their own.
+// unfinished runs of the sweep that no live process holds, a relaunched incomplete run resumes from
+// its checkpoint, and jobs running at once get GPUs of their own.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "launch/launchers.h"
 #include "launch/options.h"
 #include "launch/sweep.h"
+#include "parallel/device.h"
 #include "tests/launch/sweep_support.h"
 #include "tests/support/test_support.h"
 
@@ -153,6 +155,34 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
     scripts += e.path().extension() == ".sbatch";
   }
   EXPECT_EQ(scripts, 1);
+
+  // An sbatch that refuses the script (a stand-in, as a cluster without the partition answers):
+  // the error shows sbatch's words, and no run directory is left to look launched.
+  const std::string bin = dir.File("bin");
+  fs::create_directories(bin);
+  for (const auto& [name, body] : std::map<std::string, std::string>{
+           {"srun", "exit 1\n"},
+           {"sbatch",
+            "echo 'sbatch: error: Batch job submission failed: Invalid partition name "
+            "specified' >&2\nexit 1\n"}}) {
+    std::ofstream(bin + "/" + name) << "#!/bin/sh\n" << body;
+    fs::permissions(bin + "/" + name, fs::perms::owner_all);
+  }
+  const std::string refused_launch = "PATH=" + bin + ":$PATH " + Moa() + " sweep launch --config " +
+                                     Tiny() +
+                                     " --data.test_envs 0,5 --n_hparams 1 --n_trials 1 "
+                                     "--launcher slurm --output.dir " +
+                                     dir.File("refused");
+  EXPECT_EQ(test::RunShell(refused_launch, &out), 1) << out;
+  EXPECT_NE(out.find("failed (exit code 1): sbatch: error: Batch job submission failed: Invalid "
+                     "partition name specified"),
+            std::string::npos)
+      << out;
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir.File("refused"))) {
+    left.push_back(e.path().filename());
+  }
+  EXPECT_EQ(left, std::vector<std::string>{"slurm"}) << "only the written script's folder stays";
 }
 
 std::string ReadAll(const std::string& path) {
@@ -218,22 +248,33 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
   EXPECT_EQ(CountLines(runs[1] + "/results.jsonl"), 3);
   EXPECT_TRUE(fs::exists(runs[0] + "/done"));
 
+  // Two incomplete runs, one of them locked by a live process (this test's): only the other
+  // goes, and the exit status says that one was left.
   fs::remove(runs[2] + "/done");
-  ASSERT_EQ(test::RunShell(Moa() + " sweep delete_incomplete --config " + Tiny() +
+  fs::remove(runs[1] + "/done");
+  const nlohmann::json owner = {
+      {"host", parallel::Hostname()}, {"pid", static_cast<int64_t>(getpid())}, {"slurm", ""}};
+  std::ofstream(runs[1] + "/moa.lock") << owner.dump() << "\n";
+  EXPECT_EQ(test::RunShell(Moa() + " sweep delete_incomplete --config " + Tiny() +
                                " --data.test_envs 0,5 --n_hparams 2 --n_trials 1"
                                " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
                                dir.File("sweep"),
                            &out),
-            0)
+            1)
       << out;
   EXPECT_NE(out.find("deleted 1 incomplete job"), std::string::npos) << out;
+  EXPECT_NE(out.find(runs[1] + " is in use by a running job (host " + parallel::Hostname() +
+                     ", pid " + std::to_string(getpid()) + "); left alone"),
+            std::string::npos)
+      << out;
   EXPECT_FALSE(fs::exists(runs[2]));
+  EXPECT_TRUE(fs::exists(runs[1] + "/results.jsonl"));
   EXPECT_TRUE(fs::exists(runs[0] + "/done"));
   EXPECT_TRUE(fs::exists(runs[3] + "/done"));
   EXPECT_TRUE(fs::exists(dir.File("sweep/not_a_job")));
   EXPECT_TRUE(fs::exists(dir.File("sweep/notes.txt")));
   ASSERT_EQ(test::RunShell(list, &out), 0) << out;
-  EXPECT_NE(out.find("4 jobs: 3 done, 0 incomplete, 1 not launched"), std::string::npos) << out;
+  EXPECT_NE(out.find("4 jobs: 2 done, 1 incomplete, 1 not launched"), std::string::npos) << out;
 
   // collect reads the sweep (foreign entries noted, not touched).
   ASSERT_EQ(test::RunShell(Moa() + " collect --input_dir " + dir.File("sweep"), &out), 0) << out;

@@ -95,9 +95,10 @@ TEST(SweepTest, JobListIdsAndArguments) {
   MOA_ASSERT_OK(other);
   EXPECT_NE((*other)[7].id, (*jobs)[7].id);
   // [slurm] options change no job.
-  auto slurm = MakeSweepJobs(Parse({"launch", "--config", Tiny(), "--data.test_envs", "pairs",
-                                    "--n_hparams", "2", "--n_trials", "3", "--output.dir",
-                                    dir.path(), "--train.steps=4", "--slurm.partition=gpu"}));
+  auto slurm =
+      MakeSweepJobs(Parse({"launch", "--config", Tiny(), "--data.test_envs", "pairs", "--n_hparams",
+                           "2", "--n_trials", "3", "--output.dir", dir.path(), "--train.steps=4",
+                           "--launcher", "slurm", "--slurm.partition=gpu"}));
   MOA_ASSERT_OK(slurm);
   EXPECT_EQ((*slurm)[7].id, (*jobs)[7].id);
 }
@@ -430,6 +431,18 @@ TEST(SweepTest, BadArgumentsNameTheProblem) {
       {{"launch", "--output.dir", "/tmp/x", "--dry_run"}, "--dry_run is for --launcher slurm"},
       {{"launch", "--output.dir", "/tmp/x", "--launcher", "mpirun", "--dry_run"},
        "--dry_run is for --launcher slurm"},
+      {{"launch", "--output.dir", "/tmp/x", "--np", "4"},
+       "--np is for --launcher mpirun, not local"},
+      {{"launch", "--output.dir", "/tmp/x", "--launcher=slurm", "--np=4"},
+       "--np is for --launcher mpirun, not slurm"},
+      {{"launch", "--output.dir", "/tmp/x", "--mpirun", "srun"},
+       "--mpirun is for --launcher mpirun, not local"},
+      {{"list", "--output.dir", "/tmp/x", "--launcher", "slurm", "--max_parallel", "4"},
+       "--max_parallel is for --launcher local and mpirun, not slurm"},
+      {{"launch", "--output.dir", "/tmp/x", "--slurm.partition", "gpu"},
+       "--slurm.partition is for --launcher slurm, not local"},
+      {{"launch", "--output.dir", "/tmp/x", "--launcher", "mpirun", "--slurm.time=1:00:00"},
+       "--slurm.time is for --launcher slurm, not mpirun"},
   };
   for (const auto& [args, message] : cases) {
     auto options = ParseSweepArgs(args);

@@ -5,7 +5,8 @@
 // that relaunching submits nothing (also while a task is queued or running), then kills one
 // training task mid-run, requeues it and checks that it resumed from its checkpoint; and sends a
 // task the warning signal, which it answers by saving its state and being requeued, resuming to the
-// uninterrupted run's results. The daemons are stopped at the end of each test.
+// uninterrupted run's results; and a two-rank task one of whose ranks dies ends instead of
+// hanging. The daemons are stopped at the end of each test.
 #include <signal.h>
 
 #include <chrono>
@@ -27,6 +28,17 @@ namespace fs = std::filesystem;
 std::string Moa() { return test::BinaryDir() + "/moa"; }
 std::string Tiny() { return test::SourceDir() + "/configs/tiny.ini"; }
 
+// Polls `done` every 200 ms for at most `seconds`.
+template <typename Predicate>
+bool WaitFor(Predicate done, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return done();
+}
+
 // The cluster's lifetime: started in the constructor, stopped in the destructor.
 class LocalCluster {
  public:
@@ -43,6 +55,16 @@ class LocalCluster {
   std::string With(const std::string& command) const {
     return "SLURM_CONF=" + dir_ + "/slurm.conf " + command;
   }
+  /// Whether Slurm job `job` (all its array tasks) has left the queue within `seconds`.
+  bool WaitUntilGone(const std::string& job, double seconds) const {
+    return WaitFor(
+        [&] {
+          std::string queue;
+          test::RunShell(With("squeue -h -j " + job), &queue);
+          return queue.find(job) == std::string::npos;
+        },
+        seconds);
+  }
   std::string Logs() const {
     std::string out;
     test::RunShell("tail -n 30 " + dir_ + "/slurmctld.log " + dir_ + "/slurmd.log", &out);
@@ -55,17 +77,6 @@ class LocalCluster {
   std::string log_;
   bool started_ = false;
 };
-
-// Polls `done` every 200 ms for at most `seconds`.
-template <typename Predicate>
-bool WaitFor(Predicate done, double seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  return done();
-}
 
 std::string SubmittedJob(const std::string& output) {
   std::smatch match;
@@ -124,13 +135,7 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
   ASSERT_EQ(test::RunShell(launch, &out), 0) << out;
   const std::string job = SubmittedJob(out);
   ASSERT_FALSE(job.empty()) << out;
-  const bool finished = WaitFor(
-      [&] {
-        std::string queue;
-        test::RunShell(cluster.With("squeue -h -j " + job), &queue);
-        return queue.find(job) == std::string::npos;
-      },
-      180);
+  const bool finished = cluster.WaitUntilGone(job, 180);
   std::string slurm_logs;
   test::RunShell("tail -n 20 " + sweep_dir + "/slurm/*.out", &slurm_logs);
   ASSERT_TRUE(finished) << cluster.Logs() << slurm_logs;
@@ -213,6 +218,7 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
       << out;
   EXPECT_NE(out.find("pmix"), std::string::npos) << out;
   EXPECT_EQ(SubmittedJob(out), "");
+  EXPECT_TRUE(RunDirs(dir.File("bad_mpi")).empty()) << "a refused launch left run directories";
 
   // Requeue: a longer run, killed after a few checkpoints, requeued, resumed.
   const std::string long_dir = dir.File("long");
@@ -271,6 +277,45 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
   EXPECT_EQ(records.back()["step"], 1499);
   std::printf("slurm round trip and requeue: %.0f s\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+// A task of two ranks (srun --mpi=pmix) whose rank 1 is killed mid-run (SIGKILL, as the kernel's
+// out-of-memory killer ends a process) ends at once instead of leaving rank 0 waiting in a
+// collective until the time limit, and is not requeued.
+TEST(SlurmTest, TwoRankTaskEndsWhenOneRankDies) {
+  test::TempDir dir;
+  LocalCluster cluster(dir.File("cluster"));
+  ASSERT_TRUE(cluster.started()) << cluster.log();
+  const std::string sweep = dir.File("sweep");
+  std::string out;
+  ASSERT_EQ(test::RunShell(cluster.With("MOA_INJECT_FAULT=1:20:kill " + Moa() +
+                                        " sweep launch --config " + Tiny() +
+                                        " --data.test_envs 0 --n_hparams 1 --n_trials 1 "
+                                        "--launcher slurm --output.dir " +
+                                        sweep +
+                                        " --slurm.ntasks_per_node=2 --slurm.cpus_per_task=1 "
+                                        "--slurm.time=00:05:00 --train.threads=1 "
+                                        "--train.steps=400 --train.checkpoint_freq=100"),
+                           &out),
+            0)
+      << out;
+  const std::string job = SubmittedJob(out);
+  ASSERT_FALSE(job.empty()) << out;
+  const auto start = std::chrono::steady_clock::now();
+  const bool ended = cluster.WaitUntilGone(job, 90);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string log = ReadAll(sweep + "/slurm/" + job + "_0.out");
+  if (!ended) test::RunShell(cluster.With("scancel " + job), &out);
+  ASSERT_TRUE(ended) << "the surviving rank was left waiting\n" << log << cluster.Logs();
+  ASSERT_EQ(RunDirs(sweep).size(), 1u);
+  const std::string run = RunDirs(sweep)[0];
+  EXPECT_NE(ReadAll(run + "/env.json").find("\"size\": 2"), std::string::npos)
+      << ReadAll(run + "/env.json");
+  EXPECT_FALSE(fs::exists(run + "/done"));
+  EXPECT_NE(log.find("task 1: Killed"), std::string::npos) << log;
+  EXPECT_EQ(log.find("requeueing"), std::string::npos) << log;
+  std::printf("two-rank task with a killed rank ended %.1f s after submission\n", seconds);
 }
 
 // Preemption: Slurm's warning signal (here sent at once with `scancel --signal=USR1`, as

@@ -1,18 +1,23 @@
 // Output safety with the real `moa`: a folder that holds a finished run is refused (naming the
 // folder and both ways out) and left as it was; --output.overwrite=true starts afresh; a lock
 // held by a live process keeps a second run out, naming its owner; a lock whose process is gone
-// is taken over.
+// is taken over, by one run of several started at once.
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
+#include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "parallel/device.h"
 #include "tests/support/test_support.h"
+#include "trainer/run_lock.h"
 
 namespace moa::trainer {
 namespace {
@@ -82,6 +87,94 @@ TEST(RunDirTest, LiveLockKeepsASecondRunOutAndAStaleOneIsTakenOver) {
   EXPECT_NE(out.find("taking over the stale lock"), std::string::npos) << out;
   EXPECT_TRUE(std::filesystem::exists(run + "/done"));
   EXPECT_FALSE(std::filesystem::exists(run + "/moa.lock"));
+}
+
+// Six runs started at once on a folder whose lock is stale (its process has ended): exactly one
+// takes the lock over and trains; every other one is refused, naming the live run or the run it
+// left, and the results hold one run's records.
+TEST(RunDirTest, RunsStartedAtOnceOnAStaleLockLeaveOneWinner) {
+  test::TempDir dir;
+  const std::string run = dir.File("run");
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  waitpid(child, nullptr, 0);
+  WriteLock(run, child);
+  constexpr int kRuns = 6;
+  std::string script;
+  for (int i = 0; i < kRuns; ++i) {
+    script += Train(run) + " --train.steps=20 --train.threads=1 >" + dir.File(std::to_string(i)) +
+              " 2>&1; echo $? >" + dir.File(std::to_string(i) + ".rc") + " &\n";
+  }
+  script += "wait\n";
+  std::ofstream(dir.File("start.sh")) << script;
+  std::string out;
+  ASSERT_EQ(test::RunShell("bash " + dir.File("start.sh"), &out), 0) << out;
+  int trained = 0;
+  for (int i = 0; i < kRuns; ++i) {
+    const std::string output = ReadAll(dir.File(std::to_string(i)));
+    if (ReadAll(dir.File(std::to_string(i) + ".rc")) == "0\n") {
+      ++trained;
+      continue;
+    }
+    EXPECT_TRUE(output.find("output.dir " + run + " is in use by another run") !=
+                    std::string::npos ||
+                output.find("output.dir " + run + " holds a run") != std::string::npos)
+        << output;
+  }
+  EXPECT_EQ(trained, 1);
+  // One run's evaluations: steps 0, 2, ..., 18 and the last, 19.
+  EXPECT_EQ(test::ReadJsonLines(run + "/results.jsonl").size(), 11u);
+  EXPECT_FALSE(std::filesystem::exists(run + "/moa.lock"));
+  for (const auto& entry : std::filesystem::directory_iterator(run)) {
+    EXPECT_EQ(entry.path().filename().string().find("moa.lock."), std::string::npos)
+        << "a private lock file was left: " << entry.path();
+  }
+}
+
+// The same race inside one process, where it is tight enough to matter: eight threads released
+// together on a stale lock, fifty times. Exactly one acquires it each time (a lock judged stale
+// by two of them is taken over by one, and never removed from under the one that took it).
+TEST(RunDirTest, AcquiresAtOnceOnAStaleLockGiveOneOwner) {
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  waitpid(child, nullptr, 0);
+  constexpr int kThreads = 8;
+  for (int round = 0; round < 50; ++round) {
+    test::TempDir dir;
+    const std::string run = dir.File("run");
+    WriteLock(run, child);
+    std::atomic<int> ready{0};
+    std::vector<absl::StatusOr<std::unique_ptr<RunLock>>> locks(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        ready.fetch_add(1);
+        while (ready.load() < kThreads) {
+        }
+        locks[t] = RunLock::Acquire(run);
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    int owners = 0;
+    for (const auto& lock : locks) {
+      if (lock.ok()) {
+        ++owners;
+        continue;
+      }
+      const std::string message(lock.status().message());
+      EXPECT_TRUE(message.find("is in use by another run") != std::string::npos ||
+                  message.find("other runs kept taking over") != std::string::npos)
+          << message;
+    }
+    ASSERT_EQ(owners, 1) << "round " << round;
+    std::vector<std::string> left;
+    for (const auto& entry : std::filesystem::directory_iterator(run)) {
+      left.push_back(entry.path().filename());
+    }
+    ASSERT_EQ(left, std::vector<std::string>{"moa.lock"}) << "round " << round;
+  }
 }
 
 }  // namespace
