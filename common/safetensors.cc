@@ -46,13 +46,11 @@ const DtypeEntry* FindDtype(torch::ScalarType scalar) {
 
 }  // namespace
 
-absl::StatusOr<SafetensorsFile> ParseSafetensors(const std::string& bytes,
-                                                 const std::string& origin) {
-  return ParseSafetensors(bytes.data(), bytes.size(), origin);
-}
+namespace {
 
-absl::StatusOr<SafetensorsFile> ParseSafetensors(const char* data, size_t size,
-                                                 const std::string& origin) {
+// The file at `data`, every header field checked; the tensors are copied out only when asked for.
+absl::StatusOr<SafetensorsFile> Parse(const char* data, size_t size, const std::string& origin,
+                                      bool with_tensors) {
   auto bad = [&origin](const std::string& why) {
     return absl::DataLossError("safetensors file " + origin + ": " + why);
   };
@@ -132,6 +130,7 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(const char* data, size_t size,
                  " bytes but dtype and shape need " + std::to_string(numel * dtype->bytes));
     }
     ranges.emplace_back(begin, end);
+    if (!with_tensors) continue;
     torch::Tensor tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype->scalar));
     if (end > begin) std::memcpy(tensor.data_ptr(), data + data_start + begin, end - begin);
     file.tensors[name] = tensor;
@@ -143,7 +142,7 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(const char* data, size_t size,
   return file;
 }
 
-absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
+absl::StatusOr<SafetensorsFile> Read(const std::string& path, bool with_tensors) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) return absl::NotFoundError("cannot open " + path + ": " + std::strerror(errno));
   struct stat info {};
@@ -154,16 +153,38 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   const size_t size = static_cast<size_t>(info.st_size);
   if (size == 0) {
     ::close(fd);
-    return ParseSafetensors(nullptr, 0, path);
+    return Parse(nullptr, 0, path, with_tensors);
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (map == MAP_FAILED)
     return absl::DataLossError("cannot map " + path + ": " + std::strerror(errno));
   absl::StatusOr<SafetensorsFile> file =
-      ParseSafetensors(static_cast<const char*>(map), size, path);
+      Parse(static_cast<const char*>(map), size, path, with_tensors);
   ::munmap(map, size);
   return file;
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsFile> ParseSafetensors(const std::string& bytes,
+                                                 const std::string& origin) {
+  return Parse(bytes.data(), bytes.size(), origin, /*with_tensors=*/true);
+}
+
+absl::StatusOr<SafetensorsFile> ParseSafetensors(const char* data, size_t size,
+                                                 const std::string& origin) {
+  return Parse(data, size, origin, /*with_tensors=*/true);
+}
+
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
+  return Read(path, /*with_tensors=*/true);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ReadSafetensorsMetadata(
+    const std::string& path) {
+  MOA_ASSIGN_OR_RETURN(SafetensorsFile file, Read(path, /*with_tensors=*/false));
+  return std::move(file.metadata);
 }
 
 absl::Status WriteSafetensors(const std::string& path,

@@ -22,6 +22,9 @@ struct SafetensorsFile {
 
 /// Reads a file through a read-only memory map (tensors are copied out of it).
 absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
+/// The metadata of a file whose header is checked as ReadSafetensors checks it, without copying
+/// its tensors.
+absl::StatusOr<std::map<std::string, std::string>> ReadSafetensorsMetadata(const std::string& path);
 /// Parses an in-memory file image; `origin` names it in errors.
 absl::StatusOr<SafetensorsFile> ParseSafetensors(const std::string& bytes,
                                                  const std::string& origin);

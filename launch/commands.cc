@@ -4,12 +4,14 @@
 #include <cstdio>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "common/logging.h"
 #include "common/stop_signals.h"
 #include "data/dataset.h"
 #include "data/image_folder.h"
+#include "launch/checkpoint_config.h"
 #include "launch/cli.h"
 #include "launch/collect.h"
 #include "launch/hparams.h"
@@ -38,7 +40,9 @@ constexpr const char* kUsage =
     "  info       print parameter counts of a configuration's model (no image read, no\n"
     "             training; ImageFolder's folders are scanned for its classes)\n"
     "  eval       evaluate adapter checkpoints on every domain: --adapters A [B ...] (an\n"
-    "             ensemble's logits are averaged)\n"
+    "             ensemble's logits are averaged); eval, predict and export build the model\n"
+    "             the checkpoint was trained as (its stored configuration) unless --config\n"
+    "             gives one\n"
     "  predict    --adapters A [B ...] --images DIR_OR_LIST --output predictions.csv: classify\n"
     "             image files, top-k classes and probabilities per image (mpirun shards them)\n"
     "  export     --merge --adapters A --output OUT.safetensors: fold LoRA into the backbone;\n"
@@ -71,19 +75,24 @@ struct RunCommandArgs {
 CommandLine RunCommandLine(const std::string& command, RunCommandArgs* args) {
   std::string usage = "usage: moa " + command + " [--config FILE] [--section.key=value ...]\n";
   if (command == "train") usage += "       moa train --resume RUN_DIR [--section.key=value ...]\n";
-  if (command == "eval") usage = "usage: moa eval --config FILE --adapters A [B ...]\n";
+  if (command == "eval") usage = "usage: moa eval --adapters A [B ...] [--config FILE]\n";
   if (command == "export") {
     usage =
-        "usage: moa export --config FILE --merge --adapters A --output OUT.safetensors\n"
-        "       moa export --config FILE --format peft --adapters A --output DIR\n";
+        "usage: moa export --merge --adapters A --output OUT.safetensors [--config FILE]\n"
+        "       moa export --format peft --adapters A --output DIR [--config FILE]\n";
   }
   if (command == "predict") {
     usage =
-        "usage: moa predict --config FILE --adapters A [B ...] --images DIR_OR_LIST "
-        "--output predictions.csv [--top_k K] [--logits]\n";
+        "usage: moa predict --adapters A [B ...] --images DIR_OR_LIST "
+        "--output predictions.csv [--top_k K] [--logits] [--config FILE]\n";
   }
   CommandLine cli(command, usage);
-  cli.AddString("config", "FILE", "the INI configuration (default: every option's default)",
+  const bool reads_checkpoints = command == "eval" || command == "predict" || command == "export";
+  cli.AddString("config", "FILE",
+                reads_checkpoints
+                    ? "the INI configuration (default: the one the first checkpoint was trained "
+                      "with; a file given must describe the same model)"
+                    : "the INI configuration (default: every option's default)",
                 &args->config);
   if (command == "train" || command == "pretrain") {
     cli.AddString("resume", "RUN_DIR",
@@ -363,9 +372,14 @@ int RunCommand(const std::vector<std::string>& args) {
   }
   // `moa train --train.hparams_seed=N` trains draw N, as a sweep's job of that draw does.
   std::vector<std::pair<std::string, std::string>> drawn;
+  // eval, predict and export: the checkpoints' own configuration unless --config gives one that
+  // describes the same model.
+  std::ostringstream checkpoint_notes;
   auto launch_config =
       command == "train"
           ? LoadConfigWithDraw(config_path, overrides, parallel::LaunchedWorldSize(), &drawn)
+      : command == "eval" || command == "predict" || command == "export"
+          ? ConfigForCheckpoints(config_path, overrides, parsed.adapters, checkpoint_notes)
           : LoadLaunchConfig(config_path, overrides);
   if (!launch_config.ok()) {
     std::cerr << "moa " << command << ": " << launch_config.status().message() << "\n";
@@ -383,6 +397,7 @@ int RunCommand(const std::vector<std::string>& args) {
   }
   const trainer::RunConfig& config = launch_config->run;
   if (command == "eval") {
+    std::cerr << checkpoint_notes.str();
     auto scores = trainer::EvaluateAdapters(config, parsed.adapters);
     if (!scores.ok()) {
       std::cerr << "moa eval: " << scores.status().message() << "\n";
@@ -399,9 +414,9 @@ int RunCommand(const std::vector<std::string>& args) {
       return 2;
     }
     if (parsed.merge == peft || parsed.adapters.size() != 1 || parsed.output.empty()) {
-      std::cerr << "moa export: usage: moa export --config C --merge --adapters A --output "
-                   "OUT.safetensors\n"
-                   "       moa export --config C --format peft --adapters A --output DIR\n";
+      std::cerr << "moa export: usage: moa export --merge --adapters A --output "
+                   "OUT.safetensors [--config C]\n"
+                   "       moa export --format peft --adapters A --output DIR [--config C]\n";
       return 2;
     }
     const absl::Status status =

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 
 #include "common/files.h"
@@ -157,26 +158,24 @@ std::pair<std::string, std::string> SplitOverride(const std::string& text) {
   return {body.substr(0, eq), body.substr(eq + 1)};
 }
 
-absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
-                                              const std::vector<std::string>& overrides) {
+namespace {
+
+// LoadLaunchConfig on INI text from `file` (none: defaults only), which `origin` names in errors
+// ("configuration file F", "the configuration stored in C"); `config_path` is the file's path, or
+// empty.
+absl::StatusOr<LaunchConfig> LoadFromStream(std::istream* file, const std::string& origin,
+                                            const std::string& config_path,
+                                            const std::vector<std::string>& overrides) {
   po::options_description description;
   for (const Option& option : OptionTable()) {
     description.add_options()(option.name.c_str(), po::value<std::string>(), option.help.c_str());
   }
   po::variables_map from_file;
-  if (!config_path.empty()) {
-    if (std::filesystem::is_directory(config_path)) {
-      return absl::InvalidArgumentError(
-          "configuration file " + config_path + " is a folder (a run's configuration is " +
-          config_path + "/config.ini; moa train --resume " + config_path + " continues the run)");
-    }
-    std::ifstream file(config_path);
-    if (!file)
-      return absl::NotFoundError("configuration file " + config_path + " cannot be opened");
+  if (file != nullptr) {
     try {
-      po::store(po::parse_config_file(file, description, /*allow_unregistered=*/false), from_file);
+      po::store(po::parse_config_file(*file, description, /*allow_unregistered=*/false), from_file);
     } catch (const po::error& e) {
-      return absl::InvalidArgumentError("configuration file " + config_path + ": " + e.what());
+      return absl::InvalidArgumentError(origin + ": " + e.what());
     }
   }
   // Overrides are split here rather than by Boost's command-line parser, which refuses an empty
@@ -197,6 +196,7 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
 
   LaunchConfig config = DefaultConfig();
   config.run.config_path = config_path;
+  const std::string& origin_of_file = origin;
   for (const Option& option : OptionTable()) {
     std::string text, origin;
     if (from_cli.count(option.name)) {
@@ -204,7 +204,7 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
       origin = " (from the command line)";
     } else if (from_file.count(option.name)) {
       text = from_file[option.name].as<std::string>();
-      origin = " (in " + config_path + ")";
+      origin = " (in " + (config_path.empty() ? origin_of_file : config_path) + ")";
     } else {
       continue;
     }
@@ -233,9 +233,34 @@ absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
   if (backbone != trainer::kRandomBackbone) backbone = AbsolutePath(backbone);
   config.run.data.data_dir = AbsolutePath(config.run.data.data_dir);
   MOA_RETURN_IF_ERROR(CheckConsistency(
-      config.run, config_path.empty() ? std::string() : " (configuration " + config_path + ")"));
+      config.run,
+      file == nullptr
+          ? std::string()
+          : " (" + (config_path.empty() ? origin : "configuration " + config_path) + ")"));
   config.run.resolved_ini = ToIni(config);
   return config;
+}
+
+}  // namespace
+
+absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
+                                              const std::vector<std::string>& overrides) {
+  if (config_path.empty()) return LoadFromStream(nullptr, "", "", overrides);
+  if (std::filesystem::is_directory(config_path)) {
+    return absl::InvalidArgumentError(
+        "configuration file " + config_path + " is a folder (a run's configuration is " +
+        config_path + "/config.ini; moa train --resume " + config_path + " continues the run)");
+  }
+  std::ifstream file(config_path);
+  if (!file) return absl::NotFoundError("configuration file " + config_path + " cannot be opened");
+  return LoadFromStream(&file, "configuration file " + config_path, config_path, overrides);
+}
+
+absl::StatusOr<LaunchConfig> LoadLaunchConfigText(const std::string& text,
+                                                  const std::string& origin,
+                                                  const std::vector<std::string>& overrides) {
+  std::istringstream file(text);
+  return LoadFromStream(&file, origin, "", overrides);
 }
 
 absl::StatusOr<RunConfig> LoadConfig(const std::string& config_path,

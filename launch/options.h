@@ -47,6 +47,12 @@ LaunchConfig DefaultConfig();
 absl::StatusOr<LaunchConfig> LoadLaunchConfig(const std::string& config_path,
                                               const std::vector<std::string>& overrides);
 
+/// LoadLaunchConfig on INI text held in memory (a checkpoint's stored configuration); `origin`
+/// names it in errors ("the configuration stored in FILE").
+absl::StatusOr<LaunchConfig> LoadLaunchConfigText(const std::string& text,
+                                                  const std::string& origin,
+                                                  const std::vector<std::string>& overrides);
+
 /// LoadLaunchConfig's run sections, for what trains or evaluates.
 absl::StatusOr<trainer::RunConfig> LoadConfig(const std::string& config_path,
                                               const std::vector<std::string>& overrides);

@@ -79,8 +79,9 @@ TEST(PredictTest, AgreesWithEvalShardsUnderMpirunAndAveragesAnEnsemble) {
   const std::string config = " --config " + test::SourceDir() +
                              "/configs/tiny_images.ini --data.data_dir=" + dir.File("data");
   std::string out;
+  // Two runs on the same (random, seeded) backbone, trained on other in/out splits.
   for (const char* seed : {"0", "1"}) {
-    ASSERT_EQ(test::RunShell(PredictMoa() + " train" + config + " --train.seed=" + seed +
+    ASSERT_EQ(test::RunShell(PredictMoa() + " train" + config + " --train.trial_seed=" + seed +
                                  " --output.dir=" + dir.File(std::string("run") + seed),
                              &out),
               0)
