@@ -48,6 +48,7 @@
 #include "moa/adapters.h"
 #include "moa/autocast.h"
 #include "moa/moa_layer.h"
+#include "moa/models.h"
 #include "moa/peft.h"
 #include "parallel/device.h"
 #include "trainer/optimizer.h"
@@ -92,9 +93,13 @@ std::vector<std::string> Overrides(const Args& a, const std::string& method, int
 // qkv, projection and MLP products, and the head; 2 FLOPs per multiply-add.
 double WeightForwardFlops(const moa::trainer::RunConfig& c, int64_t classes) {
   const double dim = c.model.dim, grid = c.model.img_size / c.model.patch_size;
-  const double n = grid * grid + 1, hidden = dim * c.model.mlp_ratio;
+  const double n = grid * grid + 1;
   const double patch = 2.0 * grid * grid * 3 * c.model.patch_size * c.model.patch_size * dim;
-  const double block = 2.0 * n * dim * 3 * dim + 2.0 * n * dim * dim + 2.0 * 2 * n * dim * hidden;
+  double block = 0;
+  for (const char* linear : {"qkv", "proj", "fc1", "fc2"}) {
+    const moa::LinearShape shape = moa::BlockLinearShape(linear, c.model.dim, c.model.mlp_ratio);
+    block += 2.0 * n * static_cast<double>(shape.in) * static_cast<double>(shape.out);
+  }
   return patch + c.model.depth * block + 2.0 * dim * classes;
 }
 

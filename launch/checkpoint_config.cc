@@ -3,8 +3,8 @@
 #include <absl/strings/match.h>
 #include <absl/strings/str_join.h>
 
-#include <map>
 #include <set>
+#include <utility>
 
 #include "common/safetensors.h"
 #include "common/status_macros.h"
@@ -13,10 +13,6 @@
 
 namespace moa::launch {
 namespace {
-
-// Keys that decide each domain's in/out split (and, for the rotated datasets, its images).
-const char* const kSplitKeys[] = {"data.source", "data.holdout_fraction", "data.max_per_domain",
-                                  "train.trial_seed", "train.seed"};
 
 std::string Value(const LaunchConfig& config, const std::string& key) {
   return FindOption(key)->print(config);
@@ -29,20 +25,37 @@ absl::StatusOr<std::string> StoredConfigText(const std::string& adapter) {
   return found == metadata.end() ? std::string() : found->second;
 }
 
+// Keys that decide each domain's in/out split of `dataset`; the rotated datasets' domains are
+// also drawn (train.seed) from the IDX images that data.source names.
+std::vector<std::string> SplitKeys(const std::string& dataset) {
+  std::vector<std::string> keys = {"data.holdout_fraction", "data.max_per_domain",
+                                   "train.trial_seed"};
+  if (absl::StartsWith(dataset, "Rotated")) keys.insert(keys.end(), {"data.source", "train.seed"});
+  return keys;
+}
+
+bool RandomBackbone(const LaunchConfig& config) {
+  return config.run.model.backbone == trainer::kRandomBackbone;
+}
+
 }  // namespace
 
 std::vector<std::string> ModelKeys(const LaunchConfig& config) {
-  static const std::set<std::string> kMoaKeys = {"moa.expert", "moa.ranks",    "moa.top_k",
-                                                 "moa.router", "moa.proj_dim", "moa.renormalize",
-                                                 "moa.phm_dim"};
-  std::vector<std::string> keys;
-  for (const Option& option : OptionTable()) {
-    if (absl::StartsWith(option.name, "model.") || absl::StartsWith(option.name, "adapter.") ||
-        kMoaKeys.count(option.name)) {
-      keys.push_back(option.name);
-    }
+  const std::string& method = config.run.adapter.method;
+  std::vector<std::string> keys = {
+      "model.arch",  "model.img_size",  "model.patch_size", "model.dim",      "model.depth",
+      "model.heads", "model.mlp_ratio", "model.norm_pre",   "model.norm_eps", "adapter.method"};
+  if (method == "lora") {
+    keys.insert(keys.end(), {"adapter.rank", "adapter.alpha", "adapter.blocks", "adapter.targets"});
+  } else if (method == "kadaptation") {
+    keys.insert(keys.end(), {"adapter.rank", "adapter.blocks", "adapter.targets", "moa.phm_dim"});
+  } else if (method == "moa") {
+    keys.insert(keys.end(), {"adapter.blocks", "adapter.targets", "moa.expert", "moa.ranks",
+                             "moa.top_k", "moa.router", "moa.proj_dim", "moa.renormalize"});
+    if (config.run.moa.expert == "kronecker") keys.push_back("moa.phm_dim");
   }
-  if (config.run.model.backbone == trainer::kRandomBackbone) keys.push_back("train.seed");
+  // A frozen random backbone's weights are drawn from train.seed; `full` saves every weight.
+  if (method != "full" && RandomBackbone(config)) keys.push_back("train.seed");
   return keys;
 }
 
@@ -64,10 +77,10 @@ absl::StatusOr<LaunchConfig> ConfigForCheckpoints(const std::string& config_path
         LoadLaunchConfigText(*text, "the configuration stored in " + adapter, {});
     if (loaded.ok()) {
       stored.emplace_back(adapter, *std::move(loaded));
-    } else if (!config_path.empty()) {
-      // A checkpoint of an older moa whose keys have changed since: --config decides.
+    } else if (!config_path.empty() || adapter != adapters[0]) {
+      // A checkpoint of an older moa whose keys have changed since.
       notes << "note: " << loaded.status().message() << "; the model " << adapter
-            << " was trained as is not compared with " << config_path << "'s\n";
+            << " was trained as is not compared with this one\n";
     }
   }
   LaunchConfig config;
@@ -112,24 +125,44 @@ absl::StatusOr<LaunchConfig> ConfigForCheckpoints(const std::string& config_path
       const std::string was = Value(trained, key), now = Value(config, key);
       if (was != now) differences.push_back(key + " = " + was + " there, " + now + " here");
     }
-    if (!differences.empty()) {
-      return absl::InvalidArgumentError(
-          adapter + " was trained as another model than " +
-          (config_path.empty() ? std::string("the first checkpoint's") : config_path) +
-          " describes (" + absl::StrJoin(differences, "; ") +
-          "): leave out --config to use the checkpoint's own configuration, or set a key on the "
-          "command line (--section.key=value) to change it on purpose");
+    const std::string was_backbone = Value(trained, "model.backbone");
+    const std::string backbone = Value(config, "model.backbone");
+    const bool backbone_used = trained.run.adapter.method != "full";
+    if (backbone_used && !given.count("model.backbone") &&
+        RandomBackbone(trained) != RandomBackbone(config)) {
+      differences.push_back("model.backbone = " + was_backbone + " there, " + backbone + " here");
     }
-    if (Value(trained, "data.dataset") != Value(config, "data.dataset")) continue;
+    if (!differences.empty()) {
+      const std::string what = config_path.empty()
+                                   ? adapters[0] + " (the ensemble's first checkpoint)"
+                                   : config_path + " describes";
+      return absl::InvalidArgumentError(
+          adapter + " was trained as another model than " + what + ": " +
+          absl::StrJoin(differences, "; ") +
+          (config_path.empty()
+               ? "; the checkpoints of an ensemble must be trained as one model"
+               : "; leave out --config to use the checkpoint's own configuration, or set a key "
+                 "on the command line (--section.key=value) to change it on purpose"));
+    }
+    if (backbone_used && !RandomBackbone(config) && was_backbone != backbone) {
+      notes << "note: " << adapter << " was trained on the backbone " << was_backbone
+            << "; this uses " << backbone << "\n";
+    }
+    const std::string dataset = Value(config, "data.dataset");
+    if (Value(trained, "data.dataset") != dataset) {
+      notes << "note: " << adapter << " was trained on " << Value(trained, "data.dataset")
+            << "; this uses " << dataset << " (its classes, in its order)\n";
+      continue;
+    }
     std::vector<std::string> split_differences;
-    for (const char* key : kSplitKeys) {
+    for (const std::string& key : SplitKeys(dataset)) {
       const std::string was = Value(trained, key), now = Value(config, key);
-      if (was != now) split_differences.push_back(std::string(key) + " " + was + " -> " + now);
+      if (was != now) split_differences.push_back(key + " " + was + " -> " + now);
     }
     if (!split_differences.empty()) {
-      notes << "note: " << adapter << " was trained on other in/out splits of "
-            << Value(config, "data.dataset") << " (" << absl::StrJoin(split_differences, ", ")
-            << "): the `out` accuracies below include images it trained on\n";
+      notes << "note: " << adapter << " was trained on other in/out splits of " << dataset << " ("
+            << absl::StrJoin(split_differences, ", ")
+            << "): the `out` accuracies include images it trained on\n";
     }
   }
   return config;

@@ -16,21 +16,24 @@
 
 namespace moa::launch {
 
-/// The keys whose values shape what a trained model computes in evaluation: every model.* and
-/// adapter.* key, moa's expert and routing keys, and train.seed where model.backbone = random
-/// (it draws the frozen weights). Training-only keys (noise, losses, dropout, capacity) and how
-/// the computation is laid out (moa.dispatch, moa.fp32_gate) are not among them.
+/// The keys whose values shape what a checkpoint of `config`'s adapter.method computes in
+/// evaluation: the ViT's shape keys, the method's adapter keys (LoRA: rank, alpha, blocks,
+/// targets; KAdaptation: rank, blocks, targets, phm_dim; MoA: blocks, targets, the experts and
+/// routing), and train.seed where the frozen backbone is random (it draws its weights).
+/// Training-only keys (noise, losses, dropout, capacity), the computation's layout (moa.dispatch,
+/// moa.fp32_gate) and model.num_classes (the head's shape says it) are not among them.
 std::vector<std::string> ModelKeys(const LaunchConfig& config);
 
 /// The configuration for evaluating or exporting `adapters` (checkpoints moa wrote):
-/// - without `config_path`, the first adapter's stored configuration with `overrides` applied (an
-///   adapter that stores none is an error asking for --config);
+/// - without `config_path`, the first adapter's stored configuration with `overrides` applied and
+///   the process keys (parallel.*, train.threads, data.workers) at their defaults (an adapter
+///   that stores none is an error asking for --config);
 /// - with it, that file with `overrides`.
-/// Every adapter that stores its configuration must then agree with the result on ModelKeys,
-/// except keys that `overrides` set (a deliberate change); a disagreement is an error naming
-/// each key with the checkpoint's value and the one given. A line goes to `notes` when an
-/// adapter was trained on the same dataset with other in/out splits (trial seed, seed, holdout
-/// fraction, images per domain, source): its `out` accuracies then include training images.
+/// Every adapter that stores its configuration must then agree with the result on ModelKeys and
+/// on whether the backbone is random, except keys that `overrides` set (a deliberate change); a
+/// disagreement is an error naming each key with the checkpoint's value and the one given. Lines
+/// go to `notes` when an adapter was trained on another backbone file or dataset, or on other
+/// in/out splits of the same dataset (its `out` accuracies then include training images).
 absl::StatusOr<LaunchConfig> ConfigForCheckpoints(const std::string& config_path,
                                                   const std::vector<std::string>& overrides,
                                                   const std::vector<std::string>& adapters,

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "common/safetensors.h"
 #include "common/stop_signals.h"
 #include "data/dataset.h"
 #include "data/image_folder.h"
@@ -71,6 +72,12 @@ struct RunCommandArgs {
   std::vector<std::string> overrides;
 };
 
+// The commands that build a model from adapter checkpoints (and, by default, from the
+// configuration stored in them).
+bool ReadsCheckpoints(const std::string& command) {
+  return command == "eval" || command == "predict" || command == "export";
+}
+
 // The flags of `command` (train, pretrain, info, eval, predict or export), bound to `args`.
 CommandLine RunCommandLine(const std::string& command, RunCommandArgs* args) {
   std::string usage = "usage: moa " + command + " [--config FILE] [--section.key=value ...]\n";
@@ -87,7 +94,7 @@ CommandLine RunCommandLine(const std::string& command, RunCommandArgs* args) {
         "--output predictions.csv [--top_k K] [--logits] [--config FILE]\n";
   }
   CommandLine cli(command, usage);
-  const bool reads_checkpoints = command == "eval" || command == "predict" || command == "export";
+  const bool reads_checkpoints = ReadsCheckpoints(command);
   cli.AddString("config", "FILE",
                 reads_checkpoints
                     ? "the INI configuration (default: the one the first checkpoint was trained "
@@ -333,6 +340,31 @@ int RunCommand(const std::vector<std::string>& args) {
     std::cerr << "moa " << command << ": " << missing << " is required\n";
     return 2;
   }
+  if (command == "export") {
+    if (!parsed.format.empty() && parsed.format != "peft") {
+      std::cerr << "moa export: --format " << parsed.format << ": the one format is peft\n";
+      return 2;
+    }
+    if (parsed.merge == (parsed.format == "peft") || parsed.adapters.size() != 1 ||
+        parsed.output.empty()) {
+      std::cerr << "moa export: usage: moa export --merge --adapters A --output "
+                   "OUT.safetensors [--config C]\n"
+                   "       moa export --format peft --adapters A --output DIR [--config C]\n";
+      return 2;
+    }
+  }
+  const bool reads_checkpoints = ReadsCheckpoints(command);
+  if (reads_checkpoints && parsed.config.empty()) {
+    // The configuration comes from the checkpoints: a file that cannot be read is the same
+    // error (exit 1) as when --config is given and the command reads it.
+    for (const std::string& adapter : parsed.adapters) {
+      const auto metadata = ReadSafetensorsMetadata(adapter);
+      if (!metadata.ok()) {
+        std::cerr << "moa " << command << ": " << metadata.status().message() << "\n";
+        return 1;
+      }
+    }
+  }
   // --resume DIR: the run's own configuration, continued in place.
   std::string config_path = parsed.config;
   std::vector<std::string> overrides = parsed.overrides;
@@ -378,7 +410,7 @@ int RunCommand(const std::vector<std::string>& args) {
   auto launch_config =
       command == "train"
           ? LoadConfigWithDraw(config_path, overrides, parallel::LaunchedWorldSize(), &drawn)
-      : command == "eval" || command == "predict" || command == "export"
+      : reads_checkpoints
           ? ConfigForCheckpoints(config_path, overrides, parsed.adapters, checkpoint_notes)
           : LoadLaunchConfig(config_path, overrides);
   if (!launch_config.ok()) {
@@ -396,8 +428,8 @@ int RunCommand(const std::vector<std::string>& args) {
     return TrainOrPretrain(launch_config->run, command == "pretrain");
   }
   const trainer::RunConfig& config = launch_config->run;
+  if (parallel::LaunchedRank() == 0) std::cerr << checkpoint_notes.str();
   if (command == "eval") {
-    std::cerr << checkpoint_notes.str();
     auto scores = trainer::EvaluateAdapters(config, parsed.adapters);
     if (!scores.ok()) {
       std::cerr << "moa eval: " << scores.status().message() << "\n";
@@ -409,16 +441,6 @@ int RunCommand(const std::vector<std::string>& args) {
   if (command == "predict") return PredictImages(config, parsed);
   if (command == "export") {
     const bool peft = parsed.format == "peft";
-    if (!parsed.format.empty() && !peft) {
-      std::cerr << "moa export: --format " << parsed.format << ": the one format is peft\n";
-      return 2;
-    }
-    if (parsed.merge == peft || parsed.adapters.size() != 1 || parsed.output.empty()) {
-      std::cerr << "moa export: usage: moa export --merge --adapters A --output "
-                   "OUT.safetensors [--config C]\n"
-                   "       moa export --format peft --adapters A --output DIR [--config C]\n";
-      return 2;
-    }
     const absl::Status status =
         peft ? trainer::ExportPeft(config, parsed.adapters[0], parsed.output)
              : trainer::ExportMerged(config, parsed.adapters[0], parsed.output);

@@ -347,15 +347,20 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
   return s;
 }
 
+std::optional<bool> SlurmTaskListed(const std::string& task) {
+  if (!IsPlainWord(task)) return std::nullopt;
+  int status = 0;
+  const std::string listed = CommandOutput("squeue -h -o %i -j " + task + " 2>/dev/null", &status);
+  if (status != 0) return std::nullopt;
+  return !listed.empty();
+}
+
 std::string QueuedSlurmTask(const std::string& run_dir) {
   auto recorded = ReadFile(run_dir + "/slurm_task");
   if (!recorded.ok()) return "";
   std::string task = *recorded;
   while (!task.empty() && (task.back() == '\n' || task.back() == ' ')) task.pop_back();
-  if (!IsPlainWord(task)) return "";
-  int status = 0;
-  const std::string listed = CommandOutput("squeue -h -o %i -j " + task + " 2>/dev/null", &status);
-  return status == 0 && !listed.empty() ? task : "";
+  return SlurmTaskListed(task).value_or(false) ? task : "";
 }
 
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
@@ -393,9 +398,14 @@ absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
   }
   std::printf("moa sweep: submitted Slurm job %s\n", output.c_str());
   const std::string job_id = output.substr(0, output.find(';'));  // "ID;CLUSTER" on federations
+  // The jobs run now whatever happens here: a record that cannot be written is a warning.
   for (size_t i = 0; i < jobs.size(); ++i) {
-    MOA_RETURN_IF_ERROR(
-        WriteFileAtomically(jobs[i].dir + "/slurm_task", job_id + "_" + std::to_string(i) + "\n"));
+    const absl::Status recorded =
+        WriteFileAtomically(jobs[i].dir + "/slurm_task", job_id + "_" + std::to_string(i) + "\n");
+    if (!recorded.ok()) {
+      std::cerr << "moa sweep: warning: " << recorded.message() << " (array task " << i
+                << " runs; a relaunch before it ends would not know it is queued)\n";
+    }
   }
   return path;
 }

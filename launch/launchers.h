@@ -4,6 +4,7 @@
 // it with sbatch.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,9 +46,14 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
 
 /// Writes the script to output_dir/slurm/sweep-<time>.sbatch and, unless options.dry_run, submits
 /// it with `sbatch --parsable`, prints the Slurm job id and records each run's array task
-/// (JOBID_INDEX) in its run directory's slurm_task file; returns the script's path.
+/// (JOBID_INDEX) in its run directory's slurm_task file; returns the script's path. An error means
+/// nothing was submitted.
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
                                           const SweepOptions& options, const SlurmConfig& slurm);
+
+/// Whether squeue lists Slurm job or array task `task` (pending or running); nullopt when squeue
+/// cannot tell (not installed, no controller) or `task` is not a plain job id.
+std::optional<bool> SlurmTaskListed(const std::string& task);
 
 /// The Slurm array task recorded in `run_dir`/slurm_task when squeue still lists it (pending or
 /// running), else "" (no record, no squeue, or the task has ended).

@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "data/dataset.h"
 #include "launch/option_table.h"
+#include "moa/models.h"
 #include "moa/peft.h"
 #include "parallel/mesh_layout.h"
 #include "trainer/build.h"
@@ -85,10 +86,9 @@ absl::Status CheckConsistency(RunConfig& c, const std::string& origin) {
                          (c.adapter.method == "moa" && c.moa.expert == "kronecker");
   if (kronecker && c.model.arch == "vit") {
     MOA_ASSIGN_OR_RETURN(const std::vector<std::string> targets, SelectTargets(c.adapter.targets));
-    const int64_t dim = c.model.dim, hidden = static_cast<int64_t>(dim * c.model.mlp_ratio);
+    const int64_t dim = c.model.dim;
     for (const std::string& target : targets) {
-      const int64_t in = target == "fc2" ? hidden : dim;
-      const int64_t out = target == "qkv" ? 3 * dim : (target == "fc1" ? hidden : dim);
+      const auto [in, out] = BlockLinearShape(target, dim, c.model.mlp_ratio);
       if (in % c.moa.phm_dim != 0 || out % c.moa.phm_dim != 0) {
         return bad("moa.phm_dim",
                    "= " + std::to_string(c.moa.phm_dim) + " must divide the in and out features " +

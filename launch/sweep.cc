@@ -20,6 +20,7 @@
 #include "launch/hparams.h"
 #include "launch/launchers.h"
 #include "launch/options.h"
+#include "parallel/device.h"
 #include "trainer/run_lock.h"
 
 namespace moa::launch {
@@ -35,7 +36,7 @@ constexpr const char* kSweepUsage =
     "                     last checkpoint); a finished sweep runs nothing\n"
     "  list               print every job with its state (done, incomplete, not launched)\n"
     "  delete_incomplete  remove the run directories of this sweep's incomplete jobs, nothing\n"
-    "                     else (cancel running jobs first)\n"
+    "                     else; runs in use are left alone\n"
     "\n"
     "In a sweep, four configuration keys describe the sweep rather than one run: --output.dir is\n"
     "the sweep directory (each job runs in output.dir/<job id>), --data.dataset and\n"
@@ -139,7 +140,8 @@ std::vector<std::string> ForeignEntries(const std::string& output_dir,
                                         const std::vector<SweepJob>& jobs) {
   std::set<std::string> ids;
   for (const SweepJob& job : jobs) ids.insert(job.id);
-  static const std::set<std::string> ours = {"slurm", "results.txt", "results.md", "results.tex"};
+  static const std::set<std::string> ours = {"slurm",       "results.txt", "results.md",
+                                             "results.tex", "moa.lock",    "moa.lock.takeover"};
   std::vector<std::string> foreign;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(output_dir, ec)) {
@@ -271,10 +273,15 @@ int DeleteIncomplete(const SweepOptions& options, const std::vector<SweepJob>& j
                 << " has no job.json (moa sweep did not create it); left alone\n";
       continue;
     }
-    const std::string owner = trainer::LiveLockOwner(job.dir);
-    if (!owner.empty()) {
-      std::cerr << "moa sweep: " << job.dir << " is in use by a running job (" << owner
-                << "); left alone\n";
+    const std::optional<trainer::LockOwner> owner = trainer::LiveLockOwner(job.dir);
+    // An owner on another host that was a Slurm task which squeue no longer lists has ended (a
+    // killed rank 0 or a failed node leaves its lock behind).
+    const bool owner_ended = owner && !owner->slurm.empty() &&
+                             owner->host != parallel::Hostname() &&
+                             !SlurmTaskListed(owner->slurm).value_or(true);
+    if (owner && !owner_ended) {
+      std::cerr << "moa sweep: " << job.dir << " is in use by a running job (" << owner->description
+                << "); left alone (if it is gone, remove " << job.dir << "/moa.lock)\n";
       ++in_use;
       continue;
     }
@@ -399,12 +406,18 @@ int RunSweepCommand(const std::vector<std::string>& args) {
     return 2;
   }
   if (options->command == "list") return List(*jobs);
-  if (options->command == "delete_incomplete") return DeleteIncomplete(*options, *jobs);
-  const absl::Status made = MakeDirs(options->output_dir);
-  if (!made.ok()) {
-    std::cerr << "moa sweep: " << made.message() << "\n";
+  if (options->command == "delete_incomplete" && !fs::exists(options->output_dir)) {
+    std::printf("moa sweep: %s does not exist; nothing to delete\n", options->output_dir.c_str());
+    return 0;
+  }
+  // A launch (for as long as its local or mpirun jobs run) and delete_incomplete hold the sweep
+  // directory's lock: delete_incomplete cannot remove a job a running launch has yet to start.
+  auto lock = trainer::RunLock::Acquire(options->output_dir);
+  if (!lock.ok()) {
+    std::cerr << "moa sweep: " << lock.status().message() << "\n";
     return 1;
   }
+  if (options->command == "delete_incomplete") return DeleteIncomplete(*options, *jobs);
   return Launch(*options, *jobs);
 }
 

@@ -5,10 +5,28 @@
 namespace moa {
 namespace F = torch::nn::functional;
 
+LinearShape BlockLinearShape(const std::string& name, int64_t dim, double mlp_ratio) {
+  const int64_t hidden = static_cast<int64_t>(dim * mlp_ratio);
+  if (name == "qkv") return {dim, 3 * dim};
+  if (name == "proj") return {dim, dim};
+  if (name == "fc1") return {dim, hidden};
+  TORCH_CHECK(name == "fc2", "no Linear ", name, " in a ViT block (qkv, proj, fc1, fc2)");
+  return {hidden, dim};
+}
+
+namespace {
+
+AdaptableLinear BlockLinear(const std::string& name, int64_t dim, double mlp_ratio) {
+  const LinearShape shape = BlockLinearShape(name, dim, mlp_ratio);
+  return AdaptableLinear(AdaptableLinearOptions(shape.in, shape.out));
+}
+
+}  // namespace
+
 AttentionImpl::AttentionImpl(int64_t dim, int64_t heads) : heads_(heads) {
   TORCH_CHECK(dim % heads == 0, "ViT width ", dim, " does not divide into ", heads, " heads");
-  qkv = register_module("qkv", AdaptableLinear(AdaptableLinearOptions(dim, 3 * dim)));
-  proj = register_module("proj", AdaptableLinear(AdaptableLinearOptions(dim, dim)));
+  qkv = register_module("qkv", BlockLinear("qkv", dim, 0));
+  proj = register_module("proj", BlockLinear("proj", dim, 0));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
@@ -25,9 +43,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   return proj->forward(out.transpose(1, 2).reshape({b, n, c}));
 }
 
-MlpImpl::MlpImpl(int64_t dim, int64_t hidden) {
-  fc1 = register_module("fc1", AdaptableLinear(AdaptableLinearOptions(dim, hidden)));
-  fc2 = register_module("fc2", AdaptableLinear(AdaptableLinearOptions(hidden, dim)));
+MlpImpl::MlpImpl(int64_t dim, double mlp_ratio) {
+  fc1 = register_module("fc1", BlockLinear("fc1", dim, mlp_ratio));
+  fc2 = register_module("fc2", BlockLinear("fc2", dim, mlp_ratio));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
@@ -40,7 +58,7 @@ BlockImpl::BlockImpl(int64_t dim, int64_t heads, double mlp_ratio, double norm_e
   attn = register_module("attn", Attention(dim, heads));
   norm2 = register_module("norm2",
                           torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(norm_eps)));
-  mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(dim * mlp_ratio)));
+  mlp = register_module("mlp", Mlp(dim, mlp_ratio));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x) {

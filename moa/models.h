@@ -38,6 +38,13 @@ struct ViTOptions {
   TORCH_ARG(int64_t, num_classes) = 1000;
 };
 
+/// In and out features of a block's Linear (qkv, proj, fc1 or fc2) in a ViT of width `dim`.
+struct LinearShape {
+  int64_t in = 0;
+  int64_t out = 0;
+};
+LinearShape BlockLinearShape(const std::string& name, int64_t dim, double mlp_ratio);
+
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(int64_t dim, int64_t heads);
@@ -52,7 +59,7 @@ TORCH_MODULE(Attention);
 
 class MlpImpl : public torch::nn::Module {
  public:
-  MlpImpl(int64_t dim, int64_t hidden);
+  MlpImpl(int64_t dim, double mlp_ratio);
   torch::Tensor forward(const torch::Tensor& x);
   AdaptableLinear fc1{nullptr};
   AdaptableLinear fc2{nullptr};

@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -12,8 +15,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <thread>
 
+#include <absl/status/status.h>
 #include <nlohmann/json.hpp>
 
 #include "common/files.h"
@@ -65,15 +70,41 @@ std::string StaleReason(const nlohmann::json& owner) {
   return "";
 }
 
-// The lock file's owner record, or a null json when `path` is missing or does not hold a complete
-// record. A lock is linked into place whole (below), so an incomplete one is not being written:
-// it was left by a crash of an older moa, or by hand.
-nlohmann::json ReadOwner(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  nlohmann::json owner = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  return owner.is_object() ? owner : nlohmann::json(nullptr);
+// What `path` holds, read through one open file so that its identity (device and inode) and its
+// contents belong together.
+struct LockFile {
+  enum class State { kMissing, kUnreadable, kIncomplete, kComplete };
+  State state = State::kMissing;
+  nlohmann::json owner;  // kComplete
+  std::string text;      // what it holds
+  std::string error;     // kUnreadable: why it cannot be read
+  FileId id;
+  std::chrono::seconds age{0};  // since its last change
+};
+
+LockFile Inspect(const std::string& path) {
+  LockFile lock;
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    if (errno != ENOENT) {
+      lock.state = LockFile::State::kUnreadable;
+      lock.error = std::strerror(errno);
+    }
+    return lock;
+  }
+  struct stat info {};
+  std::string text;
+  if (fstat(fd, &info) == 0) {
+    lock.id = {info.st_dev, info.st_ino};
+    lock.age = std::chrono::seconds(std::max<int64_t>(0, time(nullptr) - info.st_mtime));
+    char buffer[4096];
+    for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) text.append(buffer, n);
+  }
+  close(fd);
+  lock.text = text;
+  lock.owner = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  lock.state = lock.owner.is_object() ? LockFile::State::kComplete : LockFile::State::kIncomplete;
+  return lock;
 }
 
 std::string DescribeOwner(const nlohmann::json& owner) {
@@ -82,65 +113,87 @@ std::string DescribeOwner(const nlohmann::json& owner) {
          (slurm.empty() ? "" : ", Slurm job " + slurm);
 }
 
-// A name no other call uses: this host, pid and call.
-std::string PrivateName(const std::string& path, const std::string& what) {
-  static std::atomic<uint64_t> calls{0};
-  return path + "." + what + "." + parallel::Hostname() + "." + std::to_string(getpid()) + "." +
-         std::to_string(calls.fetch_add(1));
+// Why the lock is stale ("" while its owner may still run). A lock being written through the
+// fallback below is incomplete for a moment; one that stays so for 2 s was left by a crash (or
+// written by hand). A lock this process cannot read is someone else's, and live.
+std::string LockStaleReason(const LockFile& lock) {
+  switch (lock.state) {
+    case LockFile::State::kComplete:
+      return StaleReason(lock.owner);
+    case LockFile::State::kIncomplete:
+      return lock.age >= std::chrono::seconds(2) ? "it holds no complete owner record" : "";
+    default:
+      return "";
+  }
 }
 
 // Puts the complete record `text` at `path` unless a file is there: written to a private file,
-// then hard-linked into place (atomic, and fails with EEXIST), so no reader ever sees half of
-// it. Filesystems without hard links get an exclusive create and a write. Returns false when
-// `path` exists.
-absl::StatusOr<bool> CreateWhole(const std::string& path, const std::string& text) {
-  const std::string own = PrivateName(path, "new");
-  MOA_RETURN_IF_ERROR(WriteFileAtomically(own, text));
-  const int linked = link(own.c_str(), path.c_str());
-  const int link_errno = errno;
+// then hard-linked into place (atomic, and fails with EEXIST), so no reader sees half of it.
+// Filesystems without hard links get an exclusive create and a write. Returns the new file's
+// identity, or nullopt when `path` exists.
+absl::StatusOr<std::optional<FileId>> CreateWhole(const std::string& path,
+                                                  const std::string& text) {
+  static std::atomic<uint64_t> calls{0};
+  const std::string own = path + "." + parallel::Hostname() + "." + std::to_string(getpid()) + "." +
+                          std::to_string(calls.fetch_add(1));
+  auto write_new = [&text](const std::string& file) -> absl::StatusOr<FileId> {
+    const int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) return absl::ErrnoToStatus(errno, "cannot create " + file);
+    struct stat info {};
+    const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                         fstat(fd, &info) == 0;
+    const int error = errno;
+    close(fd);
+    if (!written) {
+      unlink(file.c_str());
+      return absl::ErrnoToStatus(error, "cannot write " + file);
+    }
+    return FileId{info.st_dev, info.st_ino};
+  };
+  MOA_ASSIGN_OR_RETURN(const FileId id, write_new(own));
+  int error = link(own.c_str(), path.c_str()) == 0 ? 0 : errno;
+  // Over NFS a retried link can report EEXIST after the first attempt succeeded: then the
+  // private file has two names.
+  struct stat info {};
+  if (error == EEXIST && stat(own.c_str(), &info) == 0 && info.st_nlink == 2) error = 0;
   unlink(own.c_str());
-  if (linked == 0) return true;
-  if (link_errno == EEXIST) return false;
-  if (link_errno != EPERM && link_errno != EOPNOTSUPP && link_errno != ENOSYS) {
-    return absl::UnavailableError("cannot create " + path + ": " + std::strerror(link_errno));
+  if (error == 0) return std::optional<FileId>(id);
+  if (error == EEXIST) return std::optional<FileId>();
+  if (error != EPERM && error != EOPNOTSUPP && error != ENOSYS) {
+    return absl::ErrnoToStatus(error, "cannot create " + path);
   }
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-  if (fd < 0) {
-    if (errno == EEXIST) return false;
-    return absl::UnavailableError("cannot create " + path + ": " + std::strerror(errno));
-  }
-  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  const int write_errno = errno;
-  close(fd);
-  if (!written) {
-    unlink(path.c_str());
-    return absl::UnavailableError("cannot write " + path + ": " + std::strerror(write_errno));
-  }
-  return true;
+  absl::StatusOr<FileId> created = write_new(path);
+  if (created.ok()) return std::optional<FileId>(*created);
+  if (absl::IsAlreadyExists(created.status())) return std::optional<FileId>();
+  return created.status();
 }
 
-// Removes the stale lock at `path` whose record was `judged`, unless another process replaced it
-// since it was read. Removals are serialised by a second lock, `path`.break, under which the
-// record is read again, so a lock taken since it was judged stale is never removed. A .break
-// older than a minute was left by a process that died within these few lines, and goes.
-enum class Removal { kRemoved, kReplaced, kBusy };  // kBusy: another process is removing it
-absl::StatusOr<Removal> RemoveIfStill(const std::string& path, const nlohmann::json& judged,
-                                      const std::string& owner) {
-  const std::string breaker = path + ".break";
-  MOA_ASSIGN_OR_RETURN(const bool holds, CreateWhole(breaker, owner));
-  if (!holds) {
-    std::error_code ec;
-    const auto written = fs::last_write_time(breaker, ec);
-    if (!ec && fs::file_time_type::clock::now() - written > std::chrono::minutes(1)) {
-      Log(LogLevel::kWarning) << "removing " << breaker << ", left by a run that ended";
-      unlink(breaker.c_str());
-    }
-    return Removal::kBusy;
+// Whether `lock` is still the file `judged` was: the same device, inode and contents (a new file
+// can get a removed one's inode number at once).
+bool SameLock(const LockFile& lock, const LockFile& judged) {
+  return lock.state != LockFile::State::kMissing && lock.id == judged.id &&
+         lock.text == judged.text;
+}
+
+// Removes the stale lock `judged` unless it has been replaced since: under an exclusive flock of
+// `path`.takeover (a file kept for this; the kernel releases the flock when its holder dies), the
+// lock is removed only if it is still the same file. A lock is removed nowhere else but by its
+// owner, so of several runs taking over one stale lock, one removes it and the others find
+// the lock that run then takes. Returns whether it removed the lock.
+absl::StatusOr<bool> RemoveIfStill(const std::string& path, const LockFile& judged) {
+  const std::string guard_path = path + ".takeover";
+  const int guard = open(guard_path.c_str(), O_RDWR | O_CREAT, 0644);
+  if (guard < 0) return absl::ErrnoToStatus(errno, "cannot open " + guard_path);
+  // Filesystems without flock (some Lustre mounts) take over without the guard.
+  if (flock(guard, LOCK_EX) != 0 && errno != ENOSYS && errno != ENOLCK && errno != EOPNOTSUPP) {
+    const int error = errno;
+    close(guard);
+    return absl::ErrnoToStatus(error, "cannot lock " + guard_path);
   }
-  const bool still = ReadOwner(path) == judged;
+  const bool still = SameLock(Inspect(path), judged);
   if (still) unlink(path.c_str());
-  unlink(breaker.c_str());
-  return still ? Removal::kRemoved : Removal::kReplaced;
+  close(guard);
+  return still;
 }
 
 }  // namespace
@@ -177,35 +230,54 @@ absl::StatusOr<std::unique_ptr<RunLock>> RunLock::Acquire(const std::string& dir
   MOA_RETURN_IF_ERROR(MakeDirs(dir));
   const std::string path = dir + "/moa.lock";
   const std::string owner = ThisOwner().dump() + "\n";
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    MOA_ASSIGN_OR_RETURN(const bool created, CreateWhole(path, owner));
-    if (created) return std::unique_ptr<RunLock>(new RunLock(path));
-    const nlohmann::json recorded = ReadOwner(path);
-    if (recorded.is_null() && !std::filesystem::exists(path)) continue;  // its owner just left
-    const std::string stale = recorded.is_null() ? std::string("it holds no complete owner record")
-                                                 : StaleReason(recorded);
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    MOA_ASSIGN_OR_RETURN(const std::optional<FileId> created, CreateWhole(path, owner));
+    if (created) return std::unique_ptr<RunLock>(new RunLock(path, *created, owner));
+    const LockFile lock = Inspect(path);
+    if (lock.state == LockFile::State::kMissing) continue;  // its owner just left
+    const std::string stale = LockStaleReason(lock);
     if (stale.empty()) {
-      return absl::AlreadyExistsError("output.dir " + dir + " is in use by another run (" + path +
-                                      ": " + DescribeOwner(recorded) +
-                                      "); if that run is gone, remove " + path);
+      if (lock.state == LockFile::State::kIncomplete) {  // being written: look again
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        continue;
+      }
+      return absl::AlreadyExistsError(
+          "output.dir " + dir + " is in use by another run (" + path + ": " +
+          (lock.state == LockFile::State::kUnreadable ? "cannot be read: " + lock.error
+                                                      : DescribeOwner(lock.owner)) +
+          "); if that run is gone, remove " + path);
     }
-    MOA_ASSIGN_OR_RETURN(const Removal removal, RemoveIfStill(path, recorded, owner));
-    if (removal == Removal::kRemoved) {
+    MOA_ASSIGN_OR_RETURN(const bool removed, RemoveIfStill(path, lock));
+    if (removed) {
       Log(LogLevel::kWarning) << "taking over the stale lock " << path << " (" << stale << ")";
-    } else if (removal == Removal::kBusy) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  return absl::AlreadyExistsError("output.dir " + dir + ": could not take " + path +
-                                  " (other runs kept taking over its stale copy); try again");
+  return absl::AlreadyExistsError("output.dir " + dir + ": " + path +
+                                  " stayed incomplete or kept changing; try again");
 }
 
-std::string LiveLockOwner(const std::string& dir) {
-  const nlohmann::json recorded = ReadOwner(dir + "/moa.lock");
-  if (recorded.is_null() || !StaleReason(recorded).empty()) return "";
-  return DescribeOwner(recorded);
+std::optional<LockOwner> LiveLockOwner(const std::string& dir) {
+  const LockFile lock = Inspect(dir + "/moa.lock");
+  if (lock.state == LockFile::State::kMissing || !LockStaleReason(lock).empty()) {
+    return std::nullopt;
+  }
+  LockOwner owner;
+  if (lock.state == LockFile::State::kComplete) {
+    owner.host = lock.owner.value("host", "");
+    owner.slurm = lock.owner.value("slurm", "");
+    owner.description = DescribeOwner(lock.owner);
+  } else {
+    owner.description = lock.state == LockFile::State::kUnreadable
+                            ? "its lock cannot be read: " + lock.error
+                            : "its lock is being written";
+  }
+  return owner;
 }
 
-RunLock::~RunLock() { unlink(path_.c_str()); }
+RunLock::~RunLock() {
+  // Only its own file: a requeued Slurm task may have taken the lock over from this one.
+  const LockFile lock = Inspect(path_);
+  if (lock.id == id_ && lock.text == text_) unlink(path_.c_str());
+}
 
 }  // namespace moa::trainer

@@ -5,7 +5,11 @@
 // dataset says so.
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <string>
+
+#include <torch/torch.h>
 
 #include "launch/checkpoint_config.h"
 #include "tests/support/test_support.h"
@@ -34,24 +38,42 @@ int Table(const std::string& args, std::string* table) {
   return test::RunShell("(" + Moa() + args + " 2>/dev/null)", table);
 }
 
-TEST(CheckpointConfigTest, ModelKeysAreWhatEvaluationComputesWith) {
-  LaunchConfig config = DefaultConfig();
-  std::vector<std::string> keys = ModelKeys(config);
-  auto has = [&](const std::string& key) {
-    return std::find(keys.begin(), keys.end(), key) != keys.end();
+TEST(CheckpointConfigTest, ModelKeysAreWhatTheMethodEvaluatesWith) {
+  LaunchConfig config = DefaultConfig();  // lora on a backbone file
+  auto keys = [&] {
+    const std::vector<std::string> k = ModelKeys(config);
+    return std::set<std::string>(k.begin(), k.end());
   };
-  for (const char* key : {"model.dim", "model.backbone", "model.num_classes", "adapter.method",
-                          "adapter.rank", "adapter.alpha", "adapter.targets", "moa.ranks",
-                          "moa.top_k", "moa.router", "moa.renormalize", "moa.phm_dim"}) {
-    EXPECT_TRUE(has(key)) << key;
+  std::set<std::string> lora = keys();
+  for (const char* key : {"model.dim", "model.depth", "adapter.method", "adapter.rank",
+                          "adapter.alpha", "adapter.blocks", "adapter.targets"}) {
+    EXPECT_TRUE(lora.count(key)) << key;
   }
-  for (const char* key : {"moa.noise", "moa.aux_loss", "moa.capacity_factor", "moa.dispatch",
-                          "moa.kron_dropout", "optim.lr", "data.dataset", "train.seed"}) {
-    EXPECT_FALSE(has(key)) << key;
+  for (const char* key : {"moa.top_k", "moa.phm_dim", "moa.noise", "model.num_classes",
+                          "model.backbone", "train.seed", "optim.lr", "data.dataset"}) {
+    EXPECT_FALSE(lora.count(key)) << key;
   }
   config.run.model.backbone = "random";
-  keys = ModelKeys(config);
-  EXPECT_TRUE(has("train.seed")) << "a random backbone's weights come from the seed";
+  EXPECT_TRUE(keys().count("train.seed")) << "a random backbone's weights come from the seed";
+
+  config.run.adapter.method = "moa";
+  std::set<std::string> moa = keys();
+  for (const char* key : {"moa.ranks", "moa.top_k", "moa.router", "moa.proj_dim", "moa.renormalize",
+                          "adapter.targets"}) {
+    EXPECT_TRUE(moa.count(key)) << key;
+  }
+  for (const char* key : {"adapter.rank", "adapter.alpha", "moa.phm_dim", "moa.noise",
+                          "moa.aux_loss", "moa.capacity_factor", "moa.dispatch", "moa.fp32_gate"}) {
+    EXPECT_FALSE(moa.count(key)) << key;
+  }
+  config.run.moa.expert = "kronecker";
+  EXPECT_TRUE(keys().count("moa.phm_dim"));
+
+  config.run.adapter.method = "full";  // every weight is in the checkpoint
+  std::set<std::string> full = keys();
+  EXPECT_FALSE(full.count("train.seed"));
+  EXPECT_FALSE(full.count("adapter.rank"));
+  EXPECT_TRUE(full.count("model.dim"));
 }
 
 TEST(CheckpointConfigTest, CommandsUseTheCheckpointsConfigurationAndRefuseAnotherModel) {
@@ -76,6 +98,12 @@ TEST(CheckpointConfigTest, CommandsUseTheCheckpointsConfigurationAndRefuseAnothe
   EXPECT_NE(out.find("adapter.rank = 4 there, 2 here"), std::string::npos) << out;
   EXPECT_NE(out.find("adapter.alpha = 8 there, 0 here"), std::string::npos) << out;
   EXPECT_NE(out.find("leave out --config"), std::string::npos) << out;
+  // A key a LoRA model does not use may differ.
+  EXPECT_EQ(test::RunShell(Moa() + " eval --config " + run + "/config.ini --adapters " + adapter +
+                               " --moa.top_k=2 --moa.router=linear",
+                           &out),
+            0)
+      << out;
 
   // The same keys set on the command line: a deliberate change, accepted; tiny.ini's trial seed
   // (0) makes other in/out splits, which the command says.
@@ -86,7 +114,7 @@ TEST(CheckpointConfigTest, CommandsUseTheCheckpointsConfigurationAndRefuseAnothe
       << out;
   EXPECT_NE(out.find("note: " + adapter +
                      " was trained on other in/out splits of RotatedFashionMNIST "
-                     "(train.trial_seed 1 -> 0): the `out` accuracies below include images it "
+                     "(train.trial_seed 1 -> 0): the `out` accuracies include images it "
                      "trained on"),
             std::string::npos)
       << out;
@@ -94,10 +122,13 @@ TEST(CheckpointConfigTest, CommandsUseTheCheckpointsConfigurationAndRefuseAnothe
   // An ensemble member trained as another model than the first: refused, naming it.
   const std::string other = TrainRun(dir, "other", " --train.trial_seed=1");
   EXPECT_EQ(test::RunShell(Moa() + " eval --adapters " + adapter + " " + other, &out), 2);
-  EXPECT_NE(out.find(other + " was trained as another model than the first checkpoint's"),
+  EXPECT_NE(out.find(other + " was trained as another model than " + adapter +
+                     " (the ensemble's first checkpoint): adapter.rank = 2 there, 4 here"),
             std::string::npos)
       << out;
-  EXPECT_NE(out.find("adapter.rank = 2 there, 4 here"), std::string::npos) << out;
+  EXPECT_NE(out.find("the checkpoints of an ensemble must be trained as one model"),
+            std::string::npos)
+      << out;
 
   // export without --config; its merged file stores no training configuration, so evaluating it
   // needs one.
@@ -112,8 +143,48 @@ TEST(CheckpointConfigTest, CommandsUseTheCheckpointsConfigurationAndRefuseAnothe
                               "with --config"),
             std::string::npos)
       << out;
-  EXPECT_EQ(test::RunShell(Moa() + " eval --adapters " + dir.File("missing.safetensors"), &out), 2);
-  EXPECT_NE(out.find("cannot open " + dir.File("missing.safetensors")), std::string::npos) << out;
+  // A missing checkpoint is the same error (exit 1) with and without --config.
+  for (const std::string& config : {std::string(), " --config " + run + "/config.ini"}) {
+    EXPECT_EQ(test::RunShell(Moa() + " eval --adapters " + dir.File("missing.safetensors") + config,
+                             &out),
+              1);
+    EXPECT_NE(out.find("cannot open " + dir.File("missing.safetensors")), std::string::npos) << out;
+  }
+}
+
+// How the training run was laid out is not the evaluation's: a checkpoint of a run on a GPU
+// (its stored parallel.device = cuda, written here into a copy's metadata with the Python
+// safetensors package) evaluates on a machine without one, to the same scores.
+TEST(CheckpointConfigTest, ProcessKeysOfTheTrainingRunAreNotUsed) {
+  test::TempDir dir;
+  const std::string adapter = TrainRun(dir, "run", "");
+  const std::string gpu = dir.File("gpu.safetensors");
+  std::ofstream(dir.File("to_cuda.py"))
+      << "import sys\n"
+         "from safetensors import safe_open\n"
+         "from safetensors.torch import save_file\n"
+         "with safe_open(sys.argv[1], 'pt') as f:\n"
+         "    meta = f.metadata()\n"
+         "    tensors = {k: f.get_tensor(k) for k in f.keys()}\n"
+         "text = meta['moa_config']\n"
+         "meta['moa_config'] = text.replace('\\ndevice = auto\\n', '\\ndevice = cuda\\n')\n"
+         "assert meta['moa_config'] != text\n"
+         "save_file(tensors, sys.argv[2], metadata=meta)\n";
+  std::string out;
+  ASSERT_EQ(
+      test::RunShell(test::PythonPath() + " " + dir.File("to_cuda.py") + " " + adapter + " " + gpu,
+                     &out),
+      0)
+      << out;
+  std::string original, moved;
+  ASSERT_EQ(Table(" eval --adapters " + adapter, &original), 0) << original;
+  ASSERT_EQ(Table(" eval --adapters " + gpu, &moved), 0) << moved;
+  EXPECT_EQ(moved, original);
+  if (!torch::cuda::is_available()) {
+    EXPECT_NE(test::RunShell(Moa() + " eval --adapters " + gpu + " --parallel.device=cuda", &out),
+              0)
+        << "the key, given, is used";
+  }
 }
 
 }  // namespace

@@ -272,8 +272,11 @@ TEST(CommandsTest, FrozenViTBackboneMustBeSaid) {
 // the key named) shows that --config and the key were both read.
 TEST(CommandsTest, EveryCommandTakesBothValueForms) {
   for (const char* command : {"train", "pretrain", "info", "eval", "export"}) {
-    // eval cannot start without adapters (a usage error of its own, checked first).
-    const std::string adapters = std::string(command) == "eval" ? " --adapters a.safetensors" : "";
+    // eval and export cannot start without their own arguments (usage errors, checked first).
+    const std::string name = command;
+    const std::string adapters = name == "eval"     ? " --adapters a.safetensors"
+                                 : name == "export" ? " --merge --adapters a.safetensors --output m"
+                                                    : "";
     for (const std::string& args :
          {" --config=" + Tiny() + " --train.steps 0", " --config " + Tiny() + " --train.steps=0"}) {
       std::string out;

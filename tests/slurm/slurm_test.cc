@@ -279,43 +279,50 @@ TEST(SlurmTest, SweepRoundTripAndRequeue) {
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
-// A task of two ranks (srun --mpi=pmix) whose rank 1 is killed mid-run (SIGKILL, as the kernel's
-// out-of-memory killer ends a process) ends at once instead of leaving rank 0 waiting in a
-// collective until the time limit, and is not requeued.
+// A task of two ranks (srun --mpi=pmix) whose rank 1 dies mid-run, killed (SIGKILL, as the
+// kernel's out-of-memory killer ends a process) or by an error (an exception: moa aborts the
+// job), ends at once instead of leaving rank 0 waiting in a collective until the time limit, and
+// is not requeued.
 TEST(SlurmTest, TwoRankTaskEndsWhenOneRankDies) {
   test::TempDir dir;
   LocalCluster cluster(dir.File("cluster"));
   ASSERT_TRUE(cluster.started()) << cluster.log();
-  const std::string sweep = dir.File("sweep");
-  std::string out;
-  ASSERT_EQ(test::RunShell(cluster.With("MOA_INJECT_FAULT=1:20:kill " + Moa() +
-                                        " sweep launch --config " + Tiny() +
-                                        " --data.test_envs 0 --n_hparams 1 --n_trials 1 "
-                                        "--launcher slurm --output.dir " +
-                                        sweep +
-                                        " --slurm.ntasks_per_node=2 --slurm.cpus_per_task=1 "
-                                        "--slurm.time=00:05:00 --train.threads=1 "
-                                        "--train.steps=400 --train.checkpoint_freq=100"),
-                           &out),
-            0)
-      << out;
-  const std::string job = SubmittedJob(out);
-  ASSERT_FALSE(job.empty()) << out;
-  const auto start = std::chrono::steady_clock::now();
-  const bool ended = cluster.WaitUntilGone(job, 90);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const std::string log = ReadAll(sweep + "/slurm/" + job + "_0.out");
-  if (!ended) test::RunShell(cluster.With("scancel " + job), &out);
-  ASSERT_TRUE(ended) << "the surviving rank was left waiting\n" << log << cluster.Logs();
-  ASSERT_EQ(RunDirs(sweep).size(), 1u);
-  const std::string run = RunDirs(sweep)[0];
-  EXPECT_NE(ReadAll(run + "/env.json").find("\"size\": 2"), std::string::npos)
-      << ReadAll(run + "/env.json");
-  EXPECT_FALSE(fs::exists(run + "/done"));
-  EXPECT_NE(log.find("task 1: Killed"), std::string::npos) << log;
-  EXPECT_EQ(log.find("requeueing"), std::string::npos) << log;
-  std::printf("two-rank task with a killed rank ended %.1f s after submission\n", seconds);
+  const std::pair<std::string, std::string> cases[] = {
+      {"kill", "task 1: Killed"}, {"throw", "injected fault (MOA_INJECT_FAULT) at step 20"}};
+  for (const auto& [kind, said] : cases) {
+    const std::string sweep = dir.File("sweep_" + kind);
+    std::string out;
+    ASSERT_EQ(test::RunShell(cluster.With("MOA_INJECT_FAULT=1:20:" + kind + " " + Moa() +
+                                          " sweep launch --config " + Tiny() +
+                                          " --data.test_envs 0 --n_hparams 1 --n_trials 1 "
+                                          "--launcher slurm --output.dir " +
+                                          sweep +
+                                          " --slurm.ntasks_per_node=2 --slurm.cpus_per_task=1 "
+                                          "--slurm.time=00:05:00 --train.threads=1 "
+                                          "--train.steps=400 --train.checkpoint_freq=100"),
+                             &out),
+              0)
+        << out;
+    const std::string job = SubmittedJob(out);
+    ASSERT_FALSE(job.empty()) << out;
+    const auto start = std::chrono::steady_clock::now();
+    const bool ended = cluster.WaitUntilGone(job, 90);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const std::string log = ReadAll(sweep + "/slurm/" + job + "_0.out");
+    if (!ended) test::RunShell(cluster.With("scancel " + job), &out);
+    ASSERT_TRUE(ended) << kind << ": the surviving rank was left waiting\n"
+                       << log << cluster.Logs();
+    ASSERT_EQ(RunDirs(sweep).size(), 1u);
+    const std::string run = RunDirs(sweep)[0];
+    EXPECT_NE(ReadAll(run + "/env.json").find("\"size\": 2"), std::string::npos)
+        << ReadAll(run + "/env.json");
+    EXPECT_FALSE(fs::exists(run + "/done"));
+    EXPECT_NE(log.find(said), std::string::npos) << kind << "\n" << log;
+    EXPECT_EQ(log.find("requeueing"), std::string::npos) << log;
+    std::printf("two-rank task whose rank 1 died (%s) ended %.1f s after submission\n",
+                kind.c_str(), seconds);
+  }
 }
 
 // Preemption: Slurm's warning signal (here sent at once with `scancel --signal=USR1`, as
