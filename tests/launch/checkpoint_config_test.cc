@@ -98,6 +98,21 @@ TEST(CheckpointConfigTest, CommandsUseTheCheckpointsConfigurationAndRefuseAnothe
   EXPECT_NE(out.find("adapter.rank = 4 there, 2 here"), std::string::npos) << out;
   EXPECT_NE(out.find("adapter.alpha = 8 there, 0 here"), std::string::npos) << out;
   EXPECT_NE(out.find("leave out --config"), std::string::npos) << out;
+  // predict and export check the same way.
+  EXPECT_EQ(test::RunShell(Moa() + " predict --config " + Tiny() + " --adapters " + adapter +
+                               " --images " + dir.File("none") + " --output " + dir.File("p.csv"),
+                           &out),
+            2);
+  EXPECT_NE(out.find("moa predict: " + adapter + " was trained as another model"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(test::RunShell(Moa() + " export --config " + Tiny() + " --merge --adapters " + adapter +
+                               " --output " + dir.File("m.safetensors"),
+                           &out),
+            2);
+  EXPECT_NE(out.find("moa export: " + adapter + " was trained as another model"), std::string::npos)
+      << out;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("m.safetensors")));
   // A key a LoRA model does not use may differ.
   EXPECT_EQ(test::RunShell(Moa() + " eval --config " + run + "/config.ini --adapters " + adapter +
                                " --moa.top_k=2 --moa.router=linear",
