@@ -25,12 +25,14 @@ absl::StatusOr<std::string> StoredConfigText(const std::string& adapter) {
   return found == metadata.end() ? std::string() : found->second;
 }
 
-// Keys that decide each domain's in/out split of `dataset`; the rotated datasets' domains are
-// also drawn (train.seed) from the IDX images that data.source names.
+// Keys that decide each domain's in/out split of `dataset`: the MNIST family's images are the IDX
+// files' that data.source names, and the rotated datasets' domains are drawn from them
+// (train.seed).
 std::vector<std::string> SplitKeys(const std::string& dataset) {
   std::vector<std::string> keys = {"data.holdout_fraction", "data.max_per_domain",
                                    "train.trial_seed"};
-  if (absl::StartsWith(dataset, "Rotated")) keys.insert(keys.end(), {"data.source", "train.seed"});
+  if (absl::StrContains(dataset, "MNIST")) keys.push_back("data.source");
+  if (absl::StartsWith(dataset, "Rotated")) keys.push_back("train.seed");
   return keys;
 }
 
@@ -42,9 +44,11 @@ bool RandomBackbone(const LaunchConfig& config) {
 
 std::vector<std::string> ModelKeys(const LaunchConfig& config) {
   const std::string& method = config.run.adapter.method;
-  std::vector<std::string> keys = {
-      "model.arch",  "model.img_size",  "model.patch_size", "model.dim",      "model.depth",
-      "model.heads", "model.mlp_ratio", "model.norm_pre",   "model.norm_eps", "adapter.method"};
+  std::vector<std::string> keys = {"model.arch", "model.img_size", "adapter.method"};
+  if (config.run.model.arch == "vit") {
+    keys.insert(keys.end(), {"model.patch_size", "model.dim", "model.depth", "model.heads",
+                             "model.mlp_ratio", "model.norm_pre", "model.norm_eps"});
+  }
   if (method == "lora") {
     keys.insert(keys.end(), {"adapter.rank", "adapter.alpha", "adapter.blocks", "adapter.targets"});
   } else if (method == "kadaptation") {
@@ -62,7 +66,7 @@ std::vector<std::string> ModelKeys(const LaunchConfig& config) {
 absl::StatusOr<LaunchConfig> ConfigForCheckpoints(const std::string& config_path,
                                                   const std::vector<std::string>& overrides,
                                                   const std::vector<std::string>& adapters,
-                                                  std::ostream& notes) {
+                                                  bool split_notes, std::ostream& notes) {
   std::set<std::string> given;  // keys the command line sets
   for (const std::string& o : overrides) given.insert(SplitOverride(o).first);
   std::vector<std::pair<std::string, LaunchConfig>> stored;  // adapter, its configuration
@@ -159,7 +163,7 @@ absl::StatusOr<LaunchConfig> ConfigForCheckpoints(const std::string& config_path
       const std::string was = Value(trained, key), now = Value(config, key);
       if (was != now) split_differences.push_back(key + " " + was + " -> " + now);
     }
-    if (!split_differences.empty()) {
+    if (!split_differences.empty() && split_notes) {
       notes << "note: " << adapter << " was trained on other in/out splits of " << dataset << " ("
             << absl::StrJoin(split_differences, ", ")
             << "): the `out` accuracies include images it trained on\n";

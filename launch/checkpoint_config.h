@@ -3,7 +3,8 @@
 // the check that a --config given builds the model the checkpoint was trained as.
 //
 //   MOA_ASSIGN_OR_RETURN(LaunchConfig config,
-//                        ConfigForCheckpoints(config_path, overrides, adapters, std::cerr));
+//                        ConfigForCheckpoints(config_path, overrides, adapters,
+//                                             /*split_notes=*/true, std::cerr));
 #pragma once
 
 #include <ostream>
@@ -32,11 +33,12 @@ std::vector<std::string> ModelKeys(const LaunchConfig& config);
 /// Every adapter that stores its configuration must then agree with the result on ModelKeys and
 /// on whether the backbone is random, except keys that `overrides` set (a deliberate change); a
 /// disagreement is an error naming each key with the checkpoint's value and the one given. Lines
-/// go to `notes` when an adapter was trained on another backbone file or dataset, or on other
-/// in/out splits of the same dataset (its `out` accuracies then include training images).
+/// go to `notes` when an adapter was trained on another backbone file or dataset, and with
+/// `split_notes` (for an evaluation) on other in/out splits of the same dataset (its `out`
+/// accuracies then include training images).
 absl::StatusOr<LaunchConfig> ConfigForCheckpoints(const std::string& config_path,
                                                   const std::vector<std::string>& overrides,
                                                   const std::vector<std::string>& adapters,
-                                                  std::ostream& notes);
+                                                  bool split_notes, std::ostream& notes);
 
 }  // namespace moa::launch

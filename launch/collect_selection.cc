@@ -9,6 +9,7 @@
 #include <map>
 
 #include "common/status_macros.h"
+#include "launch/sweep_jobs.h"
 
 namespace moa::launch {
 namespace {
@@ -237,7 +238,7 @@ absl::StatusOr<std::vector<SweepRecord>> LoadSweepRecords(const std::string& inp
   for (const auto& entry : fs::directory_iterator(input_dir, ec)) entries.push_back(entry.path());
   if (ec) return absl::UnavailableError("cannot read " + input_dir + ": " + ec.message());
   std::sort(entries.begin(), entries.end());
-  static const std::set<std::string> ours = {"slurm", "results.txt", "results.md", "results.tex"};
+  const std::set<std::string>& ours = SweepDirectoryFiles();
   std::vector<SweepRecord> records;
   for (const fs::path& entry : entries) {
     const std::string name = entry.filename().string();

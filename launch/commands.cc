@@ -411,7 +411,8 @@ int RunCommand(const std::vector<std::string>& args) {
       command == "train"
           ? LoadConfigWithDraw(config_path, overrides, parallel::LaunchedWorldSize(), &drawn)
       : reads_checkpoints
-          ? ConfigForCheckpoints(config_path, overrides, parsed.adapters, checkpoint_notes)
+          ? ConfigForCheckpoints(config_path, overrides, parsed.adapters,
+                                 /*split_notes=*/command == "eval", checkpoint_notes)
           : LoadLaunchConfig(config_path, overrides);
   if (!launch_config.ok()) {
     std::cerr << "moa " << command << ": " << launch_config.status().message() << "\n";

@@ -350,8 +350,12 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
 std::optional<bool> SlurmTaskListed(const std::string& task) {
   if (!IsPlainWord(task)) return std::nullopt;
   int status = 0;
-  const std::string listed = CommandOutput("squeue -h -o %i -j " + task + " 2>/dev/null", &status);
-  if (status != 0) return std::nullopt;
+  const std::string listed = CommandOutput("squeue -h -o %i -j " + task + " 2>&1", &status);
+  // A job Slurm has purged (MinJobAge after its end) is unknown to squeue.
+  if (status != 0) {
+    return listed.find("Invalid job id") != std::string::npos ? std::optional<bool>(false)
+                                                              : std::nullopt;
+  }
   return !listed.empty();
 }
 

@@ -4,6 +4,8 @@
 #include <absl/strings/str_join.h>
 #include <absl/strings/str_split.h>
 #include <absl/strings/strip.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <utility>
 
 #include "common/files.h"
 #include "common/status_macros.h"
@@ -140,8 +143,7 @@ std::vector<std::string> ForeignEntries(const std::string& output_dir,
                                         const std::vector<SweepJob>& jobs) {
   std::set<std::string> ids;
   for (const SweepJob& job : jobs) ids.insert(job.id);
-  static const std::set<std::string> ours = {"slurm",       "results.txt", "results.md",
-                                             "results.tex", "moa.lock",    "moa.lock.takeover"};
+  const std::set<std::string>& ours = SweepDirectoryFiles();
   std::vector<std::string> foreign;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(output_dir, ec)) {
@@ -254,6 +256,38 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
               pending.size() == 1 ? "" : "s", failed);
   return failed == 0 ? 0 : 1;
 }
+
+// The sweep directory's flock on its moa-sweep.lock (a file kept for it; the kernel releases the
+// flock when its holder ends): launches hold it shared for as long as their jobs run, so that
+// launches of other jobs into the same directory run side by side; delete_incomplete holds it
+// exclusive, so it never removes a job that a running launch has yet to start.
+class SweepDirLock {
+ public:
+  static absl::StatusOr<SweepDirLock> Take(const std::string& dir, bool exclusive) {
+    const std::string path = dir + "/moa-sweep.lock";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    if (fd < 0 && errno == EACCES) fd = open(path.c_str(), O_RDONLY);
+    if (fd < 0) return absl::ErrnoToStatus(errno, "cannot open " + path);
+    SweepDirLock lock(fd);
+    if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return lock;
+    if (errno != EWOULDBLOCK) return lock;  // a filesystem without flock: no guard
+    return absl::UnavailableError(
+        exclusive ? "a moa sweep launch is running jobs of " + dir +
+                        "; delete_incomplete would remove the ones it has yet to start: stop it "
+                        "first, or wait for it to end"
+                  : "moa sweep delete_incomplete is removing runs of " + dir +
+                        "; launch again when it has ended");
+  }
+  SweepDirLock(SweepDirLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  SweepDirLock& operator=(SweepDirLock&&) = delete;
+  ~SweepDirLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+ private:
+  explicit SweepDirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
 
 int List(const std::vector<SweepJob>& jobs) {
   for (const SweepJob& job : jobs) {
@@ -410,14 +444,20 @@ int RunSweepCommand(const std::vector<std::string>& args) {
     std::printf("moa sweep: %s does not exist; nothing to delete\n", options->output_dir.c_str());
     return 0;
   }
-  // A launch (for as long as its local or mpirun jobs run) and delete_incomplete hold the sweep
-  // directory's lock: delete_incomplete cannot remove a job a running launch has yet to start.
-  auto lock = trainer::RunLock::Acquire(options->output_dir);
+  const bool deletes = options->command == "delete_incomplete";
+  if (!deletes) {
+    const absl::Status made = MakeDirs(options->output_dir);
+    if (!made.ok()) {
+      std::cerr << "moa sweep: " << made.message() << "\n";
+      return 1;
+    }
+  }
+  auto lock = SweepDirLock::Take(options->output_dir, /*exclusive=*/deletes);
   if (!lock.ok()) {
     std::cerr << "moa sweep: " << lock.status().message() << "\n";
     return 1;
   }
-  if (options->command == "delete_incomplete") return DeleteIncomplete(*options, *jobs);
+  if (deletes) return DeleteIncomplete(*options, *jobs);
   return Launch(*options, *jobs);
 }
 

@@ -222,6 +222,12 @@ absl::StatusOr<std::vector<SweepJob>> MakeSweepJobs(const SweepOptions& options)
   return jobs;
 }
 
+const std::set<std::string>& SweepDirectoryFiles() {
+  static const std::set<std::string> files = {"slurm", "results.txt", "results.md", "results.tex",
+                                              "moa-sweep.lock"};
+  return files;
+}
+
 JobState StateOf(const SweepJob& job) {
   if (fs::exists(job.dir + "/done")) return JobState::kDone;
   if (fs::exists(job.dir)) return JobState::kIncomplete;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,10 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> TestEnvSets(const std::string&
 absl::StatusOr<std::vector<SweepJob>> MakeSweepJobs(const SweepOptions& options);
 
 JobState StateOf(const SweepJob& job);
+
+/// What moa itself keeps in a sweep directory besides the runs' folders: the Slurm scripts and
+/// logs, `moa collect`'s tables and the sweep's lock file.
+const std::set<std::string>& SweepDirectoryFiles();
 
 /// The arguments of `moa` that run a job now: `train --resume DIR` when its run directory holds a
 /// full-state checkpoint (a killed or requeued job continues), else `train` + train_args.

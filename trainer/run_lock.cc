@@ -41,20 +41,32 @@ std::string SlurmTask() {
   return std::string(job) + (task != nullptr ? std::string("_") + task : std::string());
 }
 
+// How many times Slurm has requeued this job (SLURM_RESTART_COUNT; 0 outside Slurm and on the
+// first run).
+int64_t SlurmRestarts() {
+  const char* count = std::getenv("SLURM_RESTART_COUNT");
+  return count == nullptr ? 0 : std::atoll(count);
+}
+
 nlohmann::json ThisOwner() {
   return {{"host", parallel::Hostname()},
           {"pid", static_cast<int64_t>(getpid())},
-          {"slurm", SlurmTask()}};
+          {"slurm", SlurmTask()},
+          {"slurm_restarts", SlurmRestarts()}};
 }
 
 // Why the owner recorded in `text` is gone, or "" while it may still run.
 std::string StaleReason(const nlohmann::json& owner) {
   const std::string slurm = SlurmTask();
-  if (!slurm.empty() && owner.value("slurm", "") == slurm) {
+  // The same task after a requeue; the processes of one allocation (srun steps, salloc) share its
+  // job id and restart count, and are told apart below like any others.
+  if (!slurm.empty() && owner.value("slurm", "") == slurm &&
+      owner.value("slurm_restarts", int64_t{0}) < SlurmRestarts()) {
     return "its Slurm task " + slurm + " is this one, requeued";
   }
   if (owner.value("host", "") == parallel::Hostname()) {
     const pid_t pid = static_cast<pid_t>(owner.value("pid", int64_t{0}));
+    if (pid == getpid()) return "it was left by an earlier process with this pid";
     if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
       return "process " + std::to_string(pid) + " no longer runs";
     }
@@ -114,14 +126,15 @@ std::string DescribeOwner(const nlohmann::json& owner) {
 }
 
 // Why the lock is stale ("" while its owner may still run). A lock being written through the
-// fallback below is incomplete for a moment; one that stays so for 2 s was left by a crash (or
-// written by hand). A lock this process cannot read is someone else's, and live.
-std::string LockStaleReason(const LockFile& lock) {
+// fallback below is incomplete for a moment; one that has stayed so (`incomplete_for_long`, as the
+// caller has seen it) was left by a crash or written by hand. A lock this process cannot read is
+// someone else's, and live.
+std::string LockStaleReason(const LockFile& lock, bool incomplete_for_long) {
   switch (lock.state) {
     case LockFile::State::kComplete:
       return StaleReason(lock.owner);
     case LockFile::State::kIncomplete:
-      return lock.age >= std::chrono::seconds(2) ? "it holds no complete owner record" : "";
+      return incomplete_for_long ? "it holds no complete owner record" : "";
     default:
       return "";
   }
@@ -136,8 +149,9 @@ absl::StatusOr<std::optional<FileId>> CreateWhole(const std::string& path,
   static std::atomic<uint64_t> calls{0};
   const std::string own = path + "." + parallel::Hostname() + "." + std::to_string(getpid()) + "." +
                           std::to_string(calls.fetch_add(1));
-  auto write_new = [&text](const std::string& file) -> absl::StatusOr<FileId> {
-    const int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  // The private file may be left over from a killed process that had this pid: overwritten.
+  auto write_new = [&text](const std::string& file, bool exclusive) -> absl::StatusOr<FileId> {
+    const int fd = open(file.c_str(), O_WRONLY | O_CREAT | (exclusive ? O_EXCL : O_TRUNC), 0644);
     if (fd < 0) return absl::ErrnoToStatus(errno, "cannot create " + file);
     struct stat info {};
     const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
@@ -150,7 +164,7 @@ absl::StatusOr<std::optional<FileId>> CreateWhole(const std::string& path,
     }
     return FileId{info.st_dev, info.st_ino};
   };
-  MOA_ASSIGN_OR_RETURN(const FileId id, write_new(own));
+  MOA_ASSIGN_OR_RETURN(const FileId id, write_new(own, /*exclusive=*/false));
   int error = link(own.c_str(), path.c_str()) == 0 ? 0 : errno;
   // Over NFS a retried link can report EEXIST after the first attempt succeeded: then the
   // private file has two names.
@@ -162,7 +176,7 @@ absl::StatusOr<std::optional<FileId>> CreateWhole(const std::string& path,
   if (error != EPERM && error != EOPNOTSUPP && error != ENOSYS) {
     return absl::ErrnoToStatus(error, "cannot create " + path);
   }
-  absl::StatusOr<FileId> created = write_new(path);
+  absl::StatusOr<FileId> created = write_new(path, /*exclusive=*/true);
   if (created.ok()) return std::optional<FileId>(*created);
   if (absl::IsAlreadyExists(created.status())) return std::optional<FileId>();
   return created.status();
@@ -182,7 +196,9 @@ bool SameLock(const LockFile& lock, const LockFile& judged) {
 // the lock that run then takes. Returns whether it removed the lock.
 absl::StatusOr<bool> RemoveIfStill(const std::string& path, const LockFile& judged) {
   const std::string guard_path = path + ".takeover";
-  const int guard = open(guard_path.c_str(), O_RDWR | O_CREAT, 0644);
+  int guard = open(guard_path.c_str(), O_RDWR | O_CREAT, 0644);
+  // Another user's guard in a shared folder: a read-only descriptor takes the flock as well.
+  if (guard < 0 && errno == EACCES) guard = open(guard_path.c_str(), O_RDONLY);
   if (guard < 0) return absl::ErrnoToStatus(errno, "cannot open " + guard_path);
   // Filesystems without flock (some Lustre mounts) take over without the guard.
   if (flock(guard, LOCK_EX) != 0 && errno != ENOSYS && errno != ENOLCK && errno != EOPNOTSUPP) {
@@ -230,12 +246,24 @@ absl::StatusOr<std::unique_ptr<RunLock>> RunLock::Acquire(const std::string& dir
   MOA_RETURN_IF_ERROR(MakeDirs(dir));
   const std::string path = dir + "/moa.lock";
   const std::string owner = ThisOwner().dump() + "\n";
+  // An incomplete lock is judged by how long this process has seen it unchanged (the file's
+  // mtime comes from a file server's clock).
+  std::optional<LockFile> incomplete;
+  std::chrono::steady_clock::time_point incomplete_since;
   for (int attempt = 0; attempt < 100; ++attempt) {
     MOA_ASSIGN_OR_RETURN(const std::optional<FileId> created, CreateWhole(path, owner));
     if (created) return std::unique_ptr<RunLock>(new RunLock(path, *created, owner));
     const LockFile lock = Inspect(path);
     if (lock.state == LockFile::State::kMissing) continue;  // its owner just left
-    const std::string stale = LockStaleReason(lock);
+    const auto now = std::chrono::steady_clock::now();
+    if (lock.state == LockFile::State::kIncomplete &&
+        !(incomplete && SameLock(lock, *incomplete))) {
+      incomplete = lock;
+      incomplete_since = now;
+    }
+    const std::string stale =
+        LockStaleReason(lock, lock.state == LockFile::State::kIncomplete &&
+                                  now - incomplete_since >= std::chrono::seconds(2));
     if (stale.empty()) {
       if (lock.state == LockFile::State::kIncomplete) {  // being written: look again
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -258,7 +286,9 @@ absl::StatusOr<std::unique_ptr<RunLock>> RunLock::Acquire(const std::string& dir
 
 std::optional<LockOwner> LiveLockOwner(const std::string& dir) {
   const LockFile lock = Inspect(dir + "/moa.lock");
-  if (lock.state == LockFile::State::kMissing || !LockStaleReason(lock).empty()) {
+  // Seen once: an incomplete lock a minute old by its mtime (allowing for clock skew) is stale.
+  if (lock.state == LockFile::State::kMissing ||
+      !LockStaleReason(lock, lock.age >= std::chrono::seconds(60)).empty()) {
     return std::nullopt;
   }
   LockOwner owner;
@@ -275,9 +305,13 @@ std::optional<LockOwner> LiveLockOwner(const std::string& dir) {
 }
 
 RunLock::~RunLock() {
-  // Only its own file: a requeued Slurm task may have taken the lock over from this one.
+  // Only its own file: a requeued Slurm task may have taken the lock over from this one. Where a
+  // takeover has happened in this folder, under its guard, so that none lands in between.
+  const int guard = open((path_ + ".takeover").c_str(), O_RDONLY);
+  if (guard >= 0) flock(guard, LOCK_EX);
   const LockFile lock = Inspect(path_);
   if (lock.id == id_ && lock.text == text_) unlink(path_.c_str());
+  if (guard >= 0) close(guard);
 }
 
 }  // namespace moa::trainer

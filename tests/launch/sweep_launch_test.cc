@@ -3,12 +3,17 @@
 // mpirun launchers: relaunching a finished sweep runs nothing, delete_incomplete removes only
 // unfinished runs of the sweep that no live process holds, a relaunched incomplete run resumes from
 // its checkpoint, and jobs running at once get GPUs of their own.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -182,7 +187,26 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
   for (const auto& e : fs::directory_iterator(dir.File("refused"))) {
     left.push_back(e.path().filename());
   }
-  EXPECT_EQ(left, std::vector<std::string>{"slurm"}) << "only the written script's folder stays";
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"moa-sweep.lock", "slurm"}))
+      << "only the written script's folder (and the sweep's lock file) stay";
+
+  // squeue's answers: a listed task, one Slurm has forgotten (purged after its end), and no
+  // answer at all (no controller).
+  const std::map<std::string, std::pair<std::string, std::optional<bool>>> answers = {
+      {"listed", {"echo 12_3", true}},
+      {"purged", {"echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1", false}},
+      {"down",
+       {"echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1",
+        std::nullopt}}};
+  const std::string search_path = std::getenv("PATH");
+  for (const auto& [name, answer] : answers) {
+    std::ofstream(bin + "/squeue") << "#!/bin/sh\n" << answer.first << "\n";
+    fs::permissions(bin + "/squeue", fs::perms::owner_all);
+    setenv("PATH", (bin + ":" + search_path).c_str(), 1);
+    EXPECT_EQ(SlurmTaskListed("12_3"), answer.second) << name;
+    setenv("PATH", search_path.c_str(), 1);
+  }
 }
 
 std::string ReadAll(const std::string& path) {
@@ -206,7 +230,9 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
   EXPECT_NE(out.find("4 jobs: 0 done, 0 incomplete, 4 not launched"), std::string::npos) << out;
   EXPECT_NE(out.find("4 jobs ran, 0 failed"), std::string::npos) << out;
   std::vector<std::string> runs;
-  for (const auto& e : fs::directory_iterator(dir.File("sweep"))) runs.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(dir.File("sweep"))) {
+    if (e.is_directory()) runs.push_back(e.path());
+  }
   ASSERT_EQ(runs.size(), 4u);
   for (const std::string& run : runs) {
     EXPECT_TRUE(fs::exists(run + "/done")) << run;
@@ -248,6 +274,25 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
   EXPECT_EQ(CountLines(runs[1] + "/results.jsonl"), 3);
   EXPECT_TRUE(fs::exists(runs[0] + "/done"));
 
+  // While a launch runs (its shared flock of moa-sweep.lock, taken here by the test),
+  // delete_incomplete refuses to start; launches of other jobs may run beside it.
+  const std::string delete_incomplete = Moa() + " sweep delete_incomplete --config " + Tiny() +
+                                        " --data.test_envs 0,5 --n_hparams 2 --n_trials 1"
+                                        " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
+                                        dir.File("sweep");
+  {
+    const int launch = open(dir.File("sweep/moa-sweep.lock").c_str(), O_RDONLY);
+    ASSERT_GE(launch, 0);
+    ASSERT_EQ(flock(launch, LOCK_SH), 0);
+    EXPECT_EQ(test::RunShell(delete_incomplete, &out), 1) << out;
+    EXPECT_NE(out.find("a moa sweep launch is running jobs of " + dir.File("sweep")),
+              std::string::npos)
+        << out;
+    ASSERT_EQ(test::RunShell(sweep, &out), 0) << out;
+    EXPECT_NE(out.find("nothing to launch"), std::string::npos) << out;
+    close(launch);
+  }
+
   // Two incomplete runs, one of them locked by a live process (this test's): only the other
   // goes, and the exit status says that one was left.
   fs::remove(runs[2] + "/done");
@@ -255,13 +300,7 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
   const nlohmann::json owner = {
       {"host", parallel::Hostname()}, {"pid", static_cast<int64_t>(getpid())}, {"slurm", ""}};
   std::ofstream(runs[1] + "/moa.lock") << owner.dump() << "\n";
-  EXPECT_EQ(test::RunShell(Moa() + " sweep delete_incomplete --config " + Tiny() +
-                               " --data.test_envs 0,5 --n_hparams 2 --n_trials 1"
-                               " --train.steps=6 --train.checkpoint_freq=3 --output.dir " +
-                               dir.File("sweep"),
-                           &out),
-            1)
-      << out;
+  EXPECT_EQ(test::RunShell(delete_incomplete, &out), 1) << out;
   EXPECT_NE(out.find("deleted 1 incomplete job"), std::string::npos) << out;
   EXPECT_NE(out.find(runs[1] + " is in use by a running job (host " + parallel::Hostname() +
                      ", pid " + std::to_string(getpid()) + "); left alone"),
@@ -342,7 +381,9 @@ std::string LaunchOneMpirunJob(const test::TempDir& dir, const std::string& args
       << out;
   EXPECT_NE(out.find("1 job ran, 0 failed"), std::string::npos) << out;
   std::string run;
-  for (const auto& e : fs::directory_iterator(dir.File("sweep"))) run = e.path();
+  for (const auto& e : fs::directory_iterator(dir.File("sweep"))) {
+    if (e.is_directory()) run = e.path();
+  }
   EXPECT_TRUE(fs::exists(run + "/done")) << out;
   return run;
 }
