@@ -350,12 +350,10 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
 std::optional<bool> SlurmTaskListed(const std::string& task) {
   if (!IsPlainWord(task)) return std::nullopt;
   int status = 0;
-  const std::string listed = CommandOutput("squeue -h -o %i -j " + task + " 2>&1", &status);
-  // A job Slurm has purged (MinJobAge after its end) is unknown to squeue.
-  if (status != 0) {
-    return listed.find("Invalid job id") != std::string::npos ? std::optional<bool>(false)
-                                                              : std::nullopt;
-  }
+  const std::string listed = CommandOutput("squeue -h -o %i -j " + task + " 2>/dev/null", &status);
+  // squeue also fails on a job it does not know, which may be one that Slurm has purged since it
+  // ended (MinJobAge) or one of another cluster sharing the filesystem: unknown either way.
+  if (status != 0) return std::nullopt;
   return !listed.empty();
 }
 

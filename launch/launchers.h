@@ -51,9 +51,9 @@ absl::StatusOr<std::string> SlurmScript(const std::vector<SweepJob>& jobs,
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,
                                           const SweepOptions& options, const SlurmConfig& slurm);
 
-/// Whether squeue lists Slurm job or array task `task` (pending or running; false also when
-/// Slurm no longer knows the job); nullopt when squeue cannot tell (not installed, no controller)
-/// or `task` is not a plain job id.
+/// Whether squeue lists Slurm job or array task `task` (pending or running; false for a job that
+/// has ended and that Slurm still knows); nullopt when squeue cannot tell (not installed, no
+/// controller, a job it does not know) or `task` is not a plain job id.
 std::optional<bool> SlurmTaskListed(const std::string& task);
 
 /// The Slurm array task recorded in `run_dir`/slurm_task when squeue still lists it (pending or

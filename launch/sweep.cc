@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
@@ -243,8 +244,11 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
     if (!script.ok()) {
       // Nothing was submitted: the jobs stay "not launched" rather than look started.
       for (const std::string& dir : fresh) {
+        // Unless a launch beside this one has started the job meanwhile.
         std::error_code ignored;
-        fs::remove_all(dir, ignored);
+        const bool only_job_file =
+            std::distance(fs::directory_iterator(dir, ignored), fs::directory_iterator()) == 1;
+        if (only_job_file) fs::remove_all(dir, ignored);
       }
       std::cerr << "moa sweep: " << script.status().message() << "\n";
       return 1;
@@ -260,7 +264,8 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
 // The sweep directory's flock on its moa-sweep.lock (a file kept for it; the kernel releases the
 // flock when its holder ends): launches hold it shared for as long as their jobs run, so that
 // launches of other jobs into the same directory run side by side; delete_incomplete holds it
-// exclusive, so it never removes a job that a running launch has yet to start.
+// exclusive, so it never removes a job that a running launch has yet to start. The jobs a launch
+// starts inherit the descriptor on purpose: jobs left running by a killed launcher keep it too.
 class SweepDirLock {
  public:
   static absl::StatusOr<SweepDirLock> Take(const std::string& dir, bool exclusive) {
@@ -272,7 +277,7 @@ class SweepDirLock {
     if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return lock;
     if (errno != EWOULDBLOCK) return lock;  // a filesystem without flock: no guard
     return absl::UnavailableError(
-        exclusive ? "a moa sweep launch is running jobs of " + dir +
+        exclusive ? "a moa sweep launch (or a job it started) is running jobs of " + dir +
                         "; delete_incomplete would remove the ones it has yet to start: stop it "
                         "first, or wait for it to end"
                   : "moa sweep delete_incomplete is removing runs of " + dir +
@@ -308,8 +313,9 @@ int DeleteIncomplete(const SweepOptions& options, const std::vector<SweepJob>& j
       continue;
     }
     const std::optional<trainer::LockOwner> owner = trainer::LiveLockOwner(job.dir);
-    // An owner on another host that was a Slurm task which squeue no longer lists has ended (a
-    // killed rank 0 or a failed node leaves its lock behind).
+    // An owner on another host that was a Slurm task which squeue knows to have ended is gone (a
+    // killed rank 0 or a failed node leaves its lock behind); once Slurm has forgotten the job,
+    // the message says how to free the run.
     const bool owner_ended = owner && !owner->slurm.empty() &&
                              owner->host != parallel::Hostname() &&
                              !SlurmTaskListed(owner->slurm).value_or(true);

@@ -15,7 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <absl/status/status.h>
@@ -48,15 +50,35 @@ int64_t SlurmRestarts() {
   return count == nullptr ? 0 : std::atoll(count);
 }
 
+// This process's pid namespace ("pid:[4026531836]"): pids compare only within one (containers
+// that share the host's name have their own).
+std::string PidNamespace() {
+  std::error_code ignored;
+  return fs::read_symlink("/proc/self/ns/pid", ignored).string();
+}
+
+// The lock files this process holds: a lock recording this process's pid is its own while listed
+// here, and was left by an earlier process with the same pid otherwise.
+std::mutex held_mutex;
+std::set<std::string>& HeldLocks() {
+  static std::set<std::string> held;
+  return held;
+}
+bool HoldsLock(const std::string& path) {
+  std::lock_guard<std::mutex> guard(held_mutex);
+  return HeldLocks().count(path) > 0;
+}
+
 nlohmann::json ThisOwner() {
   return {{"host", parallel::Hostname()},
           {"pid", static_cast<int64_t>(getpid())},
+          {"pid_namespace", PidNamespace()},
           {"slurm", SlurmTask()},
           {"slurm_restarts", SlurmRestarts()}};
 }
 
-// Why the owner recorded in `text` is gone, or "" while it may still run.
-std::string StaleReason(const nlohmann::json& owner) {
+// Why the owner recorded in the lock at `path` is gone, or "" while it may still run.
+std::string StaleReason(const nlohmann::json& owner, const std::string& path) {
   const std::string slurm = SlurmTask();
   // The same task after a requeue; the processes of one allocation (srun steps, salloc) share its
   // job id and restart count, and are told apart below like any others.
@@ -64,9 +86,12 @@ std::string StaleReason(const nlohmann::json& owner) {
       owner.value("slurm_restarts", int64_t{0}) < SlurmRestarts()) {
     return "its Slurm task " + slurm + " is this one, requeued";
   }
-  if (owner.value("host", "") == parallel::Hostname()) {
+  const std::string pid_namespace = owner.value("pid_namespace", PidNamespace());
+  if (owner.value("host", "") == parallel::Hostname() && pid_namespace == PidNamespace()) {
     const pid_t pid = static_cast<pid_t>(owner.value("pid", int64_t{0}));
-    if (pid == getpid()) return "it was left by an earlier process with this pid";
+    if (pid == getpid()) {
+      return HoldsLock(path) ? "" : "it was left by an earlier process with this pid";
+    }
     if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
       return "process " + std::to_string(pid) + " no longer runs";
     }
@@ -87,6 +112,7 @@ std::string StaleReason(const nlohmann::json& owner) {
 struct LockFile {
   enum class State { kMissing, kUnreadable, kIncomplete, kComplete };
   State state = State::kMissing;
+  std::string path;
   nlohmann::json owner;  // kComplete
   std::string text;      // what it holds
   std::string error;     // kUnreadable: why it cannot be read
@@ -96,6 +122,7 @@ struct LockFile {
 
 LockFile Inspect(const std::string& path) {
   LockFile lock;
+  lock.path = path;
   const int fd = open(path.c_str(), O_RDONLY);
   if (fd < 0) {
     if (errno != ENOENT) {
@@ -132,7 +159,7 @@ std::string DescribeOwner(const nlohmann::json& owner) {
 std::string LockStaleReason(const LockFile& lock, bool incomplete_for_long) {
   switch (lock.state) {
     case LockFile::State::kComplete:
-      return StaleReason(lock.owner);
+      return StaleReason(lock.owner, lock.path);
     case LockFile::State::kIncomplete:
       return incomplete_for_long ? "it holds no complete owner record" : "";
     default:
@@ -196,12 +223,14 @@ bool SameLock(const LockFile& lock, const LockFile& judged) {
 // the lock that run then takes. Returns whether it removed the lock.
 absl::StatusOr<bool> RemoveIfStill(const std::string& path, const LockFile& judged) {
   const std::string guard_path = path + ".takeover";
-  int guard = open(guard_path.c_str(), O_RDWR | O_CREAT, 0644);
-  // Another user's guard in a shared folder: a read-only descriptor takes the flock as well.
-  if (guard < 0 && errno == EACCES) guard = open(guard_path.c_str(), O_RDONLY);
+  int guard = open(guard_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // Another user's guard in a shared folder: a read-only descriptor takes the flock on a local
+  // disk (over NFS, EBADF below).
+  if (guard < 0 && errno == EACCES) guard = open(guard_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (guard < 0) return absl::ErrnoToStatus(errno, "cannot open " + guard_path);
   // Filesystems without flock (some Lustre mounts) take over without the guard.
-  if (flock(guard, LOCK_EX) != 0 && errno != ENOSYS && errno != ENOLCK && errno != EOPNOTSUPP) {
+  if (flock(guard, LOCK_EX) != 0 && errno != ENOSYS && errno != ENOLCK && errno != EOPNOTSUPP &&
+      errno != EBADF) {
     const int error = errno;
     close(guard);
     return absl::ErrnoToStatus(error, "cannot lock " + guard_path);
@@ -252,7 +281,11 @@ absl::StatusOr<std::unique_ptr<RunLock>> RunLock::Acquire(const std::string& dir
   std::chrono::steady_clock::time_point incomplete_since;
   for (int attempt = 0; attempt < 100; ++attempt) {
     MOA_ASSIGN_OR_RETURN(const std::optional<FileId> created, CreateWhole(path, owner));
-    if (created) return std::unique_ptr<RunLock>(new RunLock(path, *created, owner));
+    if (created) {
+      std::lock_guard<std::mutex> guard(held_mutex);
+      HeldLocks().insert(path);
+      return std::unique_ptr<RunLock>(new RunLock(path, *created, owner));
+    }
     const LockFile lock = Inspect(path);
     if (lock.state == LockFile::State::kMissing) continue;  // its owner just left
     const auto now = std::chrono::steady_clock::now();
@@ -307,11 +340,20 @@ std::optional<LockOwner> LiveLockOwner(const std::string& dir) {
 RunLock::~RunLock() {
   // Only its own file: a requeued Slurm task may have taken the lock over from this one. Where a
   // takeover has happened in this folder, under its guard, so that none lands in between.
-  const int guard = open((path_ + ".takeover").c_str(), O_RDONLY);
-  if (guard >= 0) flock(guard, LOCK_EX);
+  // The guard is waited for a second at most (a run that stops on a signal has little time).
+  const std::string guard_path = path_ + ".takeover";
+  int guard = open(guard_path.c_str(), O_RDWR | O_CLOEXEC);
+  if (guard < 0) guard = open(guard_path.c_str(), O_RDONLY | O_CLOEXEC);
+  for (int tries = 0;
+       guard >= 0 && tries < 100 && flock(guard, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+       ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   const LockFile lock = Inspect(path_);
   if (lock.id == id_ && lock.text == text_) unlink(path_.c_str());
   if (guard >= 0) close(guard);
+  std::lock_guard<std::mutex> held(held_mutex);
+  HeldLocks().erase(path_);
 }
 
 }  // namespace moa::trainer

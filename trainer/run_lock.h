@@ -2,10 +2,12 @@
 // (`done`, or a full-state checkpoint) is refused unless the run resumes it or
 // output.overwrite = true, and a lock file (`moa.lock`: host, pid and Slurm job of its owner)
 // keeps two live runs out of one folder. The lock is linked into place whole, so no process sees
-// it half-written. A lock whose owner is gone is stale and taken over: on this host a pid that no
-// longer runs, anywhere the same Slurm job and array task (a requeued task, perhaps on another
-// node). Takeovers are serialised by an flock of moa.lock.takeover and remove only the very file
-// judged stale, so of several runs starting at once exactly one gets the folder.
+// it half-written. A lock whose owner is gone is stale and taken over: on this host (and pid
+// namespace) a pid that no longer runs, or this process's pid where this process does not hold
+// it; anywhere, the same Slurm job and array task after a requeue (a higher SLURM_RESTART_COUNT,
+// perhaps on another node). Takeovers are serialised by an flock of moa.lock.takeover and remove
+// only the very file judged stale (device, inode and contents), so of several processes starting
+// at once exactly one gets the folder.
 //
 //   MOA_ASSIGN_OR_RETURN(std::unique_ptr<RunLock> lock, RunLock::Acquire(dir));
 //   MOA_RETURN_IF_ERROR(CheckRunDirFree(dir, config));

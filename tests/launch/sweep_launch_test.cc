@@ -191,11 +191,13 @@ TEST(SweepTest, SlurmScriptIsReadableAndQuotesEveryValue) {
   EXPECT_EQ(left, (std::vector<std::string>{"moa-sweep.lock", "slurm"}))
       << "only the written script's folder (and the sweep's lock file) stay";
 
-  // squeue's answers: a listed task, one Slurm has forgotten (purged after its end), and no
-  // answer at all (no controller).
+  // squeue's answers: a listed task, an ended one Slurm still knows, one it does not know
+  // (purged after its end, or another cluster's: unknown), and no answer at all (no controller).
   const std::map<std::string, std::pair<std::string, std::optional<bool>>> answers = {
       {"listed", {"echo 12_3", true}},
-      {"purged", {"echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1", false}},
+      {"ended", {"true", false}},
+      {"unknown",
+       {"echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1", std::nullopt}},
       {"down",
        {"echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1",
         std::nullopt}}};
@@ -285,7 +287,8 @@ TEST(SweepTest, LocalLauncherRelaunchDeleteAndResume) {
     ASSERT_GE(launch, 0);
     ASSERT_EQ(flock(launch, LOCK_SH), 0);
     EXPECT_EQ(test::RunShell(delete_incomplete, &out), 1) << out;
-    EXPECT_NE(out.find("a moa sweep launch is running jobs of " + dir.File("sweep")),
+    EXPECT_NE(out.find("a moa sweep launch (or a job it started) is running jobs of " +
+                       dir.File("sweep")),
               std::string::npos)
         << out;
     ASSERT_EQ(test::RunShell(sweep, &out), 0) << out;

@@ -206,6 +206,37 @@ TEST(RunDirTest, ALockWithThisProcesssPidIsAnEarlierProcesss) {
   auto lock = RunLock::Acquire(run);
   MOA_ASSERT_OK(lock);
   EXPECT_NE(ReadAll(run + "/moa.lock"), before) << "this process's own record replaced it";
+  // While this process holds it, its own lock is live to it too.
+  auto second = RunLock::Acquire(run);
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("is in use by another run"), std::string::npos)
+      << second.status().message();
+  EXPECT_TRUE(LiveLockOwner(run).has_value());
+}
+
+// A Slurm task's lock (here on another host) is taken over by the same task once Slurm has
+// requeued it (a higher SLURM_RESTART_COUNT), never by another process of the same allocation.
+TEST(RunDirTest, ARequeuedSlurmTaskTakesOverItsLock) {
+  test::TempDir dir;
+  const std::string run = dir.File("run");
+  std::filesystem::create_directories(run);
+  const nlohmann::json owner = {
+      {"host", "node-17"}, {"pid", 4242}, {"slurm", "77_3"}, {"slurm_restarts", 0}};
+  std::ofstream(run + "/moa.lock") << owner.dump() << "\n";
+  unsetenv("SLURM_JOB_ID");
+  setenv("SLURM_ARRAY_JOB_ID", "77", 1);
+  setenv("SLURM_ARRAY_TASK_ID", "3", 1);
+  auto same_allocation = RunLock::Acquire(run);
+  ASSERT_FALSE(same_allocation.ok());
+  EXPECT_NE(same_allocation.status().message().find("host node-17, pid 4242, Slurm job 77_3"),
+            std::string::npos)
+      << same_allocation.status().message();
+  setenv("SLURM_RESTART_COUNT", "1", 1);
+  auto requeued = RunLock::Acquire(run);
+  unsetenv("SLURM_ARRAY_JOB_ID");
+  unsetenv("SLURM_ARRAY_TASK_ID");
+  unsetenv("SLURM_RESTART_COUNT");
+  MOA_ASSERT_OK(requeued);
 }
 
 // A lock that holds no owner record (left by a crash mid-write of an older moa, or made by hand)
