@@ -357,12 +357,17 @@ std::optional<bool> SlurmTaskListed(const std::string& task) {
   return !listed.empty();
 }
 
-std::string QueuedSlurmTask(const std::string& run_dir) {
+std::string RecordedSlurmTask(const std::string& run_dir) {
   auto recorded = ReadFile(run_dir + "/slurm_task");
   if (!recorded.ok()) return "";
   std::string task = *recorded;
   while (!task.empty() && (task.back() == '\n' || task.back() == ' ')) task.pop_back();
-  return SlurmTaskListed(task).value_or(false) ? task : "";
+  return task;
+}
+
+std::string QueuedSlurmTask(const std::string& run_dir) {
+  const std::string task = RecordedSlurmTask(run_dir);
+  return !task.empty() && SlurmTaskListed(task).value_or(false) ? task : "";
 }
 
 absl::StatusOr<std::string> LaunchOnSlurm(const std::vector<SweepJob>& jobs,

@@ -60,4 +60,7 @@ std::optional<bool> SlurmTaskListed(const std::string& task);
 /// running), else "" (no record, no squeue, or the task has ended).
 std::string QueuedSlurmTask(const std::string& run_dir);
 
+/// The Slurm array task recorded in `run_dir`/slurm_task ("" when there is none).
+std::string RecordedSlurmTask(const std::string& run_dir);
+
 }  // namespace moa::launch

@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
@@ -194,7 +193,44 @@ void PrintCounts(const std::vector<SweepJob>& jobs) {
               c.incomplete, c.not_launched);
 }
 
-int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
+// The sweep directory's flock on its moa-sweep.lock (a file kept for it; the kernel releases the
+// flock when its holder ends): launches hold it shared for as long as their jobs run, so that
+// launches of other jobs into the same directory run side by side; delete_incomplete holds it
+// exclusive, so it never removes a job that a running launch has yet to start. The jobs a launch
+// starts inherit the descriptor on purpose: jobs left running by a killed launcher keep it too.
+class SweepDirLock {
+ public:
+  static absl::StatusOr<SweepDirLock> Take(const std::string& dir, bool exclusive) {
+    const std::string path = dir + "/moa-sweep.lock";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    if (fd < 0 && errno == EACCES) fd = open(path.c_str(), O_RDONLY);
+    if (fd < 0) return absl::ErrnoToStatus(errno, "cannot open " + path);
+    SweepDirLock lock(fd);
+    if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return lock;
+    if (errno != EWOULDBLOCK) return lock;  // a filesystem without flock: no guard
+    return absl::UnavailableError(
+        exclusive ? "a moa sweep launch (or a job it started) is running jobs of " + dir +
+                        "; delete_incomplete would remove the ones it has yet to start: stop it "
+                        "first, or wait for it to end"
+                  : "moa sweep delete_incomplete is removing runs of " + dir +
+                        "; launch again when it has ended");
+  }
+  /// Makes a shared hold exclusive if no other process holds it (true; also where the
+  /// filesystem has no flock).
+  bool TryExclusive() { return flock(fd_, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK; }
+  SweepDirLock(SweepDirLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  SweepDirLock& operator=(SweepDirLock&&) = delete;
+  ~SweepDirLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+ private:
+  explicit SweepDirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs,
+           SweepDirLock* sweep_lock) {
   PrintCounts(jobs);
   ReportForeign(options.output_dir, jobs);
   std::vector<SweepJob> pending;
@@ -243,12 +279,12 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
     auto script = LaunchOnSlurm(pending, options, base->slurm);
     if (!script.ok()) {
       // Nothing was submitted: the jobs stay "not launched" rather than look started.
-      for (const std::string& dir : fresh) {
-        // Unless a launch beside this one has started the job meanwhile.
-        std::error_code ignored;
-        const bool only_job_file =
-            std::distance(fs::directory_iterator(dir, ignored), fs::directory_iterator()) == 1;
-        if (only_job_file) fs::remove_all(dir, ignored);
+      // Unless another launch runs in this directory (it may have started one of them).
+      if (sweep_lock->TryExclusive()) {
+        for (const std::string& dir : fresh) {
+          std::error_code ignored;
+          fs::remove_all(dir, ignored);
+        }
       }
       std::cerr << "moa sweep: " << script.status().message() << "\n";
       return 1;
@@ -260,39 +296,6 @@ int Launch(const SweepOptions& options, const std::vector<SweepJob>& jobs) {
               pending.size() == 1 ? "" : "s", failed);
   return failed == 0 ? 0 : 1;
 }
-
-// The sweep directory's flock on its moa-sweep.lock (a file kept for it; the kernel releases the
-// flock when its holder ends): launches hold it shared for as long as their jobs run, so that
-// launches of other jobs into the same directory run side by side; delete_incomplete holds it
-// exclusive, so it never removes a job that a running launch has yet to start. The jobs a launch
-// starts inherit the descriptor on purpose: jobs left running by a killed launcher keep it too.
-class SweepDirLock {
- public:
-  static absl::StatusOr<SweepDirLock> Take(const std::string& dir, bool exclusive) {
-    const std::string path = dir + "/moa-sweep.lock";
-    int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
-    if (fd < 0 && errno == EACCES) fd = open(path.c_str(), O_RDONLY);
-    if (fd < 0) return absl::ErrnoToStatus(errno, "cannot open " + path);
-    SweepDirLock lock(fd);
-    if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return lock;
-    if (errno != EWOULDBLOCK) return lock;  // a filesystem without flock: no guard
-    return absl::UnavailableError(
-        exclusive ? "a moa sweep launch (or a job it started) is running jobs of " + dir +
-                        "; delete_incomplete would remove the ones it has yet to start: stop it "
-                        "first, or wait for it to end"
-                  : "moa sweep delete_incomplete is removing runs of " + dir +
-                        "; launch again when it has ended");
-  }
-  SweepDirLock(SweepDirLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  SweepDirLock& operator=(SweepDirLock&&) = delete;
-  ~SweepDirLock() {
-    if (fd_ >= 0) close(fd_);
-  }
-
- private:
-  explicit SweepDirLock(int fd) : fd_(fd) {}
-  int fd_;
-};
 
 int List(const std::vector<SweepJob>& jobs) {
   for (const SweepJob& job : jobs) {
@@ -325,10 +328,16 @@ int DeleteIncomplete(const SweepOptions& options, const std::vector<SweepJob>& j
       ++in_use;
       continue;
     }
-    const std::string task = QueuedSlurmTask(job.dir);
-    if (!task.empty()) {
-      std::cerr << "moa sweep: " << job.dir << " is queued or running as Slurm job " << task
-                << " (scancel it first); left alone\n";
+    const std::string task = RecordedSlurmTask(job.dir);
+    const std::optional<bool> queued =
+        task.empty() ? std::optional<bool>(false) : SlurmTaskListed(task);
+    if (queued.value_or(true)) {
+      std::cerr << "moa sweep: " << job.dir
+                << (queued ? " is queued or running as Slurm job " + task + " (scancel it first)"
+                           : " was submitted as Slurm job " + task +
+                                 ", which squeue cannot tell about (remove it by hand once it "
+                                 "has ended)")
+                << "; left alone\n";
       ++in_use;
       continue;
     }
@@ -464,7 +473,7 @@ int RunSweepCommand(const std::vector<std::string>& args) {
     return 1;
   }
   if (deletes) return DeleteIncomplete(*options, *jobs);
-  return Launch(*options, *jobs);
+  return Launch(*options, *jobs, &*lock);
 }
 
 }  // namespace moa::launch

@@ -86,10 +86,11 @@ std::string StaleReason(const nlohmann::json& owner, const std::string& path) {
       owner.value("slurm_restarts", int64_t{0}) < SlurmRestarts()) {
     return "its Slurm task " + slurm + " is this one, requeued";
   }
-  const std::string pid_namespace = owner.value("pid_namespace", PidNamespace());
-  if (owner.value("host", "") == parallel::Hostname() && pid_namespace == PidNamespace()) {
+  if (owner.value("host", "") == parallel::Hostname()) {
     const pid_t pid = static_cast<pid_t>(owner.value("pid", int64_t{0}));
-    if (pid == getpid()) {
+    // This pid in this pid namespace is this process (a container sharing the host's name has
+    // its own namespace, where the same pid is another process).
+    if (pid == getpid() && owner.value("pid_namespace", PidNamespace()) == PidNamespace()) {
       return HoldsLock(path) ? "" : "it was left by an earlier process with this pid";
     }
     if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
@@ -225,12 +226,11 @@ absl::StatusOr<bool> RemoveIfStill(const std::string& path, const LockFile& judg
   const std::string guard_path = path + ".takeover";
   int guard = open(guard_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   // Another user's guard in a shared folder: a read-only descriptor takes the flock on a local
-  // disk (over NFS, EBADF below).
+  // disk (over NFS it cannot, and the takeover is refused below rather than left unguarded).
   if (guard < 0 && errno == EACCES) guard = open(guard_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (guard < 0) return absl::ErrnoToStatus(errno, "cannot open " + guard_path);
   // Filesystems without flock (some Lustre mounts) take over without the guard.
-  if (flock(guard, LOCK_EX) != 0 && errno != ENOSYS && errno != ENOLCK && errno != EOPNOTSUPP &&
-      errno != EBADF) {
+  if (flock(guard, LOCK_EX) != 0 && errno != ENOSYS && errno != ENOLCK && errno != EOPNOTSUPP) {
     const int error = errno;
     close(guard);
     return absl::ErrnoToStatus(error, "cannot lock " + guard_path);

@@ -2,8 +2,8 @@
 // (`done`, or a full-state checkpoint) is refused unless the run resumes it or
 // output.overwrite = true, and a lock file (`moa.lock`: host, pid and Slurm job of its owner)
 // keeps two live runs out of one folder. The lock is linked into place whole, so no process sees
-// it half-written. A lock whose owner is gone is stale and taken over: on this host (and pid
-// namespace) a pid that no longer runs, or this process's pid where this process does not hold
+// it half-written. A lock whose owner is gone is stale and taken over: on this host a pid that
+// no longer runs, or this process's pid (in its pid namespace) where this process does not hold
 // it; anywhere, the same Slurm job and array task after a requeue (a higher SLURM_RESTART_COUNT,
 // perhaps on another node). Takeovers are serialised by an flock of moa.lock.takeover and remove
 // only the very file judged stale (device, inode and contents), so of several processes starting
