@@ -383,15 +383,6 @@ absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args
                                       absl::StrJoin(launchers, " and ") + ", not " +
                                       options.launcher);
   }
-  if (options.launcher != "slurm") {
-    for (const std::string& override_text : options.overrides) {
-      const std::string key = SplitOverride(override_text).first;
-      if (absl::StartsWith(key, "slurm.")) {
-        return absl::InvalidArgumentError("--" + key + " is for --launcher slurm, not " +
-                                          options.launcher);
-      }
-    }
-  }
   if (options.dry_run && options.launcher != "slurm") {
     // Ignoring it would start the jobs the user asked not to start.
     return absl::InvalidArgumentError(
@@ -421,6 +412,10 @@ absl::StatusOr<SweepOptions> ParseSweepArgs(const std::vector<std::string>& args
       return absl::InvalidArgumentError("--" + key +
                                         " is set by moa sweep for each job (use --data.test_envs, "
                                         "--n_hparams, --n_trials and --output.dir)");
+    }
+    if (absl::StartsWith(key, "slurm.") && options.launcher != "slurm") {
+      return absl::InvalidArgumentError("--" + key + " is for --launcher slurm, not " +
+                                        options.launcher);
     }
   }
   if (options.output_dir.empty()) return absl::InvalidArgumentError("--output.dir is required");
@@ -455,17 +450,14 @@ int RunSweepCommand(const std::vector<std::string>& args) {
     return 2;
   }
   if (options->command == "list") return List(*jobs);
-  if (options->command == "delete_incomplete" && !fs::exists(options->output_dir)) {
+  const bool deletes = options->command == "delete_incomplete";
+  if (deletes && !fs::exists(options->output_dir)) {
     std::printf("moa sweep: %s does not exist; nothing to delete\n", options->output_dir.c_str());
     return 0;
   }
-  const bool deletes = options->command == "delete_incomplete";
-  if (!deletes) {
-    const absl::Status made = MakeDirs(options->output_dir);
-    if (!made.ok()) {
-      std::cerr << "moa sweep: " << made.message() << "\n";
-      return 1;
-    }
+  if (const absl::Status made = MakeDirs(options->output_dir); !made.ok()) {
+    std::cerr << "moa sweep: " << made.message() << "\n";
+    return 1;
   }
   auto lock = SweepDirLock::Take(options->output_dir, /*exclusive=*/deletes);
   if (!lock.ok()) {
