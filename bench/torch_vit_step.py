@@ -7,7 +7,9 @@ as moa. Prints one JSON line: ms per step, images/s and peak memory.
 usage: torch_vit_step.py --method lora|moa|full|erm --device cpu|cuda --precision fp32|bf16
        --batch N --steps N --warmup N --threads N [--img 224 --patch 16 --in-chans 3 --dim 768
        --depth 12 --heads 12 --mlp-ratio 4 --rank 2 --targets qkv --blocks all|every_other
-       --ranks 1,2,4,8 --proj-dim 256 --classes 7 --lr 5e-5]
+       --ranks 1,2,4,8 --proj-dim 256 --classes 7 --lr 5e-5 --trace PATH]
+--trace PATH: after the measurement, two more steps under torch.profiler (CPU and CUDA activities)
+written as a Chrome trace to PATH (bench/trace_kernels.py sums its GPU kernels by kind).
 """
 import argparse
 import json
@@ -150,6 +152,7 @@ def main():
     p.add_argument("--blocks", default="all")
     p.add_argument("--ranks", default="1,2,4,8")
     p.add_argument("--classes", type=int, default=7)
+    p.add_argument("--trace", default="")
     args = p.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -190,6 +193,16 @@ def main():
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if args.trace:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as profile:
+            step()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        profile.export_chrome_trace(args.trace)
     print(json.dumps({"ms": seconds * 1000, "images_per_s": args.batch / seconds,
                       "peak_mem_gb": peak / 2**30}))
 

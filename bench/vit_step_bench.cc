@@ -22,20 +22,27 @@
 // usage: vit_step_bench [--device cuda|cpu] [--precision bf16|fp32] [--batch PER_DOMAIN]
 //                       [--domains 3] [--steps 10] [--warmup 3] [--threads N]
 //                       [--methods lora,moa,full] [--small] [--max-batch | --max-batch-only]
-//                       [--no-torch] [--suite cpu] [--repeat N]
+//                       [--no-torch] [--suite cpu] [--repeat N] [--trace DIR]
 //   --small: width 192, depth 4, 3 heads (the CPU figures); --max-batch: also the largest
 //   per-domain batch that fits for moa (two-step probes doubling from twice --batch, then a full
 //   measurement there, PyTorch eager at the same batch; GPU only); --max-batch-only: only those
 //   rows. Methods: lora, moa, full (ViT-B/16, or the small width), small_lora, small_moa (the
 //   demo's), erm (MNIST_CNN).
+//   --trace DIR: after each measurement (not the probes), both sides profile two more steps with
+//   Kineto (CPU and, on a GPU, CUDA activities) and write a Chrome trace to
+//   DIR/{moa,torch}_<method>_<images>.json; bench/trace_kernels.py sums their GPU kernels by kind.
 #include <spawn.h>
 #include <sys/wait.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -64,6 +71,7 @@ struct Args {
   bool small = false, max_batch = false, max_batch_only = false, torch = true;
   bool probe = false;  // a child that only tries whether the batch fits (two steps, no evaluation)
   std::string child;   // run one measurement of this method and print JSON
+  std::string trace;   // folder for Kineto traces of two extra steps per measurement
 };
 
 const std::map<std::string, std::string> kConfigs = {
@@ -165,6 +173,22 @@ void Synchronize(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
 
+// Two more training steps under Kineto (CPU, and CUDA where the step runs on a GPU), written as
+// a Chrome trace to `path`.
+void WriteTrace(const std::string& path, const torch::Device& device,
+                const std::function<void()>& train_step) {
+  namespace prof = torch::autograd::profiler;
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO, false, false);
+  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  if (device.is_cuda()) activities.insert(prof::ActivityType::CUDA);
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  train_step();
+  train_step();
+  Synchronize(device);
+  prof::disableProfiler()->save(path);
+}
+
 // One measurement in this process; prints {"ms", "images_per_s", "peak_mem_gb", "flops"}.
 int Child(const Args& a) {
   if (a.threads > 0) moa::ApplyThreadCount(static_cast<int>(a.threads));
@@ -233,6 +257,10 @@ int Child(const Args& a) {
     Synchronize(device);
     const double seconds = clock.Seconds() / static_cast<double>(a.steps);
     const double peak_gb = static_cast<double>(moa::parallel::PeakMemoryBytes(device)) / (1 << 30);
+    if (!a.trace.empty()) {
+      WriteTrace(a.trace + "/moa_" + a.child + "_" + std::to_string(images) + ".json", device,
+                 train_step);
+    }
     // Evaluation as the trainer runs it: eval mode, no autograd, at eval.batch_size (at most two
     // training batches here, to keep the CPU suite short); the first batch (cold: Kronecker
     // experts build H, allocator warm-up) and the mean of the next ones.
@@ -335,6 +363,7 @@ std::vector<std::string> MoaCommand(const char* self, const Args& a, const std::
   const std::vector<std::string> step = StepFlags(a, batch);
   c.insert(c.end(), step.begin(), step.end());
   if (probe) c.push_back("--probe");
+  if (!probe && !a.trace.empty()) c.insert(c.end(), {"--trace", a.trace});
   return c;
 }
 
@@ -347,6 +376,10 @@ std::vector<std::string> TorchCommand(const Args& a, const std::string& method, 
                                 kind};
   const std::vector<std::string> step = StepFlags(a, images);
   c.insert(c.end(), step.begin(), step.end());
+  if (!a.trace.empty()) {
+    c.insert(c.end(),
+             {"--trace", a.trace + "/torch_" + method + "_" + std::to_string(images) + ".json"});
+  }
   if (method == "erm") {
     c.insert(c.end(), {"--img", "28", "--in-chans", "1", "--classes", "10", "--lr", "1e-3"});
   } else if (small_demo) {
@@ -512,6 +545,8 @@ int main(int argc, char** argv) {
       a.probe = true;
     else if (flag == "--no-torch")
       a.torch = false;
+    else if (flag == "--trace")
+      a.trace = value();
     else if (flag == "--suite")
       suite = value();
     else if (flag == "--repeat")
@@ -537,6 +572,15 @@ int main(int argc, char** argv) {
   if (a.device == "cuda" && moa::parallel::VisibleGpus() == 0) {
     std::fprintf(stderr, "vit_step_bench: no GPU visible; use --device cpu (with --small)\n");
     return 1;
+  }
+  if (!a.trace.empty() && a.child.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(a.trace, error);
+    if (error) {
+      std::fprintf(stderr, "--trace %s: cannot create the folder: %s\n", a.trace.c_str(),
+                   error.message().c_str());
+      return 2;
+    }
   }
   if (!a.child.empty()) return Child(a);
   if (a.device == "cuda") {

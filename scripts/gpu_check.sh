@@ -7,11 +7,15 @@
 #      deterministic repeat and resume; CPU <-> GPU checkpoints) and the standalone NCCL test;
 #   2. dp = 2 and ep = 2 on the one GPU through the MPI backend against one process;
 #   3. the ViT-B/16 training-step benchmark against PyTorch eager: bf16 at the paper's batch, fp32
-#      (TF32 off) at the paper's batch, then bf16 at the largest batch that fits.
+#      (TF32 off) at the paper's batch, then bf16 at the largest batch that fits;
+#   4. where the step's GPU time goes: Kineto traces of LoRA (1536 images) and full fine-tuning
+#      (768 images) in bf16 on both sides, summed by kernel kind (bench/trace_kernels.py); the
+#      traces come back gzipped.
+# MOA_CHECK_ONLY=tests,runs,bench,profile (any of them) runs only those sections.
 # The report grows as it goes (gpu_report.txt in $OUT, else gpu_report/), so a timeout still
-# returns what ran; beside it only gpu_test.json and the full logs (gpu_test.log, runs.log,
-# bench.log): the device tool returns at most 8 files. Generated data and run folders live in a
-# scratch folder. Every section's time limit is cut to what is left of one deadline
+# returns what ran; beside it only gpu_test.json, the full logs (gpu_test.log, runs.log,
+# bench.log) and section 4's traces.tar.gz: the device tool returns at most 8 files. Generated
+# data and run folders live in a scratch folder. Every section's time limit is cut to what is left of one deadline
 # (MOA_CHECK_SECONDS, 470 s from the start), the most important sections first, and the last
 # lines printed are a summary.
 #   here:            bash scripts/build.sh && bash scripts/gpu_bundle.sh
@@ -146,13 +150,19 @@ export MOA_TEST_DATA_DIR="$data"
 export CUBLAS_WORKSPACE_CONFIG=:4096:8
 [ "${MOA_CHECK_DEVICE:-cuda}" = cpu ] || export MOA_EXPECT_GPU=1
 
+# want SECTION: whether MOA_CHECK_ONLY (unset: every section) names SECTION.
+want() { [ -z "${MOA_CHECK_ONLY:-}" ] || [[ ",$MOA_CHECK_ONLY," == *",$1,"* ]]; }
+
+if want tests; then
 section "GPU tests (gtest label gpu)"
 gtest_lines='^\[ *(RUN|OK|FAILED|PASSED|SKIPPED) *\]|^\[==|: Failure|^(Expected|  Actual|Value of|Which is)|C\+\+ exception|^[A-Z_]{4,}: |planner rates'
 run_logged gpu_test.log "$gtest_lines" 220 "$bin/gpu_test" \
   --gtest_output="json:$report_dir/gpu_test.json"
 section "standalone NCCL test"
 run_logged gpu_test.log "$gtest_lines|GB/s|NCCL" 45 "$bin/nccl_test"
+fi
 
+if want runs; then
 section "dp = 2 and ep = 2 on one GPU through the MPI backend against one process"
 runs="$scratch/runs"
 # MOA_CHECK_DEVICE=cpu runs this section on the CPU (to try the script on a machine without a GPU;
@@ -190,6 +200,7 @@ for name in ("dp2", "ep2"):
     print(f"{name}: {len(other)} of {len(one)} records, largest relative loss difference "
           f"{worst:.2e}, largest accuracy difference {acc:.4f} -> {'PASS' if ok else 'FAIL'}")
 PY
+fi
 
 bench_lines='^\||^GPU:|^ViT|^LoRA-MoA|^note|vit_step_bench|rror'
 # MOA_CHECK_DEVICE=cpu: one small step of each row on the CPU instead (the carried benchmark's
@@ -203,6 +214,7 @@ else
   bf16_steps=(--steps 20 --warmup 5)
   fp32_steps=(--steps 5 --warmup 2)
 fi
+if want bench; then
 section "ViT-B/16 training step, bf16: moa vs PyTorch eager, paper batch (32 per domain x 3)"
 run_logged bench.log "$bench_lines" 150 "$bin/vit_step_bench" "${paper[@]}" --precision bf16 \
   "${bf16_steps[@]}"
@@ -214,8 +226,29 @@ if [ "${MOA_CHECK_DEVICE:-cuda}" != cpu ]; then
   run_logged bench.log "$bench_lines|^\\(" 300 "$bin/vit_step_bench" "${paper[@]}" --precision bf16 \
     --steps 10 --warmup 3 --max-batch-only --methods moa,lora,full
 fi
+fi
+
+if want profile; then
+  section "where the GPU time of a bf16 step goes: LoRA at 1536 images, full at 768, both sides"
+  traces="$scratch/traces"
+  mkdir -p "$traces"
+  if [ "${MOA_CHECK_DEVICE:-cuda}" = cpu ]; then
+    profiled=("lora 1" "full 1")
+    profile_flags=(--device cpu --small --threads 2 --steps 1 --warmup 1)
+  else
+    profiled=("lora 512" "full 256")
+    profile_flags=(--device cuda --steps 5 --warmup 2)
+  fi
+  for row in "${profiled[@]}"; do
+    read -r method per_domain <<<"$row"
+    run_logged bench.log "$bench_lines" 100 "$bin/vit_step_bench" "${profile_flags[@]}" \
+      --precision bf16 --batch "$per_domain" --methods "$method" --trace "$traces"
+  done
+  run 30 "$python" bench/trace_kernels.py "$traces"/*.json
+  tar -C "$traces" -czf "$report_dir/traces.tar.gz" .
+fi
 
 section "summary (done in $(($(date +%s) - start)) s; whole report: gpu_report.txt)"
-grep -E '^== |^\[  FAILED  \]|^\[  (PASSED|SKIPPED) +\] [0-9]+ test|^dp2:|^ep2:|^\| (lora|moa|full)|^LoRA-MoA|^GPU:|^\((lora|moa|full)|-> (exit|skipped)' \
+grep -E '^GPU kernel time|^kind |^(conv|attention|GEMM|layer norm|GELU|loss/softmax|optimizer|casts/copies|reductions|elementwise|other|GPU busy|span) |^== |^\[  FAILED  \]|^\[  (PASSED|SKIPPED) +\] [0-9]+ test|^dp2:|^ep2:|^\| (lora|moa|full)|^LoRA-MoA|^GPU:|^\((lora|moa|full)|-> (exit|skipped)' \
   "$report" | grep -v '^== summary'
 exit 0
