@@ -139,7 +139,7 @@ torch::Tensor MoaAdapterImpl::StackedExperts(const torch::Tensor& tokens, const 
     down.insert(down.begin(), proj_weight);
     const torch::Tensor bias =
         torch::cat({proj_bias, torch::zeros({columns}, proj_bias.options())});
-    const torch::Tensor both = torch::nn::functional::linear(tokens, torch::cat(down), bias);
+    const torch::Tensor both = torch::linear(tokens, torch::cat(down), bias);
     const int64_t projected = proj_weight.size(0);
     // Top-1 cosine routing without capacity (the paper's) runs as one fused function on the CPU.
     const bool fused = router->options().kind() == "cosine" && route.top_k == 1 &&
@@ -167,7 +167,7 @@ torch::Tensor MoaAdapterImpl::StackedExperts(const torch::Tensor& tokens, const 
       r.load_terms = gate.load_terms;
       timings_.route_s += clock.Seconds();
       clock.Reset();
-      const torch::Tensor y = torch::nn::functional::linear(gate.gated, torch::cat(up, 1));
+      const torch::Tensor y = torch::linear(gate.gated, torch::cat(up, 1));
       timings_.experts_s += clock.Seconds();
       return y;
     }
@@ -175,7 +175,7 @@ torch::Tensor MoaAdapterImpl::StackedExperts(const torch::Tensor& tokens, const 
     low = both.narrow(1, projected, columns);
   } else {
     logits = router->Logits(tokens);
-    low = torch::nn::functional::linear(tokens, torch::cat(down));
+    low = torch::linear(tokens, torch::cat(down));
   }
   RouteOptions options = route;
   options.expert_lists = false;
@@ -184,7 +184,7 @@ torch::Tensor MoaAdapterImpl::StackedExperts(const torch::Tensor& tokens, const 
   clock.Reset();
   // Each rank column weighted by its expert's gate: zero where the token was not routed there.
   const torch::Tensor column_gates = routing->combine.index_select(1, column_expert_);
-  const torch::Tensor y = torch::nn::functional::linear(low * column_gates, torch::cat(up, 1));
+  const torch::Tensor y = torch::linear(low * column_gates, torch::cat(up, 1));
   timings_.experts_s += clock.Seconds();
   return y;
 }
@@ -202,12 +202,12 @@ torch::Tensor MoaAdapterImpl::GroupedLora(const torch::Tensor& rows,
     up.push_back(lora->B);
     column_expert.insert(column_expert.end(), lora->A.size(0), static_cast<int64_t>(m));
   }
-  const torch::Tensor low = torch::nn::functional::linear(rows, torch::cat(down));
+  const torch::Tensor low = torch::linear(rows, torch::cat(down));
   const torch::Tensor columns = parallel::IndicesOn(column_expert, rows.device());
   torch::Tensor keep = row_expert.unsqueeze(1).eq(columns.unsqueeze(0)).to(low.scalar_type());
   // The gates multiply in their own dtype (float32 under autocast too), as in the stacked path.
   if (row_scale.defined()) keep = keep * row_scale.unsqueeze(1);
-  return torch::nn::functional::linear(low * keep, torch::cat(up, 1));
+  return torch::linear(low * keep, torch::cat(up, 1));
 }
 
 torch::Tensor MoaAdapterImpl::Delta(const torch::Tensor& x) {
