@@ -109,6 +109,9 @@ export OPAL_PREFIX="$usr" OPAL_EXEC_PREFIX="$usr" OPAL_BINDIR="$usr/bin" \
 # Open MPI's launcher wants ssh or rsh on the PATH even to start ranks on this machine alone, and
 # an image may have neither: `false` stands in (it is never called for local ranks).
 export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMPI_MCA_plm_rsh_agent=false
+# On the H100 image PMIx also tried that image's own zlib compression plugin (another PMIx
+# version; it fails to load, harmlessly) and then printed a boxed warning per launch: silenced.
+export PMIX_MCA_pcompress_base_silence_warning=1
 export MOA_SOURCE_DIR="$here" MOA_PYTHON="$python" OMP_NUM_THREADS=4
 
 section "carried binaries"
