@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import resource
+import sys
 import time
 from functools import partial
 
@@ -194,15 +195,20 @@ def main():
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if args.trace:
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if device.type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities) as profile:
-            step()
-            step()
+        # A trace that fails (out of memory, an unwritable file) is a warning: the measurement
+        # above still counts.
+        try:
+            activities = [torch.profiler.ProfilerActivity.CPU]
             if device.type == "cuda":
-                torch.cuda.synchronize()
-        profile.export_chrome_trace(args.trace)
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            with torch.profiler.profile(activities=activities) as profile:
+                step()
+                step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            profile.export_chrome_trace(args.trace)
+        except (RuntimeError, OSError) as error:
+            print(f"torch_vit_step: no trace {args.trace}: {error}", file=sys.stderr)
     print(json.dumps({"ms": seconds * 1000, "images_per_s": args.batch / seconds,
                       "peak_mem_gb": peak / 2**30}))
 

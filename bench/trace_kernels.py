@@ -14,11 +14,12 @@ import json
 import os
 import re
 
-# First match wins: convolutions and attention before the matrix products their kernels resemble,
+# First match wins: attention before convolutions (cuDNN's SDPA kernels are named fprop / bprop,
+# its helpers convert_dq and dot_do_o), both before the matrix products their kernels resemble,
 # GELU and casts before the generic elementwise templates that carry them.
 KINDS = [
-    ("conv", r"conv|fprop|dgrad|wgrad|implicit|im2col|col2im"),
-    ("attention", r"flash|fmha|attention|sdpa"),
+    ("attention", r"flash|fmha|attention|sdpa|convert_dq|dot_do_o"),
+    ("conv", r"conv|fprop|dgrad|wgrad|implicit|im2col|col2im|nchwToNhwc|nhwcToNchw"),
     ("GEMM", r"gemm|nvjet|cutlass|xmma|cublas|sm90_|sm80_|splitK"),
     ("layer norm", r"layer_norm|LayerNorm|GammaBeta"),
     ("GELU", r"[Gg]elu"),
@@ -74,6 +75,11 @@ def main():
             span.append(0.0)
     if not any(busy):
         print("(no GPU kernels in these traces: they come from runs on the CPU)")
+    else:
+        for name, b in zip(names, busy):
+            if not b:
+                print(f"warning: {name} holds no GPU kernels (a CPU run, or a profiler without "
+                      "CUDA activity): its column reads 0")
     width = max(14, *(len(n) for n in names))
     print("GPU kernel time, ms per step, by kind")
     print(f"{'kind':<14}" + "".join(f" {n:>{width}}" for n in names))
@@ -85,6 +91,8 @@ def main():
     print(f"{'GPU busy':<14}" + "".join(f" {b:>{width}.2f}" for b in busy))
     print(f"{'span':<14}" + "".join(f" {s:>{width}.2f}" for s in span))
     for name, per_name in zip(names, by_kernel):
+        if args.top <= 0:
+            break
         print(f"\n{name}: the {args.top} heaviest kernels (ms per step, launches per step, kind)")
         heaviest = sorted(per_name.items(), key=lambda item: -item[1][0])[: args.top]
         for kernel, (ms, count) in heaviest:

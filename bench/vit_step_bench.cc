@@ -30,12 +30,15 @@
 //   demo's), erm (MNIST_CNN).
 //   --trace DIR: after each measurement (not the probes), both sides profile two more steps with
 //   Kineto (CPU and, on a GPU, CUDA activities) and write a Chrome trace to
-//   DIR/{moa,torch}_<method>_<images>.json; bench/trace_kernels.py sums their GPU kernels by kind.
+//   DIR/{moa,torch}_<method>_<images>.json (with --repeat, the last run's; not for the suite's
+//   allocator rows); bench/trace_kernels.py sums their GPU kernels by kind.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -43,6 +46,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -174,19 +178,32 @@ void Synchronize(const torch::Device& device) {
 }
 
 // Two more training steps under Kineto (CPU, and CUDA where the step runs on a GPU), written as
-// a Chrome trace to `path`.
+// a Chrome trace to `path`. A trace that fails (out of memory, an unwritable file) is a warning on
+// stderr: the measurement it follows still counts.
 void WriteTrace(const std::string& path, const torch::Device& device,
                 const std::function<void()>& train_step) {
   namespace prof = torch::autograd::profiler;
-  const prof::ProfilerConfig config(prof::ProfilerState::KINETO, false, false);
-  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
-  if (device.is_cuda()) activities.insert(prof::ActivityType::CUDA);
-  prof::prepareProfiler(config, activities);
-  prof::enableProfiler(config, activities);
-  train_step();
-  train_step();
-  Synchronize(device);
-  prof::disableProfiler()->save(path);
+  try {
+    const prof::ProfilerConfig config(prof::ProfilerState::KINETO, false, false);
+    std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+    if (device.is_cuda()) activities.insert(prof::ActivityType::CUDA);
+    prof::prepareProfiler(config, activities);
+    prof::enableProfiler(config, activities);
+    try {
+      train_step();
+      train_step();
+      Synchronize(device);
+    } catch (...) {
+      prof::disableProfiler();
+      throw;
+    }
+    // Kineto only logs a file it cannot write.
+    prof::disableProfiler()->save(path);
+    if (!std::filesystem::exists(path)) throw std::runtime_error("no file was written");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vit_step_bench: no trace %s: %s\n", path.c_str(),
+                 moa::ExceptionMessage(e).c_str());
+  }
 }
 
 // One measurement in this process; prints {"ms", "images_per_s", "peak_mem_gb", "flops"}.
@@ -437,6 +454,7 @@ void LargeBatchAllocatorRows(const char* self, Args a) {
     return;
   }
   a.batch = 8;
+  a.trace.clear();  // the two PyTorch rows would write one file
   a.steps = 2;
   a.warmup = 1;
   const int64_t images = a.batch * a.domains;
@@ -482,6 +500,10 @@ void MaxBatchRow(const char* self, const Args& a, const std::string& method) {
   // memory, half the batch.
   nlohmann::json m = RunJson(MoaCommand(self, a, method, fits));
   if (m.is_object() && m.contains("oom") && fits / 2 > a.batch) {
+    if (!a.trace.empty()) {
+      std::filesystem::remove(a.trace + "/moa_" + method + "_" + std::to_string(fits * a.domains) +
+                              ".json");
+    }
     fits /= 2;
     m = RunJson(MoaCommand(self, a, method, fits));
   }
@@ -576,9 +598,9 @@ int main(int argc, char** argv) {
   if (!a.trace.empty() && a.child.empty()) {
     std::error_code error;
     std::filesystem::create_directories(a.trace, error);
-    if (error) {
-      std::fprintf(stderr, "--trace %s: cannot create the folder: %s\n", a.trace.c_str(),
-                   error.message().c_str());
+    if (error || access(a.trace.c_str(), W_OK) != 0) {
+      std::fprintf(stderr, "--trace %s: cannot create or write the folder: %s\n", a.trace.c_str(),
+                   error ? error.message().c_str() : std::strerror(errno));
       return 2;
     }
   }

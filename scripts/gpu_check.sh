@@ -74,6 +74,20 @@ run_logged() {
   return "$rc"
 }
 
+# want SECTION: whether MOA_CHECK_ONLY (unset: every section) names SECTION.
+MOA_CHECK_ONLY="${MOA_CHECK_ONLY:-}"
+MOA_CHECK_ONLY="${MOA_CHECK_ONLY// /}"
+want() { [ -z "$MOA_CHECK_ONLY" ] || [[ ",$MOA_CHECK_ONLY," == *",$1,"* ]]; }
+for name in ${MOA_CHECK_ONLY//,/ }; do
+  case "$name" in
+    tests | runs | bench | profile) ;;
+    *)
+      say "MOA_CHECK_ONLY: unknown section '$name' (tests, runs, bench, profile, comma-separated)"
+      exit 2
+      ;;
+  esac
+done
+
 python="${MOA_GPU_PYTHON:-/opt/torch/.venv/bin/python3}"
 [ -x "$python" ] || python=python3
 section "machine"
@@ -152,9 +166,6 @@ export MOA_TEST_DATA_DIR="$data"
 # script is being tried on the CPU).
 export CUBLAS_WORKSPACE_CONFIG=:4096:8
 [ "${MOA_CHECK_DEVICE:-cuda}" = cpu ] || export MOA_EXPECT_GPU=1
-
-# want SECTION: whether MOA_CHECK_ONLY (unset: every section) names SECTION.
-want() { [ -z "${MOA_CHECK_ONLY:-}" ] || [[ ",$MOA_CHECK_ONLY," == *",$1,"* ]]; }
 
 if want tests; then
 section "GPU tests (gtest label gpu)"
@@ -247,8 +258,12 @@ if want profile; then
     run_logged bench.log "$bench_lines" 100 "$bin/vit_step_bench" "${profile_flags[@]}" \
       --precision bf16 --batch "$per_domain" --methods "$method" --trace "$traces"
   done
-  run 30 "$python" bench/trace_kernels.py "$traces"/*.json
-  tar -C "$traces" -czf "$report_dir/traces.tar.gz" .
+  if compgen -G "$traces/*.json" >/dev/null; then
+    run 30 "$python" bench/trace_kernels.py "$traces"/*.json
+    tar -C "$traces" -czf "$report_dir/traces.tar.gz" .
+  else
+    say "-> no traces were written"
+  fi
 fi
 
 section "summary (done in $(($(date +%s) - start)) s; whole report: gpu_report.txt)"
