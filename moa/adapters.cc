@@ -28,7 +28,8 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   // ATen's linear, as PyTorch's nn.Linear: one matrix product with the bias added in its epilogue,
   // in bfloat16 under autocast. The C++ frontend's functional linear multiplies a (B, N, C) input
   // and then adds the bias in place, in float, through a broadcasting kernel: on an H100 that
-  // add cost a sixth of a bf16 ViT-B/16 training step.
+  // add cost a sixth of a bf16 ViT-B/16 training step. (A non-contiguous 3-D input takes that
+  // path in ATen too; the blocks' inputs are contiguous.)
   torch::Tensor y = torch::linear(x, weight, bias);
   if (adapter_) y = y + adapter_->Delta(x);
   return y;

@@ -1,5 +1,6 @@
 // The ViT against timm's VisionTransformer on the same weights (written by Python, read by our
-// safetensors reader), and the parameter counts against independent PyTorch modules.
+// safetensors reader), the parameter counts against independent PyTorch modules, the fused
+// attention against its formula, and the block Linears' bias inside the matrix product.
 #include <ATen/record_function.h>
 #include <nlohmann/json.hpp>
 
@@ -152,14 +153,17 @@ std::vector<std::string>& RecordedOperators() {
 
 std::vector<std::string> OperatorsOf(const std::function<void()>& run) {
   RecordedOperators().clear();
-  const at::CallbackHandle handle = at::addThreadLocalCallback(
-      at::RecordFunctionCallback([](const at::RecordFunction& fn)
-                                     -> std::unique_ptr<at::ObserverContext> {
-        RecordedOperators().push_back(fn.name());
-        return nullptr;
-      }).scopes({at::RecordScope::FUNCTION}));
+  // Removed again even when `run` throws, so no later test on this thread records.
+  struct Recording {
+    at::CallbackHandle handle = at::addThreadLocalCallback(
+        at::RecordFunctionCallback([](const at::RecordFunction& fn)
+                                       -> std::unique_ptr<at::ObserverContext> {
+          RecordedOperators().push_back(fn.name());
+          return nullptr;
+        }).scopes({at::RecordScope::FUNCTION}));
+    ~Recording() { at::removeCallback(handle); }
+  } recording;
   run();
-  at::removeCallback(handle);
   return RecordedOperators();
 }
 
