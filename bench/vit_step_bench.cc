@@ -197,7 +197,8 @@ void WriteTrace(const std::string& path, const torch::Device& device,
       prof::disableProfiler();
       throw;
     }
-    // Kineto only logs a file it cannot write.
+    // Kineto only logs a file it cannot write (an older one of the name would hide that).
+    std::filesystem::remove(path);
     prof::disableProfiler()->save(path);
     if (!std::filesystem::exists(path)) throw std::runtime_error("no file was written");
   } catch (const std::exception& e) {
