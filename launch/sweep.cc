@@ -329,8 +329,10 @@ int DeleteIncomplete(const SweepOptions& options, const std::vector<SweepJob>& j
       continue;
     }
     const std::string task = RecordedSlurmTask(job.dir);
+    // The owner's task, already asked about above, is usually the recorded one.
+    const bool known_ended = owner_ended && owner->slurm == task;
     const std::optional<bool> queued =
-        task.empty() ? std::optional<bool>(false) : SlurmTaskListed(task);
+        task.empty() || known_ended ? std::optional<bool>(false) : SlurmTaskListed(task);
     if (queued.value_or(true)) {
       std::cerr << "moa sweep: " << job.dir
                 << (queued ? " is queued or running as Slurm job " + task + " (scancel it first)"
